@@ -1,0 +1,287 @@
+"""Ingest a file into the event store: read, map, validate, dedupe, quarantine, commit.
+
+Every input row ends in exactly one of: stored (accepted), duplicate (its key is
+already stored, or repeated in the file), or quarantine (with every reason it
+failed). The whole file is one batch: committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features.adapters import adapter_for
+from features.contracts import TableContract, contract_for
+from features.readers import BadLine, detect_format, iter_chunks
+from features.store import (
+    INGESTED_AT,
+    QUARANTINE_SCHEMA,
+    ROW_HASH,
+    Batch,
+    EventStore,
+    stored_schema,
+)
+from features.validation import validate
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did, row by row accounted for."""
+
+    kind: str
+    source: str
+    path: str
+    batch_id: str
+    rows_read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    already_quarantined: int = 0
+    quarantine_path: str = ""
+    seconds: float = 0.0
+
+    @property
+    def nothing_new(self) -> bool:
+        return self.accepted == 0 and self.quarantined == self.already_quarantined
+
+    def summary(self) -> str:
+        """Human-readable summary, the line the CLI prints."""
+        lines = [
+            f"{self.kind} from {self.path} ({self.source}): read {self.rows_read:,} rows "
+            f"in {self.seconds:.1f} s",
+            f"  accepted    {self.accepted:,}",
+            f"  duplicates  {self.duplicates:,} (already stored or repeated in the file)",
+            f"  quarantined {self.quarantined:,}"
+            + (
+                f" ({self.already_quarantined:,} already in quarantine)"
+                if self.already_quarantined
+                else ""
+            ),
+        ]
+        if self.quarantined:
+            lines.append(f"  quarantine: {self.quarantine_path}")
+        if self.nothing_new:
+            lines.append("  nothing new: every row was already stored or quarantined")
+        return "\n".join(lines)
+
+
+def ingest_file(
+    path: Path,
+    *,
+    kind: str,
+    store: EventStore,
+    now: datetime,
+    source: str = "contract",
+    fmt: str | None = None,
+    chunk_rows: int = 1_000_000,
+    max_future_skew: timedelta = timedelta(days=1),
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Ingest one file of ``kind`` into ``store`` as one atomic batch.
+
+    Parameters
+    ----------
+    path : Path
+        CSV / TSV / JSONL / Parquet file, optionally gzip-compressed.
+    kind : str
+        ``events``, ``customers``, ``catalog`` or ``content``.
+    store : EventStore
+        Destination.
+    now : datetime
+        Ingest time (UTC), stamped on rows and used for the future-timestamp check.
+    source : str
+        ``contract`` (the Tailor formats) or an adapter: ``taobao``, ``rees46``, ``movielens``.
+    fmt : str, optional
+        Overrides the format implied by the suffix.
+    chunk_rows : int
+        Rows per chunk; bounds memory.
+    max_future_skew : timedelta
+        Events later than ``now`` + this are quarantined.
+    progress : callable, optional
+        Called with a message after each chunk.
+    """
+    contract = contract_for(kind)
+    adapter = adapter_for(source, kind)
+    file_format = adapter.fmt if (fmt is None and adapter.fmt) else detect_format(path, fmt)
+    started = time.perf_counter()
+    source_name = str(path)
+
+    with store.writer(now) as batch:
+        report = IngestReport(
+            kind=kind,
+            source=source,
+            path=source_name,
+            batch_id=batch.batch_id,
+            quarantine_path=str(store.root / "quarantine" / kind),
+        )
+        seen = _KeySet(store.existing_keys(kind)) if kind == "events" else None
+        quarantined_hashes = _quarantined_hashes(store, kind)
+        dimension_rows: list[pd.DataFrame] = []
+        chunks = iter_chunks(
+            path,
+            fmt=file_format,
+            chunk_rows=chunk_rows,
+            column_names=(adapter.column_names or {}).get(kind),
+            delimiter=(adapter.delimiter or {}).get(kind),
+            encoding=(adapter.encoding or {}).get(kind, "utf8"),
+            quoting=adapter.quoting,
+        )
+        for chunk in chunks:
+            report.rows_read += len(chunk.frame) + len(chunk.bad_lines)
+            mapped = adapter.to_contract(chunk.frame, kind) if len(chunk.frame) else chunk.frame
+            result = validate(
+                mapped,
+                chunk.line_numbers,
+                contract,
+                now=now,
+                max_future_skew=max_future_skew,
+            )
+            rejected = pd.concat(
+                [result.rejected, _bad_lines_frame(chunk.bad_lines)], ignore_index=True
+            )
+            _write_quarantine(
+                store, batch, kind, rejected, source_name, now, report, quarantined_hashes
+            )
+            if seen is not None:
+                fresh = seen.add_new(result.valid[contract.key])
+                report.duplicates += int((~fresh).sum())
+                valid = result.valid[fresh]
+                report.accepted += len(valid)
+                _write_events(store, batch, valid, now)
+            else:
+                dimension_rows.append(result.valid)
+            if progress is not None:
+                progress(
+                    f"{kind}: {report.rows_read:,} rows read, {report.accepted:,} accepted, "
+                    f"{report.quarantined:,} quarantined ({time.perf_counter() - started:.1f} s)"
+                )
+        if seen is None:
+            _write_dimension(store, batch, contract, dimension_rows, now, report)
+    report.seconds = time.perf_counter() - started
+    logger.info("ingest %s: %s", kind, report)
+    return report
+
+
+class _KeySet:
+    """Keys seen so far (stored plus this batch), for vectorised duplicate checks."""
+
+    def __init__(self, existing: pd.Series) -> None:
+        self._parts: list[np.ndarray] = [existing.to_numpy(dtype=object)]
+
+    def add_new(self, keys: pd.Series) -> np.ndarray:
+        """Mark keys not seen before (first occurrence only) and remember them."""
+        values = keys.to_numpy(dtype=object)
+        known = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
+        fresh = ~pd.Index(values).isin(known) & ~keys.duplicated().to_numpy()
+        self._parts = [np.concatenate([known, values[fresh]])]
+        return np.asarray(fresh, dtype=bool)
+
+
+def _write_events(store: EventStore, batch: Batch, valid: pd.DataFrame, now: datetime) -> None:
+    if valid.empty:
+        return
+    frame = valid.assign(**{INGESTED_AT: pd.Timestamp(now).tz_convert("UTC")})
+    schema = stored_schema(contract_for("events"))
+    dates = frame["ts"].dt.strftime("%Y-%m-%d")
+    for date, part in frame.groupby(dates, sort=True):
+        part = part.sort_values("ts", kind="stable")
+        table = pa.Table.from_pandas(part, schema=schema, preserve_index=False)
+        store.write_part(batch, "events", table, subdir=f"date={date}")
+
+
+def _write_dimension(
+    store: EventStore,
+    batch: Batch,
+    contract: TableContract,
+    frames: list[pd.DataFrame],
+    now: datetime,
+    report: IngestReport,
+) -> None:
+    rows = [f for f in frames if not f.empty]
+    if not rows:
+        return
+    frame = pd.concat(rows, ignore_index=True)
+    # Repeated keys in one file: the last row is the latest version.
+    last = ~frame[contract.key].duplicated(keep="last")
+    report.duplicates += int((~last).sum())
+    frame = frame[last.to_numpy()].reset_index(drop=True)
+    hashes = pd.util.hash_pandas_object(frame[contract.names], index=False).to_numpy()
+    current = store.current_hashes(contract.kind)
+    stored = current.reindex(frame[contract.key].astype("string")).to_numpy()
+    unchanged = stored == hashes
+    report.duplicates += int(unchanged.sum())
+    changed = frame[~unchanged].assign(
+        **{INGESTED_AT: pd.Timestamp(now).tz_convert("UTC"), ROW_HASH: hashes[~unchanged]}
+    )
+    report.accepted += len(changed)
+    if len(changed):
+        table = pa.Table.from_pandas(changed, schema=stored_schema(contract), preserve_index=False)
+        store.write_part(batch, contract.kind, table)
+
+
+def _bad_lines_frame(bad: list[BadLine]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "line_number": np.asarray([b.line_number for b in bad], dtype=np.int64),
+            "reason": [b.reason for b in bad],
+            "raw": [b.text for b in bad],
+        }
+    )
+
+
+def _quarantined_hashes(store: EventStore, kind: str) -> set[int]:
+    files = store.files(f"quarantine/{kind}")
+    if not files:
+        return set()
+    stored = store.read(f"quarantine/{kind}", current=False)
+    return set(_raw_hashes(stored["raw"]).tolist())
+
+
+def _raw_hashes(raw: pd.Series) -> np.ndarray:
+    return pd.util.hash_pandas_object(raw.astype("string"), index=False).to_numpy()
+
+
+def _write_quarantine(
+    store: EventStore,
+    batch: Batch,
+    kind: str,
+    rejected: pd.DataFrame,
+    source: str,
+    now: datetime,
+    report: IngestReport,
+    known: set[int],
+) -> None:
+    if rejected.empty:
+        return
+    report.quarantined += len(rejected)
+    hashes = _raw_hashes(rejected["raw"])
+    new = ~np.isin(hashes, np.fromiter(known, dtype=np.uint64, count=len(known)))
+    report.already_quarantined += int((~new).sum())
+    rows = rejected[new]
+    known.update(hashes[new].tolist())
+    if rows.empty:
+        return
+    frame = pd.DataFrame(
+        {
+            "batch_id": batch.batch_id,
+            "quarantined_at": pd.Timestamp(now).tz_convert("UTC"),
+            "source": source,
+            "line_number": rows["line_number"].to_numpy(dtype=np.int64),
+            "reason": rows["reason"].astype(str).to_numpy(),
+            "raw": rows["raw"].to_numpy(dtype=object),
+        }
+    )
+    table = pa.Table.from_pandas(frame, schema=QUARANTINE_SCHEMA, preserve_index=False)
+    store.write_part(batch, f"quarantine/{kind}", table)

@@ -1,0 +1,268 @@
+"""The embedded event store: Parquet files under ``TAILOR_HOME/store`` and one manifest.
+
+Layout::
+
+    store/
+      _manifest.json                      committed files of every table
+      events/date=YYYY-MM-DD/part-<batch>.parquet
+      customers/part-<batch>.parquet      (also catalog/, content/: versioned rows)
+      quarantine/<kind>/part-<batch>.parquet
+      .lock
+
+A batch writes its part files first (invisible: no reader looks past the
+manifest), then replaces the manifest atomically (write, fsync, rename). An
+interrupted batch therefore leaves the store exactly as it was; its orphan files
+are removed by the next writer. One writer at a time (an exclusive file lock).
+
+Dimension tables (customers, catalog, content) keep every version of a row, with
+``_ingested_at``; their current state is the latest version per key, and the
+history is what lets a later job see, e.g., an item come back into stock between
+two catalog ingests.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.contracts import CONTRACTS, TableContract, contract_for
+
+MANIFEST = "_manifest.json"
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("quarantined_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("line_number", pa.int64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("raw", pa.string()),
+    ]
+)
+# Bookkeeping columns stored beside the contract columns.
+INGESTED_AT = "_ingested_at"
+ROW_HASH = "_row_hash"
+
+
+def stored_schema(contract: TableContract) -> pa.Schema:
+    """Arrow schema of a stored table: the contract plus bookkeeping columns."""
+    schema = contract.arrow_schema().append(pa.field(INGESTED_AT, pa.timestamp("us", tz="UTC")))
+    if contract.kind != "events":
+        schema = schema.append(pa.field(ROW_HASH, pa.uint64()))
+    return schema
+
+
+@dataclass
+class Batch:
+    """Files written by one ingest, committed together or not at all."""
+
+    batch_id: str
+    started_at: datetime
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, table: str, relpath: str) -> None:
+        self.files.setdefault(table, []).append(relpath)
+
+
+class EventStore:
+    """Parquet tables under one root, committed through a manifest.
+
+    Parameters
+    ----------
+    root : Path
+        The store folder (``TAILOR_HOME/store``); created on first write.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # ---------------------------------------------------------------- reading
+    def manifest(self) -> dict[str, list[str]]:
+        """Committed files per table (paths relative to the root)."""
+        path = self.root / MANIFEST
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text())
+        tables: dict[str, list[str]] = data["tables"]
+        return tables
+
+    def files(self, table: str) -> list[Path]:
+        """Committed Parquet files of ``table`` (``events``, ``quarantine/events``, ...)."""
+        return [self.root / rel for rel in self.manifest().get(table, [])]
+
+    def relation(self, con: duckdb.DuckDBPyConnection, table: str) -> duckdb.DuckDBPyRelation:
+        """A DuckDB relation over the committed files of ``table`` (empty if none)."""
+        files = self.files(table)
+        if files:
+            return con.read_parquet([str(f) for f in files], union_by_name=True)
+        schema = _empty_schema(table)
+        return con.from_arrow(schema.empty_table())
+
+    def read(self, table: str, *, current: bool = True) -> pd.DataFrame:
+        """Read a whole table into pandas.
+
+        Parameters
+        ----------
+        table : str
+            ``events``, ``customers``, ``catalog``, ``content`` or ``quarantine/<kind>``.
+        current : bool
+            For dimension tables: only the latest version of each key.
+        """
+        con = connect()
+        try:
+            files = self.files(table)
+            if current and files and table in CONTRACTS and table != "events":
+                key = CONTRACTS[table].key
+                # Part files are named by batch id, which sorts in commit order.
+                return con.execute(
+                    f"SELECT * EXCLUDE (filename) FROM read_parquet(?, union_by_name = true, "
+                    f"filename = true) QUALIFY row_number() OVER "
+                    f"(PARTITION BY {key} ORDER BY filename DESC) = 1 ORDER BY {key}",
+                    [[str(f) for f in files]],
+                ).df()
+            rel = self.relation(con, table)
+            return rel.df()
+        finally:
+            con.close()
+
+    def register(self, con: duckdb.DuckDBPyConnection, table: str, name: str) -> None:
+        """Create (or replace) a view ``name`` in ``con`` over the committed ``table``."""
+        self.relation(con, table).create_view(name, replace=True)
+
+    def count(self, table: str) -> int:
+        files = self.files(table)
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+    def existing_keys(self, kind: str) -> pd.Series:
+        """Stored keys of ``kind`` (event ids, or customer / item / content ids)."""
+        contract = contract_for(kind)
+        files = self.files(kind)
+        if not files:
+            return pd.Series([], dtype="string")
+        table = pq.ParquetDataset([str(f) for f in files]).read(columns=[contract.key])
+        return table.column(contract.key).to_pandas().astype("string")
+
+    def current_hashes(self, kind: str) -> pd.Series:
+        """Row hash of the current version of each key of a dimension table."""
+        current = self.read(kind, current=True)
+        if current.empty:
+            return pd.Series([], dtype="uint64")
+        return pd.Series(
+            current[ROW_HASH].to_numpy(), index=current[contract_for(kind).key].astype("string")
+        )
+
+    # ---------------------------------------------------------------- writing
+    @contextmanager
+    def writer(self, now: datetime | None = None) -> Iterator[Batch]:
+        """Hold the write lock, collect one batch, commit it atomically on success.
+
+        Files added to the batch become visible only when the block exits
+        without an exception; on an exception they are removed.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._remove_orphans()
+                # Batch ids sort in commit order: a sequence number comes first.
+                sequence = len(self._history()) + 1
+                batch = Batch(
+                    batch_id=f"{sequence:09d}-{uuid.uuid4().hex[:8]}",
+                    started_at=now or datetime.now(UTC),
+                )
+                try:
+                    yield batch
+                except BaseException:
+                    self._remove_files(batch)
+                    raise
+                self._commit(batch)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def write_part(self, batch: Batch, table: str, data: pa.Table, subdir: str = "") -> Path:
+        """Write one Parquet part of ``table`` for ``batch`` (not yet visible)."""
+        folder = self.root / table / subdir if subdir else self.root / table
+        folder.mkdir(parents=True, exist_ok=True)
+        n = len(batch.files.get(table, []))
+        path = folder / f"part-{batch.batch_id}-{n:05d}.parquet"
+        pq.write_table(data, path, compression="zstd")
+        _fsync(path)
+        batch.add(table, str(path.relative_to(self.root)))
+        return path
+
+    def _commit(self, batch: Batch) -> None:
+        if not batch.files:
+            return
+        tables = self.manifest()
+        for table, rels in batch.files.items():
+            tables.setdefault(table, []).extend(rels)
+        history = self._history()
+        history.append(
+            {
+                "batch_id": batch.batch_id,
+                "committed_at": datetime.now(UTC).isoformat(),
+                "files": sum(len(v) for v in batch.files.values()),
+            }
+        )
+        payload = json.dumps({"tables": tables, "batches": history}, indent=1)
+        tmp = self.root / f"{MANIFEST}.{batch.batch_id}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.root / MANIFEST)
+        _fsync(self.root)
+
+    def _history(self) -> list[dict[str, object]]:
+        path = self.root / MANIFEST
+        if not path.exists():
+            return []
+        batches: list[dict[str, object]] = json.loads(path.read_text()).get("batches", [])
+        return batches
+
+    def _remove_files(self, batch: Batch) -> None:
+        for rels in batch.files.values():
+            for rel in rels:
+                (self.root / rel).unlink(missing_ok=True)
+
+    def _remove_orphans(self) -> None:
+        """Delete part files no manifest names (left by an interrupted batch)."""
+        committed = {rel for rels in self.manifest().values() for rel in rels}
+        for path in self.root.rglob("part-*.parquet"):
+            if str(path.relative_to(self.root)) not in committed:
+                path.unlink()
+        for tmp in self.root.glob(f"{MANIFEST}.*.tmp"):
+            tmp.unlink()
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that hands timestamps back in UTC."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _empty_schema(table: str) -> pa.Schema:
+    if table.startswith("quarantine/"):
+        return QUARANTINE_SCHEMA
+    return stored_schema(contract_for(table))
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder entry to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

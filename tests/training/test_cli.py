@@ -1,0 +1,83 @@
+"""The ``tailor`` command line, run as a user would (a real subprocess, a real store)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from features.store import EventStore
+
+
+def _tailor(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "training.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def test_ingest_prints_counts_and_quarantine_location(tmp_path, repo_root):
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,ts,event_type,customer_id\n"
+        "a,2026-11-01T00:00:00Z,page_view,c1\n"
+        "b,not-a-time,page_view,c1\n"
+    )
+    home = tmp_path / "home"
+    result = _tailor("ingest", str(path), "--kind", "events", home=home, cwd=repo_root)
+    assert result.returncode == 0, result.stderr
+    assert "accepted    1" in result.stdout
+    assert "quarantined 1" in result.stdout
+    assert str(home / "store" / "quarantine" / "events") in result.stdout
+
+    again = _tailor("ingest", str(path), "--kind", "events", home=home, cwd=repo_root)
+    assert "nothing new" in again.stdout
+    assert EventStore(home / "store").count("events") == 1
+
+
+def test_bad_input_exits_2_naming_the_field(tmp_path, repo_root):
+    missing = _tailor(
+        "ingest", str(tmp_path / "nope.csv"), "--kind", "events", home=tmp_path, cwd=repo_root
+    )
+    assert missing.returncode == 2
+    assert "path=" in missing.stderr and "no such file" in missing.stderr
+
+    env_bad = subprocess.run(
+        [sys.executable, "-m", "training.cli", "ingest", "x.csv", "--kind", "events"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TAILOR_INGEST_CHUNK_ROWS": "ten"},
+        cwd=repo_root,
+        check=False,
+    )
+    assert env_bad.returncode == 2
+    assert "ingest_chunk_rows" in env_bad.stderr
+
+
+def test_demo_simulates_ingests_and_summarises(tmp_path, repo_root):
+    result = _tailor(
+        "demo", "--customers", "300", "--days", "10", home=tmp_path / "home", cwd=repo_root
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for kind in ("customers", "catalog", "content", "events"):
+        assert f"{kind} from" in out
+    assert "== event store" in out and "purchase" in out
+    assert "== quarantined events by reason" in out
+    store = EventStore(tmp_path / "home" / "store")
+    assert store.count("events") > 1000
+    assert store.count("quarantine/events") > 0
