@@ -170,7 +170,7 @@ def ingest_file(
         if seen is None:
             _write_dimension(store, batch, contract, dimension_rows, now, report)
     report.seconds = time.perf_counter() - started
-    logger.info("ingest %s: %s", kind, report)
+    logger.debug("ingest %s: %s", kind, report)
     return report
 
 

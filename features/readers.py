@@ -8,6 +8,7 @@ number, and a line that cannot even be split into fields is reported as a
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -148,7 +149,12 @@ def _iter_delimited(
             header = fh.readline().decode(encoding).rstrip("\r\n")
             if not header:
                 return
-            names = [n.strip() for n in header.split(delimiter)]
+            fields = (
+                next(csv.reader([header], delimiter=delimiter))
+                if quoting
+                else header.split(delimiter)
+            )
+            names = [n.strip() for n in fields]
             first_line = 2
         else:
             names = list(column_names)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,11 +18,78 @@ from pydantic_settings import (
 )
 
 
+class TriggerConfig(BaseModel):
+    """Thresholds of the behavioural triggers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cart_abandon_hours: float = Field(
+        24, gt=0, description="A cart with no purchase of its item this long after fires."
+    )
+    browse_abandon_hours: float = Field(
+        48, gt=0, description="Hours after the repeat view with no cart before browse fires."
+    )
+    browse_min_views: int = Field(2, ge=1, description="Views of one item that make a browse.")
+    browse_lookback_days: float = Field(
+        7, gt=0, description="Views older than this do not count towards a browse."
+    )
+    lapsing_gap_multiple: float = Field(
+        2.0, gt=0, description="Lapsing fires after this many median purchase gaps."
+    )
+    back_in_stock_lookback_days: float = Field(
+        30, gt=0, description="A view this recent before a restock makes the customer eligible."
+    )
+    ttl_hours: dict[str, float] = Field(
+        default_factory=lambda: {
+            "cart_abandoned": 72.0,
+            "browse_abandoned": 72.0,
+            "lapsing": 720.0,
+            "back_in_stock": 168.0,
+        },
+        description="How long each trigger stays active after it fires.",
+    )
+
+
+class FeatureConfig(BaseModel):
+    """Settings of the feature job."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    windows_days: tuple[int, ...] = Field(
+        (1, 2, 7, 30, 90), description="Windows [as_of - N days, as_of) of the event counts."
+    )
+    interaction_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "product_view": 1.0,
+            "add_to_wishlist": 2.0,
+            "add_to_cart": 3.0,
+            "checkout": 3.0,
+            "purchase": 5.0,
+        },
+        description="Weight of each event type in the interaction matrix (view < cart < buy).",
+    )
+    half_life_days: float = Field(
+        14.0, gt=0, description="Exponential time decay of interactions and affinities."
+    )
+    assume_consent_when_unknown: bool = Field(
+        False,
+        description=(
+            "Profile customers who appear only in events (no customer record). Off: "
+            "no recorded consent means no personalisation."
+        ),
+    )
+    segments_file: Path = Field(
+        Path("config/segments.yaml"), description="YAML file declaring the segments."
+    )
+    triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+
+
 class Settings(BaseSettings):
     """Validated configuration; a bad value fails at start-up naming the field."""
 
     model_config = SettingsConfigDict(
         env_prefix="TAILOR_",
+        env_nested_delimiter="__",
         frozen=True,
         extra="forbid",
         toml_file="tailor.toml",
@@ -48,6 +115,10 @@ class Settings(BaseSettings):
         description="Default region for phone numbers written without a country code.",
     )
 
+    features: FeatureConfig = Field(
+        default_factory=FeatureConfig, description="Feature job settings."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -64,3 +135,8 @@ class Settings(BaseSettings):
     def store_dir(self) -> Path:
         """Root of the embedded event store."""
         return self.home / "store"
+
+    @property
+    def features_dir(self) -> Path:
+        """Root of the feature snapshots (``as_of=…`` folders)."""
+        return self.home / "features"

@@ -1,6 +1,6 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
-Subcommands so far: ``simulate``, ``ingest``, ``demo``. Each builds the settings
+Subcommands so far: ``simulate``, ``ingest``, ``features build``, ``demo``. Each builds the settings
 once, configures logging, and passes what it needs down.
 """
 
@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"), default=None)
 
+    feats = sub.add_parser("features", help="feature snapshots")
+    feats_sub = feats.add_subparsers(dest="features_command", required=True)
+    build = feats_sub.add_parser("build", help="build a point-in-time feature snapshot")
+    build.add_argument(
+        "--as-of",
+        type=_utc,
+        default=None,
+        help="UTC time; only events before it are read (default: now)",
+    )
+
     demo = sub.add_parser("demo", help="simulate a store and run the pipeline end to end")
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--days", type=int, default=30)
@@ -84,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "ingest":
             return _ingest(args, settings)
+        if args.command == "features":
+            return _features_build(args.as_of or datetime.now(UTC), settings)
         if args.command == "demo":
             return _demo(args, settings)
     except ValidationError as exc:
@@ -141,6 +153,40 @@ def _ingest_one(
     )
 
 
+def _features_build(as_of: datetime, settings: Settings) -> int:
+    from features.segments import load_segments
+    from features.snapshot import behaviour_feature_names, build_snapshot, write_snapshot
+
+    config = settings.features
+    segments = load_segments(config.segments_file, behaviour_feature_names(config))
+    snapshot = build_snapshot(
+        EventStore(settings.store_dir),
+        as_of=as_of,
+        config=config,
+        segments=segments,
+        phone_region=settings.phone_region,
+        progress=_progress,
+    )
+    path = write_snapshot(snapshot, settings.features_dir)
+    rows = snapshot.manifest["rows"]
+    print(f"feature snapshot as of {snapshot.as_of.isoformat()} → {path}")
+    print(
+        f"  {snapshot.manifest['events_read']:,} events read; {rows['customers']:,} customers "
+        f"({rows['personalised_customers']:,} with personalisation consent), "
+        f"{rows['items']:,} items, {rows['interactions_nnz']:,} interactions; "
+        f"identity: {rows['identity_conflicts']:,} shared devices left unmerged"
+    )
+    print("  segments:")
+    sizes = snapshot.manifest["segment_sizes"]
+    for name in segments.names:
+        print(f"    {name:26s} {sizes.get(name, 0):>8,}")
+    print("  active triggers:")
+    counts = snapshot.manifest["trigger_counts"]
+    for name in ("cart_abandoned", "browse_abandoned", "lapsing", "back_in_stock"):
+        print(f"    {name:26s} {counts.get(name, 0):>8,}")
+    return 0
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from features.simulator import SimulationConfig, simulate, write_store
 
@@ -151,13 +197,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         start=today - timedelta(days=args.days),
     )
-    print(f"== 1/2 simulate: {config.customers:,} customers over {config.days} days")
+    print(f"== 1/3 simulate: {config.customers:,} customers over {config.days} days")
     simulated = simulate(config)
     data_dir = settings.home / "demo" / "data"
     paths = write_store(simulated, data_dir, fmt="csv")
     print(f"   wrote {len(simulated.events):,} events to {data_dir}")
 
-    print(f"== 2/2 ingest into {settings.store_dir}")
+    print(f"== 2/3 ingest into {settings.store_dir}")
     for kind in ("customers", "catalog", "content", "events"):
         report = _ingest_one(paths[kind], kind, settings)
         print(report.summary())
@@ -182,7 +228,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print("\n== quarantined events by reason (values elided)")
         for reason, count in reasons:
             print(f"   {count:>6,}  {reason}")
-    return 0
+
+    print("\n== 3/3 features")
+    return _features_build(today, settings)
 
 
 if __name__ == "__main__":
