@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.adapters import adapter_for
 from features.contracts import TableContract, contract_for
@@ -177,15 +178,16 @@ def ingest_file(
 class _KeySet:
     """Keys seen so far (stored plus this batch), for vectorised duplicate checks."""
 
-    def __init__(self, existing: pd.Series) -> None:
-        self._parts: list[np.ndarray] = [existing.to_numpy(dtype=object)]
+    def __init__(self, existing: pa.Array) -> None:
+        self._parts: list[pa.Array] = [existing]
 
     def add_new(self, keys: pd.Series) -> np.ndarray:
         """Mark keys not seen before (first occurrence only) and remember them."""
-        values = keys.to_numpy(dtype=object)
-        known = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
-        fresh = ~pd.Index(values).isin(known) & ~keys.duplicated().to_numpy()
-        self._parts = [np.concatenate([known, values[fresh]])]
+        values = pa.array(keys.to_numpy(dtype=object), type=pa.string())
+        known = pa.concat_arrays(self._parts) if len(self._parts) > 1 else self._parts[0]
+        stored = pc.is_in(values, value_set=known).to_numpy(zero_copy_only=False)
+        fresh = ~stored & ~keys.duplicated().to_numpy()
+        self._parts = [known, values.filter(pa.array(fresh))]
         return np.asarray(fresh, dtype=bool)
 
 

@@ -144,14 +144,14 @@ class EventStore:
         files = self.files(table)
         return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
-    def existing_keys(self, kind: str) -> pd.Series:
+    def existing_keys(self, kind: str) -> pa.Array:
         """Stored keys of ``kind`` (event ids, or customer / item / content ids)."""
         contract = contract_for(kind)
         files = self.files(kind)
         if not files:
-            return pd.Series([], dtype="string")
+            return pa.array([], type=pa.string())
         table = pq.ParquetDataset([str(f) for f in files]).read(columns=[contract.key])
-        return table.column(contract.key).to_pandas().astype("string")
+        return table.column(contract.key).combine_chunks()
 
     def current_hashes(self, kind: str) -> pd.Series:
         """Row hash of the current version of each key of a dimension table."""
