@@ -64,25 +64,37 @@ class SegmentSet:
         """
         if features.empty or not self.segments:
             return pd.DataFrame({"customer_id": pd.Series([], dtype=object), "segment": []})
-        needed = sorted(set().union(*(s.variables for s in self.segments)))
-        records = _records(features[needed])
         ids = features[key].to_numpy(dtype=object)
         out_ids: list[object] = []
         out_segments: list[str] = []
         for segment in self.segments:
+            # Evaluate each distinct combination of the referenced features once.
+            names = sorted(segment.variables)
+            if names:
+                groups = features[names].astype(object).where(features[names].notna(), None)
+                codes, uniques = _combinations(groups)
+            else:
+                codes, uniques = np.zeros(len(features), dtype=np.int64), pd.DataFrame(index=[0])
+            verdict = np.zeros(len(uniques), dtype=bool)
             errors = 0
-            program = segment.program
-            members = np.zeros(len(records), dtype=bool)
-            for i, record in enumerate(records):
+            for i, record in enumerate(_records(uniques)):
                 try:
-                    members[i] = program.execute(record) is True
+                    verdict[i] = segment.program.execute(record) is True
                 except (RuntimeError, ValueError, TypeError):
                     errors += 1
             if errors:
-                logger.info("segment %s: %d rows could not be evaluated", segment.name, errors)
+                logger.info("segment %s: %d value combinations not evaluable", segment.name, errors)
+            members = verdict[codes]
             out_ids.extend(ids[members])
             out_segments.extend([segment.name] * int(members.sum()))
         return pd.DataFrame({"customer_id": out_ids, "segment": out_segments})
+
+
+def _combinations(frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Row → code of its distinct value combination, and the combinations."""
+    codes = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+    first = pd.Series(np.arange(len(frame))).groupby(codes).first().sort_index()
+    return codes, frame.iloc[first.to_numpy()].reset_index(drop=True)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

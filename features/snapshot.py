@@ -270,7 +270,11 @@ def _compute(
 
     params = {"as_of": as_of}
     # Identity: customer records + login/identify links before as_of.
-    customers = con.execute("SELECT * FROM customers").df()
+    con.execute(
+        "CREATE TEMP TABLE customer_records AS SELECT *, "
+        "json_extract_string(attributes, '$.timezone') AS timezone FROM customers"
+    )
+    customers = con.execute("SELECT customer_id, email, phone FROM customer_records").df()
     links = con.execute(
         "SELECT DISTINCT customer_id, anonymous_id FROM events WHERE ts < $as_of "
         "AND event_type IN ('login', 'identify') "
@@ -287,44 +291,59 @@ def _compute(
     con.register("idmap", identity.mapping)
     step("identity resolved")
 
-    base = _consent_base(customers, identity, config)
+    base = _consent_base(con, config)
     con.register("people", base)
+    # One lookup for every id an event may carry; one join resolves it.
+    con.execute(
+        """
+        CREATE TEMP TABLE ids AS
+        SELECT m.source_type = 'customer' AS is_customer, m.source_id, m.canonical_id,
+               p.personalised
+        FROM idmap m JOIN people p ON p.customer_id = m.canonical_id
+        WHERE m.source_type IN ('customer', 'anonymous')
+        """
+    )
     con.execute(
         """
         CREATE TEMP TABLE ev AS
-        SELECT e.*, coalesce(mc.canonical_id, ma.canonical_id) AS cid,
+        SELECT e.event_id, e.ts, e.event_type, e.item_id, e.price, e.quantity, e.order_id,
+               CASE WHEN e.event_type = 'stock_change' THEN e.properties END AS properties,
+               i.canonical_id AS cid, coalesce(i.personalised, false) AS personal,
                (epoch_us($as_of) - epoch_us(e.ts)) / 86400e6 AS age_days
         FROM events e
-        LEFT JOIN idmap mc ON mc.source_type = 'customer' AND e.customer_id = mc.source_id
-        LEFT JOIN idmap ma ON ma.source_type = 'anonymous' AND e.customer_id IS NULL
-                          AND e.anonymous_id = ma.source_id
+        LEFT JOIN ids i ON i.is_customer = (e.customer_id IS NOT NULL)
+                       AND i.source_id = coalesce(e.customer_id, e.anonymous_id)
         WHERE e.ts < $as_of
         """,
         params,
     )
+    # Only customers who consented to personalisation are profiled.
+    con.execute("CREATE TEMP VIEW evp AS SELECT * FROM ev WHERE personal")
     # Unsubscribes decide sendability for everyone, consented to profiling or not.
     unsub = con.execute(
         "SELECT cid AS customer_id, max(ts) AS last_unsubscribe_ts FROM ev "
         "WHERE event_type = 'unsubscribe' AND cid IS NOT NULL GROUP BY cid"
     ).df()
     base = _apply_unsubscribes(base, unsub)
-    con.register("people", base)
-    con.execute(
-        "CREATE TEMP TABLE evp AS SELECT ev.* FROM ev JOIN people p "
-        "ON ev.cid = p.customer_id WHERE p.personalised"
-    )
     con.execute(
         f"""
         CREATE TEMP TABLE catalog_now AS
-        SELECT * FROM catalog_history WHERE {INGESTED_AT} < $as_of OR {INGESTED_AT} IS NULL
-        QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY {INGESTED_AT} DESC) = 1
+        SELECT * FROM catalog_history
+        -- The version current at as_of; an item first catalogued later (a backfill
+        -- against today's catalog) keeps its earliest version.
+        QUALIFY row_number() OVER (
+            PARTITION BY item_id
+            ORDER BY {INGESTED_AT} < $as_of DESC,
+                     CASE WHEN {INGESTED_AT} < $as_of THEN -epoch_us({INGESTED_AT})
+                          ELSE epoch_us({INGESTED_AT}) END
+        ) = 1
         """,
         params,
     )
     events_read = con.execute("SELECT count(*) FROM ev").fetchone()
     step("events read")
 
-    behaviour = _customer_behaviour(con, config)
+    behaviour = _customer_behaviour(con, config, params)
     affinity = con.execute(_affinity_sql(config)).df()
     step("customer features")
     customers_out = _customer_table(base, behaviour, affinity, as_of, config.windows_days)
@@ -382,42 +401,44 @@ def _schema(frame: pd.DataFrame) -> dict[str, str]:
     return {str(c): str(t) for c, t in frame.dtypes.items()}
 
 
-def _consent_base(
-    customers: pd.DataFrame, identity: Identity, config: FeatureConfig
-) -> pd.DataFrame:
-    """One row per canonical customer with consent state (conservative merge)."""
-    canonical = identity.canonical("customer")
-    records = customers.assign(
-        canonical_id=canonical.reindex(customers["customer_id"].astype(str)).to_numpy()
-    )
-    attributes = records["attributes"].map(_json_object) if len(records) else pd.Series([])
-    records = records.assign(
-        timezone=[a.get("timezone") for a in attributes] if len(records) else [],
-        is_canonical=records["customer_id"].astype(str) == records["canonical_id"],
-    )
-    # A person consents only if every record of theirs does.
-    grouped = records.groupby("canonical_id", sort=True).agg(
-        consent_email=("consent_email", lambda s: bool(s.fillna(False).all())),
-        consent_personalization=(
-            "consent_personalization",
-            lambda s: bool(s.fillna(False).all()),
-        ),
-        consent_updated_ts=("consent_updated_ts", "max"),
-        signup_ts=("signup_ts", "min"),
-    )
-    first = records.sort_values(["is_canonical", "customer_id"], ascending=[False, True])
-    first = first.drop_duplicates("canonical_id").set_index("canonical_id")
-    grouped["country"] = first["country"].reindex(grouped.index)
-    grouped["timezone"] = first["timezone"].reindex(grouped.index)
-    people = pd.DataFrame({"customer_id": np.unique(canonical.to_numpy().astype(str))})
-    people = people.join(grouped, on="customer_id")
-    known = people["customer_id"].isin(grouped.index)
-    default = config.assume_consent_when_unknown
-    for column in ("consent_email", "consent_personalization"):
-        people[column] = people[column].where(known, default).astype(bool)
+def _consent_base(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> pd.DataFrame:
+    """One row per canonical customer with consent state (conservative merge).
+
+    A person consents only if every record of theirs does; a missing value is no
+    consent. Country and timezone come from the canonical record. A person with no
+    customer record at all gets ``assume_consent_when_unknown``.
+    """
+    default = "true" if config.assume_consent_when_unknown else "false"
+    people = con.execute(
+        f"""
+        WITH rec AS (
+            SELECT m.canonical_id, c.*,
+                   CASE WHEN c.customer_id = m.canonical_id THEN '' ELSE c.customer_id END
+                       AS pick
+            FROM customer_records c
+            JOIN idmap m ON m.source_type = 'customer' AND m.source_id = c.customer_id
+        ), grouped AS (
+            SELECT canonical_id,
+                   bool_and(coalesce(consent_email, false)) AS consent_email,
+                   bool_and(coalesce(consent_personalization, false))
+                       AS consent_personalization,
+                   max(consent_updated_ts) AS consent_updated_ts,
+                   min(signup_ts) AS signup_ts,
+                   arg_min(country, pick) AS country,
+                   arg_min(timezone, pick) AS timezone
+            FROM rec GROUP BY canonical_id
+        )
+        SELECT p.customer_id,
+               coalesce(g.consent_email, {default}) AS consent_email,
+               coalesce(g.consent_personalization, {default}) AS consent_personalization,
+               g.consent_updated_ts, g.signup_ts, g.country, g.timezone
+        FROM (SELECT DISTINCT canonical_id AS customer_id FROM idmap
+              WHERE source_type = 'customer') p
+        LEFT JOIN grouped g ON g.canonical_id = p.customer_id
+        ORDER BY p.customer_id
+        """
+    ).df()
     people["personalised"] = people["consent_personalization"]
-    people["signup_ts"] = pd.to_datetime(people["signup_ts"], utc=True)
-    people["consent_updated_ts"] = pd.to_datetime(people["consent_updated_ts"], utc=True)
     return people
 
 
@@ -434,38 +455,44 @@ def _apply_unsubscribes(people: pd.DataFrame, unsub: pd.DataFrame) -> pd.DataFra
     return people
 
 
-def _json_object(text: object) -> dict[str, Any]:
-    if not isinstance(text, str):
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _weight_case(weights: dict[str, float]) -> str:
     whens = " ".join(f"WHEN '{t}' THEN {float(w)!r}" for t, w in sorted(weights.items()))
     return f"(CASE event_type {whens} ELSE 0.0 END)"
 
 
-def _customer_behaviour(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> pd.DataFrame:
-    counts = ",\n".join(
-        f"count_if(event_type = '{t}' AND age_days <= {w}) AS {t}_{w}d"
-        for t in EVENT_TYPES
-        for w in config.windows_days
+def _customer_behaviour(
+    con: duckdb.DuckDBPyConnection, config: FeatureConfig, params: dict[str, Any]
+) -> pd.DataFrame:
+    """Behavioural aggregates per customer: one pass over the events into a narrow
+    (customer, event type) table, then everything per customer from that."""
+    windows = sorted(set(config.windows_days) | {30, 90})
+    con.execute(
+        "CREATE TEMP TABLE per_type AS SELECT cid, event_type, count(*) AS n, "
+        + "".join(f"count_if(age_days <= {w}) AS w{w}, " for w in windows)
+        + "min(ts) AS first_ts, max(ts) AS last_ts, "
+        "sum(coalesce(price, 0) * coalesce(quantity, 1)) AS value, "
+        "coalesce(sum(coalesce(price, 0) * coalesce(quantity, 1)) "
+        "FILTER (WHERE age_days <= 90), 0) AS value_90d "
+        "FROM evp GROUP BY cid, event_type"
     )
-    aggregates = con.execute(
+
+    def of(event_type: str, column: str) -> str:
+        return f"coalesce(sum({column}) FILTER (WHERE event_type = '{event_type}'), 0)"
+
+    counts = ",\n".join(
+        f"{of(t, f'w{w}')}::BIGINT AS {t}_{w}d" for t in EVENT_TYPES for w in config.windows_days
+    )
+    return con.execute(
         f"""
         WITH orders AS (
             SELECT cid, coalesce(order_id, event_id) AS order_key, min(ts) AS ts
             FROM evp WHERE event_type = 'purchase' GROUP BY cid, order_key
-        ), gaps AS (
-            SELECT cid, median(gap) AS gap FROM (
+        ), order_stats AS (
+            SELECT cid, count(*) AS orders, median(gap) AS gap FROM (
                 SELECT cid, (epoch(ts) - epoch(lag(ts) OVER (PARTITION BY cid ORDER BY ts)))
                        / 86400.0 AS gap
                 FROM orders)
-            WHERE gap IS NOT NULL GROUP BY cid
+            GROUP BY cid
         ), hours AS (
             SELECT cid, hour(ts) AS hr,
                    count_if(event_type IN ('email_open', 'email_click')) AS n_email,
@@ -476,41 +503,37 @@ def _customer_behaviour(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -
                    CASE WHEN max(n_email) > 0 THEN arg_max(hr, n_email * 24 + (23 - hr))
                         ELSE arg_max(hr, n_all * 24 + (23 - hr)) END AS preferred_send_hour_utc
             FROM hours GROUP BY cid
-        )
-        SELECT a.*, g.gap AS purchase_gap_median_days, h.preferred_send_hour_utc
-        FROM (
+        ), per_customer AS (
             SELECT cid,
-                   min(ts) AS first_event_ts,
-                   max(ts) AS last_event_ts,
-                   min(age_days) AS days_since_last_event,
-                   min(ts) FILTER (WHERE event_type = 'purchase') AS first_purchase_ts,
-                   max(ts) FILTER (WHERE event_type = 'purchase') AS last_purchase_ts,
-                   min(age_days) FILTER (WHERE event_type = 'purchase') AS recency_days,
-                   count_if(event_type = 'purchase') AS frequency,
-                   count(DISTINCT coalesce(order_id, event_id))
-                       FILTER (WHERE event_type = 'purchase') AS orders,
-                   coalesce(sum(coalesce(price, 0) * coalesce(quantity, 1))
-                       FILTER (WHERE event_type = 'purchase'), 0) AS monetary,
-                   coalesce(sum(coalesce(price, 0) * coalesce(quantity, 1))
-                       FILTER (WHERE event_type = 'purchase' AND age_days <= 90), 0)
-                       AS monetary_90d,
-                   count_if(event_type = 'email_sent' AND age_days <= 90) AS _sends_90d,
-                   count_if(event_type = 'email_open' AND age_days <= 90) AS _opens_90d,
-                   count_if(event_type = 'email_click' AND age_days <= 90) AS _clicks_90d,
-                   ln(1 + count_if(event_type = 'email_open' AND age_days <= 30)
-                        + 3 * count_if(event_type = 'email_click' AND age_days <= 30)
-                        + 0.2 * count_if(event_type = 'product_view' AND age_days <= 30)
-                        + 2 * count_if(event_type = 'add_to_cart' AND age_days <= 30)
-                        + 10 * count_if(event_type = 'purchase' AND age_days <= 30))
-                       AS engagement_score,
+                   min(first_ts) AS first_event_ts,
+                   max(last_ts) AS last_event_ts,
+                   (epoch_us($as_of) - epoch_us(max(last_ts))) / 86400e6
+                       AS days_since_last_event,
+                   min(first_ts) FILTER (WHERE event_type = 'purchase') AS first_purchase_ts,
+                   max(last_ts) FILTER (WHERE event_type = 'purchase') AS last_purchase_ts,
+                   (epoch_us($as_of)
+                    - epoch_us(max(last_ts) FILTER (WHERE event_type = 'purchase'))) / 86400e6
+                       AS recency_days,
+                   {of("purchase", "n")}::BIGINT AS frequency,
+                   {of("purchase", "value")}::DOUBLE AS monetary,
+                   {of("purchase", "value_90d")}::DOUBLE AS monetary_90d,
+                   {of("email_sent", "w90")}::BIGINT AS _sends_90d,
+                   {of("email_open", "w90")}::BIGINT AS _opens_90d,
+                   {of("email_click", "w90")}::BIGINT AS _clicks_90d,
+                   ln(1 + {of("email_open", "w30")} + 3 * {of("email_click", "w30")}
+                        + 0.2 * {of("product_view", "w30")} + 2 * {of("add_to_cart", "w30")}
+                        + 10 * {of("purchase", "w30")}) AS engagement_score,
                    {counts}
-            FROM evp GROUP BY cid
-        ) a
-        LEFT JOIN gaps g USING (cid)
+            FROM per_type GROUP BY cid
+        )
+        SELECT c.*, coalesce(o.orders, 0) AS orders, o.gap AS purchase_gap_median_days,
+               h.preferred_send_hour_utc
+        FROM per_customer c
+        LEFT JOIN order_stats o USING (cid)
         LEFT JOIN send_hour h USING (cid)
-        """
+        """,
+        params,
     ).df()
-    return aggregates
 
 
 def _affinity_sql(config: FeatureConfig) -> str:
@@ -664,25 +687,30 @@ def _interactions(
     con: duckdb.DuckDBPyConnection, config: FeatureConfig, items: pd.DataFrame
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     weight = _weight_case(config.interaction_weights)
-    pairs = con.execute(
+    item_ids = items["item_id"].astype(str).to_numpy()
+    con.register("item_pos", pd.DataFrame({"item_id": item_ids, "col": np.arange(len(item_ids))}))
+    con.execute(
         f"""
+        CREATE TEMP TABLE pairs AS
         SELECT cid, item_id,
                sum({weight} * pow(0.5, age_days / {config.half_life_days!r})) AS w
         FROM evp WHERE item_id IS NOT NULL AND event_type <> 'stock_change'
         GROUP BY cid, item_id HAVING w > 0
         """
-    ).df()
-    user_ids = np.sort(pairs["cid"].unique().astype(str))
-    item_ids = items["item_id"].astype(str).to_numpy()
-    rows = np.searchsorted(user_ids, pairs["cid"].astype(str).to_numpy())
-    cols = pd.Index(item_ids).get_indexer(pd.Index(pairs["item_id"].astype(str)))
+    )
+    # Rows are customers in id order; dense_rank over the same order gives the row.
+    user_ids = con.execute("SELECT DISTINCT cid FROM pairs ORDER BY cid").fetchnumpy()["cid"]
+    coo = con.execute(
+        "SELECT dense_rank() OVER (ORDER BY p.cid) - 1 AS r, x.col AS c, p.w "
+        "FROM pairs p JOIN item_pos x ON p.item_id = x.item_id"
+    ).fetchnumpy()
     matrix = sp.csr_matrix(
-        (pairs["w"].to_numpy(dtype=np.float32), (rows, cols)),
+        (np.asarray(coo["w"], dtype=np.float32), (np.asarray(coo["r"]), np.asarray(coo["c"]))),
         shape=(len(user_ids), len(item_ids)),
         dtype=np.float32,
     )
     matrix.sort_indices()
-    return matrix, user_ids, item_ids
+    return matrix, np.asarray(user_ids, dtype=str), item_ids
 
 
 def _triggers(

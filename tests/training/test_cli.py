@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 from features.store import EventStore
 
 
-def _tailor(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
+def _tailor(
+    *args: str, home: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "training.cli", *args],
         capture_output=True,
@@ -81,3 +84,35 @@ def test_demo_simulates_ingests_and_summarises(tmp_path, repo_root):
     store = EventStore(tmp_path / "home" / "store")
     assert store.count("events") > 1000
     assert store.count("quarantine/events") > 0
+    assert "segments:" in out and "active triggers:" in out and "cart_abandoned" in out
+    snapshots = list((tmp_path / "home" / "features").glob("as_of=*"))
+    assert len(snapshots) == 1 and (snapshots[0] / "manifest.json").exists()
+
+
+def test_features_build_as_of_and_bad_as_of(tmp_path, repo_root):
+    home = tmp_path / "home"
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,ts,event_type,customer_id,item_id\n"
+        "a,2026-11-01T00:00:00Z,add_to_cart,c1,i1\n"
+        "b,2026-11-03T00:00:00Z,purchase,c1,i1\n"
+    )
+    assert (
+        _tailor("ingest", str(path), "--kind", "events", home=home, cwd=repo_root).returncode == 0
+    )
+    env_consent = {"TAILOR_FEATURES__ASSUME_CONSENT_WHEN_UNKNOWN": "true"}
+    result = _tailor(
+        "features",
+        "build",
+        "--as-of",
+        "2026-11-02T12:00:00Z",
+        home=home,
+        cwd=repo_root,
+        env=env_consent,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "as_of=2026-11-02T12:00:00Z" in result.stdout
+    # The purchase after as_of is not seen: the cart counts as abandoned.
+    assert re.search(r"cart_abandoned\s+1\b", result.stdout)
+    bad = _tailor("features", "build", "--as-of", "tomorrow", home=home, cwd=repo_root)
+    assert bad.returncode == 2 and "not an ISO-8601 time" in bad.stderr
