@@ -8,8 +8,15 @@ scored as nobody.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
+
+# Imported before any thread limit is taken: threadpoolctl only limits the BLAS
+# libraries already loaded, and implicit may load its own.
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
 from models.recommender import Recommender, register
@@ -20,6 +27,18 @@ class FactorModel(Recommender):
 
     user_factors_: np.ndarray
     item_factors_: np.ndarray
+
+    def _implicit_model(self) -> Any:
+        """The unfitted implicit model this recommender wraps."""
+        raise NotImplementedError
+
+    def _fit(self, matrix: sp.csr_matrix) -> None:
+        # implicit checks BLAS threads when the model is created: limit before that.
+        with threadpool_limits(1, "blas"):
+            model = self._implicit_model()
+            model.fit(matrix, show_progress=False)
+        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
 
     def _scores(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         vectors = self._user_vectors(users, history)
@@ -87,21 +106,15 @@ class ALSRecommender(FactorModel):
         self.random_state = random_state
         self.num_threads = num_threads
 
-    def _fit(self, matrix: sp.csr_matrix) -> None:
-        from implicit.cpu.als import AlternatingLeastSquares
-
-        with threadpool_limits(1, "blas"):  # implicit checks BLAS threads on creation
-            model = AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                alpha=self.alpha,
-                iterations=self.iterations,
-                random_state=self.random_state,
-                num_threads=self.num_threads,
-            )
-            model.fit(matrix, show_progress=False)
-        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
+    def _implicit_model(self) -> Any:
+        return AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=self.iterations,
+            random_state=self.random_state,
+            num_threads=self.num_threads,
+        )
 
     def _cold_vectors(self, history: sp.csr_matrix) -> np.ndarray:
         """Least-squares user factors for histories unseen at fit time (one solve)."""
@@ -160,18 +173,12 @@ class BPRRecommender(FactorModel):
         self.random_state = random_state
         self.num_threads = num_threads
 
-    def _fit(self, matrix: sp.csr_matrix) -> None:
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
-
-        with threadpool_limits(1, "blas"):
-            model = BayesianPersonalizedRanking(
-                factors=self.factors,
-                learning_rate=self.learning_rate,
-                regularization=self.regularization,
-                iterations=self.iterations,
-                random_state=self.random_state,
-                num_threads=self.num_threads,
-            )
-            model.fit(matrix, show_progress=False)
-        self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
+    def _implicit_model(self) -> Any:
+        return BayesianPersonalizedRanking(
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            random_state=self.random_state,
+            num_threads=self.num_threads,
+        )
