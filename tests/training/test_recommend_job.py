@@ -1,0 +1,85 @@
+"""The two-stage recommender job on the simulator: planted preferences recovered."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.simulator import SimulationConfig, simulate
+from models.candidates import Index, pair_features, recent_history
+from training.recommend_job import RecommenderJobConfig, run_recommender_job
+
+
+@pytest.fixture(scope="module")
+def store():
+    sim = simulate(SimulationConfig(customers=800, days=40, seed=4))
+    events = sim.events
+    events = events[events["item_id"].notna() & events["customer_id"].notna()]
+    events = events[events["event_type"].isin(["product_view", "add_to_cart", "purchase"])].copy()
+    events["ts"] = pd.to_datetime(events["ts"], utc=True, errors="coerce", format="ISO8601")
+    log = events.rename(columns={"customer_id": "user_id"})[
+        ["user_id", "item_id", "ts", "event_type"]
+    ].dropna()
+    return sim, log
+
+
+@pytest.fixture(scope="module")
+def result(store):
+    sim, log = store
+    config = RecommenderJobConfig(
+        mode="all",
+        label_events=("add_to_cart", "purchase"),
+        tune_budget=2,
+        candidates_per_generator=30,
+    )
+    return run_recommender_job(log, sim.catalog[["item_id", "category", "price"]], config)
+
+
+def test_every_model_is_scored_on_the_same_users(result):
+    table = result.table(10)
+    assert {"popularity", "item_knn", "als", "bpr", "ease", "own_history", "reranker"} <= set(
+        table.index
+    )
+    assert table["users"].nunique() == 1 and table["users"].iloc[0] == result.test_users > 50
+
+
+def test_reranker_beats_popularity_and_uses_behaviour(result):
+    table = result.table(10)
+    assert table.loc["reranker", "ndcg"] > 2 * table.loc["popularity", "ndcg"]
+    assert table.loc["reranker", "ndcg"] >= 0.9 * table.drop(index="reranker")["ndcg"].max()
+    top = sorted(result.feature_importance, key=result.feature_importance.get, reverse=True)[:8]
+    assert any(name.startswith(("ui_", "own_", "uc_")) for name in top), top
+
+
+def test_recommendations_follow_the_planted_category(store, result):
+    sim, log = store
+    als = result.generators["als"]
+    index = result.index
+    matrix_users = np.arange(len(index.user_ids))
+    from models.candidates import interaction_matrix
+
+    train = interaction_matrix(log, index, as_of=log["ts"].max() + pd.Timedelta(seconds=1))
+    ids, _ = als.recommend(matrix_users, train, n=5)
+    category = sim.catalog.set_index("item_id")["category"]
+    preferred = pd.Series(sim.truth["preferred_category"])
+    recommended = category.reindex(index.item_ids[ids.ravel()]).to_numpy().reshape(ids.shape)
+    wanted = preferred.reindex(index.user_ids).to_numpy()[:, None]
+    share = (recommended == wanted).mean()
+    # 12 categories: chance is ~8 %.
+    assert share > 0.4, share
+
+
+def test_features_never_read_the_label_period(store):
+    _, log = store
+    index = Index.build(log)
+    as_of = log["ts"].quantile(0.7)
+    candidates = pd.DataFrame({"u": [0, 1, 2], "i": [0, 1, 2]})
+    cats = np.zeros(len(index.item_ids), dtype=np.int64)
+    before = pair_features(candidates, log[log["ts"] < as_of], index, cats, as_of=as_of)
+    everything = pair_features(candidates, log, index, cats, as_of=as_of)
+    pd.testing.assert_frame_equal(before, everything)
+    assert (
+        recent_history(log, index, as_of=as_of).nnz
+        == recent_history(log[log["ts"] < as_of], index, as_of=as_of).nnz
+    )

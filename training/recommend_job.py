@@ -1,0 +1,442 @@
+"""Two-stage recommender training and one evaluation protocol for every model.
+
+1. An outer temporal split (per user, or a global cut-off) holds out the test set.
+2. Inside the training part, the same split again gives a *fit* period and a
+   *label* period: candidate generators (ALS, item-kNN, popular in the user's top
+   category, and in "all" mode the user's own history) are fitted on the fit period,
+   their candidates get behavioural features from the fit period only, labels are
+   the label period's items, and a LightGBM LambdaRank reranker learns on that.
+   ALS hyper-parameters are tuned on the same inner split (a seeded random search).
+3. Generators are refitted on the whole training part; test users' candidates are
+   featured from it and reranked; every single model is scored on the same users
+   with the same metrics, so the numbers compare.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.errors import InputError
+from features.snapshot import Snapshot
+from features.store import EventStore, connect
+from models.candidates import (
+    Index,
+    category_popularity_candidates,
+    generator_candidates,
+    interaction_matrix,
+    item_categories,
+    labels_for,
+    own_history_candidates,
+    pair_features,
+    ranked_lists,
+    recent_history,
+    union_candidates,
+)
+from models.ease import EASERecommender
+from models.factorization import ALSRecommender, BPRRecommender
+from models.knn import ItemKNNRecommender
+from models.popularity import PopularityRecommender
+from models.recommender import Recommender
+from models.reranker import LambdaRankReranker
+from training.metrics import RankingReport, ranking_metrics
+from training.splits import global_split, per_user_split
+
+logger = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+class RecommenderJobConfig(BaseModel):
+    """Everything that decides a recommender training run (logged with it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["new", "all"] = Field(
+        "new", description="'new': seen items neither relevant nor recommended; 'all': both."
+    )
+    protocol: Literal["per_user", "global"] = Field(
+        "per_user", description="Temporal split: each user's last share, or one cut-off."
+    )
+    test_share: float = Field(0.2, gt=0, lt=1, description="Per-user share held out.")
+    cutoff: datetime | None = Field(None, description="Global cut-off (protocol 'global').")
+    inner_cutoff: datetime | None = Field(
+        None, description="Cut-off of the reranker's label period (protocol 'global')."
+    )
+    label_events: tuple[str, ...] | None = Field(
+        None, description="Event types that count as relevant (None: all)."
+    )
+    half_life_days: float = Field(14.0, gt=0, description="Decay of interaction strength.")
+    candidates_per_generator: int = Field(50, ge=1, description="Top k from each generator.")
+    ks: tuple[int, ...] = Field((10, 20), description="Cut-offs of the reported metrics.")
+    als: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "factors": 64,
+            "regularization": 0.05,
+            "alpha": 10.0,
+            "iterations": 15,
+        },
+        description="ALS parameters (before tuning).",
+    )
+    tune_budget: int = Field(8, ge=0, description="ALS configurations tried (0: no tuning).")
+    seed: int = Field(0, description="Seed of tuning, ALS, BPR and the reranker.")
+    reranker: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "n_estimators": 300,
+            "learning_rate": 0.03,
+            "num_leaves": 7,
+            "min_child_samples": 200,
+        },
+        description="LambdaRank parameters: small, well-regularised trees (few users per "
+        "store at this stage; deeper trees overfit the label period).",
+    )
+
+
+@dataclass
+class JobResult:
+    """Metrics of every model on the same test users, and the fitted pipeline."""
+
+    reports: dict[str, dict[int, RankingReport]]
+    als_params: dict[str, Any]
+    tuning: list[dict[str, Any]]
+    generators: dict[str, Recommender]
+    reranker: LambdaRankReranker | None
+    index: Index
+    feature_importance: dict[str, float] = field(default_factory=dict)
+    test_users: int = 0
+    seconds: float = 0.0
+
+    def table(self, k: int) -> pd.DataFrame:
+        """One row per model at cut-off ``k``."""
+        rows = {name: vars(r[k]) for name, r in self.reports.items() if k in r}
+        return pd.DataFrame.from_dict(rows, orient="index").drop(columns=["k"])
+
+
+def run_recommender_job(
+    log: pd.DataFrame,
+    items: pd.DataFrame | None,
+    config: RecommenderJobConfig,
+    *,
+    progress: Progress | None = None,
+) -> JobResult:
+    """Split, tune, train the two stages and evaluate every model (see module doc).
+
+    Parameters
+    ----------
+    log : pandas.DataFrame
+        ``user_id, item_id, ts`` (UTC), ``event_type``.
+    items : pandas.DataFrame, optional
+        ``item_id, category, price`` where known.
+    config : RecommenderJobConfig
+        The run's configuration.
+    progress : callable, optional
+        Called with a message at each stage.
+    """
+    started = time.perf_counter()
+
+    def step(message: str) -> None:
+        logger.info(message)
+        if progress is not None:
+            progress(f"{message} ({time.perf_counter() - started:.1f} s)")
+
+    for column in ("user_id", "item_id", "ts", "event_type"):
+        if column not in log.columns:
+            raise InputError("log", list(log.columns), f"missing column {column!r}")
+    index = Index.build(log, items)
+    categories = item_categories(items, index)
+    prices = _prices(items, index)
+
+    train_log, test_log = _split(log, config, outer=True)
+    fit_log, label_log = _split(train_log, config, outer=False)
+    step(
+        f"split: {len(train_log):,} training and {len(test_log):,} test interactions; "
+        f"inner {len(fit_log):,} / {len(label_log):,}"
+    )
+
+    # ---- inner stage: tune ALS, fit the reranker on the label period
+    fit_as_of = _as_of(fit_log)
+    fit_matrix = interaction_matrix(
+        fit_log, index, as_of=fit_as_of, half_life_days=config.half_life_days
+    )
+    label_relevant = _relevant(label_log, fit_matrix, index, config)
+    label_users = np.flatnonzero(np.diff(label_relevant.indptr) > 0)
+    als_params, tuning = _tune_als(fit_matrix, label_relevant, label_users, config)
+    step(f"ALS tuned on the inner split: {als_params}")
+
+    inner = _generators(als_params, config).copy()
+    for model in inner.values():
+        model.fit(fit_matrix)
+    fit_recent = recent_history(fit_log, index, as_of=fit_as_of)
+    inner_candidates = _candidates(inner, label_users, fit_matrix, fit_recent, categories, config)
+    inner_features = pair_features(
+        inner_candidates,
+        fit_log,
+        index,
+        categories,
+        as_of=fit_as_of,
+        prices=prices,
+        half_life_days=config.half_life_days,
+    )
+    labels = labels_for(inner_features, label_relevant)
+    reranker = _fit_reranker(inner_features, labels, config)
+    step(
+        f"reranker trained on {len(inner_features):,} candidates of {len(label_users):,} users "
+        f"({labels.mean():.2%} relevant)"
+    )
+
+    # ---- outer stage: refit on all training data, evaluate on the test users
+    train_as_of = _as_of(train_log)
+    train_matrix = interaction_matrix(
+        train_log, index, as_of=train_as_of, half_life_days=config.half_life_days
+    )
+    relevant = _relevant(test_log, train_matrix, index, config)
+    test_users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    generators = _generators(als_params, config)
+    for model in generators.values():
+        model.fit(train_matrix)
+    exclude = train_matrix if config.mode == "new" else None
+    max_k = max(config.ks)
+    reports: dict[str, dict[int, RankingReport]] = {}
+    for name, model in _baselines(config, index, generators).items():
+        if model is not generators.get(name):
+            try:
+                model.fit(train_matrix)
+            except InputError as exc:  # e.g. EASE on a catalogue too large for it
+                logger.warning("%s skipped: %s", name, exc)
+                continue
+        ids, _ = model.recommend(
+            test_users,
+            train_matrix[test_users],
+            n=max_k,
+            exclude=exclude[test_users] if exclude is not None else None,
+        )
+        reports[name] = _report(ids, relevant[test_users], config, train_matrix)
+    if config.mode == "all":
+        own = own_history_candidates(test_users, train_matrix, k=max_k)
+        ids = ranked_lists(own, own["own_score"].to_numpy(), test_users, max_k)
+        reports["own_history"] = _report(ids, relevant[test_users], config, train_matrix)
+    step(f"single models evaluated on {len(test_users):,} test users")
+
+    train_recent = recent_history(train_log, index, as_of=train_as_of)
+    candidates = _candidates(generators, test_users, train_matrix, train_recent, categories, config)
+    featured = pair_features(
+        candidates,
+        train_log,
+        index,
+        categories,
+        as_of=train_as_of,
+        prices=prices,
+        half_life_days=config.half_life_days,
+    )
+    scores = reranker.predict(featured) if reranker is not None else np.zeros(len(featured))
+    ids = ranked_lists(featured, scores, test_users, max_k)
+    reports["reranker"] = _report(ids, relevant[test_users], config, train_matrix)
+    step("reranker evaluated")
+    return JobResult(
+        reports=reports,
+        als_params=als_params,
+        tuning=tuning,
+        generators=generators,
+        reranker=reranker,
+        index=index,
+        feature_importance=reranker.feature_importance() if reranker is not None else {},
+        test_users=len(test_users),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# ----------------------------------------------------------------------------- pieces
+def _split(
+    log: pd.DataFrame, config: RecommenderJobConfig, *, outer: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if config.protocol == "per_user":
+        return per_user_split(log, test_share=config.test_share)
+    cutoff = config.cutoff if outer else config.inner_cutoff
+    if cutoff is None:
+        # Default: the same share of time at the end of the window.
+        start, end = log["ts"].min(), log["ts"].max()
+        cutoff = (start + (end - start) * (1 - config.test_share)).to_pydatetime()
+    return global_split(log, cutoff=cutoff)
+
+
+def _as_of(log: pd.DataFrame) -> pd.Timestamp:
+    return pd.Timestamp(log["ts"].max()) + pd.Timedelta(microseconds=1)
+
+
+def _relevant(
+    test_log: pd.DataFrame, seen: sp.csr_matrix, index: Index, config: RecommenderJobConfig
+) -> sp.csr_matrix:
+    if config.label_events is not None:
+        test_log = test_log[test_log["event_type"].isin(config.label_events)]
+    coded = index.encode(test_log)
+    relevant = sp.csr_matrix(
+        (np.ones(len(coded), np.float32), (coded["u"].to_numpy(), coded["i"].to_numpy())),
+        shape=seen.shape,
+    )
+    relevant.sum_duplicates()
+    relevant.data[:] = 1.0
+    if config.mode == "new":
+        relevant = (relevant - relevant.multiply(seen > 0)).tocsr()
+        relevant.eliminate_zeros()
+    return relevant
+
+
+def _generators(als_params: dict[str, Any], config: RecommenderJobConfig) -> dict[str, Recommender]:
+    return {
+        "als": ALSRecommender(**als_params, random_state=config.seed),
+        "item_knn": ItemKNNRecommender(k=100, similarity="bm25"),
+    }
+
+
+def _baselines(
+    config: RecommenderJobConfig, index: Index, generators: dict[str, Recommender]
+) -> dict[str, Recommender]:
+    models: dict[str, Recommender] = {
+        "popularity": PopularityRecommender(),
+        "item_knn": generators["item_knn"],
+        "als": generators["als"],
+        "bpr": BPRRecommender(factors=64, iterations=100, random_state=config.seed, num_threads=1),
+    }
+    if len(index.item_ids) <= 20_000:
+        models["ease"] = EASERecommender(l2=200.0)
+    return models
+
+
+def _candidates(
+    generators: dict[str, Recommender],
+    users: np.ndarray,
+    history: sp.csr_matrix,
+    recent: sp.csr_matrix,
+    categories: np.ndarray,
+    config: RecommenderJobConfig,
+) -> pd.DataFrame:
+    k = config.candidates_per_generator
+    exclude = history if config.mode == "new" else None
+    parts = [
+        generator_candidates(name, model, users, history, k=k, exclude=exclude)
+        for name, model in generators.items()
+    ]
+    # Neighbours of the few most recent items: the session's intent.
+    parts.append(
+        generator_candidates(
+            "recent_knn", generators["item_knn"], users, recent, k=k, exclude=exclude
+        )
+    )
+    parts.append(category_popularity_candidates(users, history, categories, k=k, exclude=exclude))
+    if config.mode == "all":
+        parts.append(own_history_candidates(users, history, k=k))
+    return union_candidates(parts)
+
+
+def _fit_reranker(
+    features: pd.DataFrame, labels: np.ndarray, config: RecommenderJobConfig
+) -> LambdaRankReranker | None:
+    frame = features.assign(_label=labels)
+    useful = frame.groupby("u")["_label"].transform("max") > 0
+    frame = frame[useful.to_numpy()]
+    if frame.empty:
+        logger.warning("no relevant candidate in the label period: no reranker")
+        return None
+    groups = frame.groupby("u", sort=True).size().to_numpy()
+    columns = [c for c in frame.columns if c not in ("u", "i", "_label")]
+    model = LambdaRankReranker(**config.reranker, random_state=config.seed)
+    return model.fit(frame[columns], frame["_label"].to_numpy(), groups)
+
+
+def _tune_als(
+    matrix: sp.csr_matrix,
+    relevant: sp.csr_matrix,
+    users: np.ndarray,
+    config: RecommenderJobConfig,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Seeded random search over ALS factors, regularisation, alpha, iterations."""
+    base = dict(config.als)
+    if config.tune_budget == 0 or len(users) == 0:
+        return base, []
+    rng = np.random.default_rng(config.seed)
+    space: dict[str, list[float]] = {
+        "factors": [16, 32, 64, 128],
+        "regularization": [0.005, 0.01, 0.05, 0.1, 0.5],
+        "alpha": [1.0, 5.0, 10.0, 20.0, 40.0],
+        "iterations": [10, 15, 25],
+    }
+    trials = [base] + [
+        {name: _plain(values[int(rng.integers(len(values)))]) for name, values in space.items()}
+        for _ in range(config.tune_budget - 1)
+    ]
+    exclude = matrix[users] if config.mode == "new" else None
+    results = []
+    for params in trials:
+        model = ALSRecommender(**params, random_state=config.seed).fit(matrix)
+        ids, _ = model.recommend(users, matrix[users], n=10, exclude=exclude)
+        ndcg = ranking_metrics(ids, relevant[users], 10).ndcg
+        results.append({**{k: _plain(v) for k, v in params.items()}, "ndcg@10": ndcg})
+    best = max(results, key=lambda r: r["ndcg@10"])
+    return {k: v for k, v in best.items() if k != "ndcg@10"}, results
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _report(
+    ids: np.ndarray, relevant: sp.csr_matrix, config: RecommenderJobConfig, train: sp.csr_matrix
+) -> dict[int, RankingReport]:
+    return {k: ranking_metrics(ids, relevant, k, train=train) for k in config.ks}
+
+
+def _prices(items: pd.DataFrame | None, index: Index) -> np.ndarray | None:
+    if items is None or "price" not in items.columns:
+        return None
+    prices = np.full(len(index.item_ids), np.nan)
+    known = items.dropna(subset=["price"]).drop_duplicates("item_id", keep="last")
+    cols = np.searchsorted(index.item_ids, known["item_id"].astype(str).to_numpy())
+    cols = np.minimum(cols, len(index.item_ids) - 1)
+    match = index.item_ids[cols] == known["item_id"].astype(str).to_numpy()
+    prices[cols[match]] = known["price"].to_numpy(dtype=float)[match]
+    return prices
+
+
+def interaction_log_from_store(
+    store: EventStore, snapshot: Snapshot
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The interaction log a recommender trains on, from the event store.
+
+    Events are put on canonical customer ids with the snapshot's identity table,
+    restricted to customers with personalisation consent and to product events
+    before the snapshot's ``as_of``; items carry the snapshot's category and price.
+    """
+    con = connect()
+    try:
+        store.register(con, "events", "events")
+        mapping = snapshot.identity.mapping
+        ids = mapping[mapping["source_type"].isin(["customer", "anonymous"])]
+        personal = snapshot.customers.loc[snapshot.customers["personalised"], ["customer_id"]]
+        con.register("ids", ids)
+        con.register("personal", personal)
+        log = con.execute(
+            """
+            SELECT m.canonical_id AS user_id, e.item_id, e.ts, e.event_type
+            FROM events e
+            JOIN ids m ON m.source_id = coalesce(e.customer_id, e.anonymous_id)
+                      AND m.source_type = CASE WHEN e.customer_id IS NULL
+                                               THEN 'anonymous' ELSE 'customer' END
+            JOIN personal p ON p.customer_id = m.canonical_id
+            WHERE e.ts < $as_of AND e.item_id IS NOT NULL AND e.event_type IN (
+                'product_view', 'add_to_wishlist', 'add_to_cart', 'checkout', 'purchase')
+            ORDER BY e.ts
+            """,
+            {"as_of": snapshot.as_of},
+        ).df()
+    finally:
+        con.close()
+    items = snapshot.items[["item_id", "category", "price"]]
+    return log, items
