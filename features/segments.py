@@ -83,7 +83,9 @@ class SegmentSet:
                 except (RuntimeError, ValueError, TypeError):
                     errors += 1
             if errors:
-                logger.debug("segment %s: %d value combinations not evaluable", segment.name, errors)
+                logger.debug(
+                    "segment %s: %d value combinations not evaluable", segment.name, errors
+                )
             members = verdict[codes]
             out_ids.extend(ids[members])
             out_segments.extend([segment.name] * int(members.sum()))

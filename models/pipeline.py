@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -26,12 +26,23 @@ ARTIFACT_FORMAT = 1
 class RecommenderPipeline:
     """Generators + reranker over one id index, with the settings that built them."""
 
+    name: ClassVar[str] = "recommender_pipeline"
+
     generators: dict[str, Recommender]
     reranker: LambdaRankReranker | None
     index: Index
     categories: np.ndarray
     prices: np.ndarray | None
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def get_params(self) -> dict[str, Any]:
+        """The settings and each stage's parameters (JSON-serialisable)."""
+        params: dict[str, Any] = dict(self.settings)
+        for name, model in self.generators.items():
+            params[f"generator.{name}"] = model.get_params()
+        if self.reranker is not None:
+            params["reranker"] = self.reranker.get_params()
+        return params
 
     def save(self, path: Path) -> Path:
         path = Path(path)
@@ -80,3 +91,13 @@ class RecommenderPipeline:
             categories = data["categories"]
             prices = data["prices"] if "prices" in data.files else None
         return cls(generators, reranker, index, categories, prices, manifest["settings"])
+
+
+def load_artifact(path: Path) -> Recommender | RecommenderPipeline:
+    """Load whichever model artifact ``path`` holds: a recommender or a pipeline."""
+    manifest = Path(path) / "manifest.json"
+    if not manifest.exists():
+        raise NotFoundError(f"no model artifact at {path} (manifest.json missing)")
+    if json.loads(manifest.read_text()).get("class") == RecommenderPipeline.name:
+        return RecommenderPipeline.load(path)
+    return load_recommender(path)

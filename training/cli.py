@@ -1,6 +1,7 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
-Subcommands so far: ``simulate``, ``ingest``, ``features build``, ``demo``. Each builds the settings
+Subcommands so far: ``simulate``, ``ingest``, ``features build``, ``train recommender``,
+``promote``, ``demo``. Each builds the settings
 once, configures logging, and passes what it needs down.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from features.errors import TailorError
 from features.ingest import IngestReport, ingest_file
 from features.settings import Settings
 from features.store import EventStore, connect
+from training.tracking import tracking_uri
 
 logger = logging.getLogger("tailor")
 
@@ -75,19 +78,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="UTC time; only events before it are read (default: now)",
     )
 
+    train = sub.add_parser("train", help="train models and register them in MLflow")
+    train_sub = train.add_subparsers(dest="train_command", required=True)
+    rec = train_sub.add_parser(
+        "recommender", help="two-stage recommender on the latest feature snapshot"
+    )
+    rec.add_argument(
+        "--mode",
+        choices=("all", "new"),
+        default="all",
+        help="all: seen-but-unbought items may be recommended; new: never",
+    )
+    rec.add_argument("--tune-budget", type=int, default=8, help="ALS configurations tried")
+    rec.add_argument(
+        "--floor", type=float, default=0.0, help="minimum NDCG@10 a model needs to become champion"
+    )
+
+    prom = sub.add_parser("promote", help="move the champion alias if the candidate is better")
+    prom.add_argument("--name", default="tailor-recommender", help="registered model")
+    prom.add_argument("--version", required=True, help="candidate version")
+    prom.add_argument("--metric", default="ndcg@10")
+    prom.add_argument("--floor", type=float, default=0.0)
+    prom.add_argument("--min-relative-gain", type=float, default=0.0)
+
     demo = sub.add_parser("demo", help="simulate a store and run the pipeline end to end")
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--tune-budget", type=int, default=4, help="ALS configurations tried")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Long jobs report through _progress; MLflow's own chatter is for --verbose.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         settings = Settings()
         if args.command == "simulate":
@@ -96,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ingest(args, settings)
         if args.command == "features":
             return _features_build(args.as_of or datetime.now(UTC), settings)
+        if args.command == "train":
+            return _train_recommender(args, settings)
+        if args.command == "promote":
+            return _promote(args, settings)
         if args.command == "demo":
             return _demo(args, settings)
     except ValidationError as exc:
@@ -187,6 +220,52 @@ def _features_build(as_of: datetime, settings: Settings) -> int:
     return 0
 
 
+def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:
+    from training.recommend_job import RecommenderJobConfig
+    from training.train_recommender import train_recommender
+
+    config = RecommenderJobConfig(
+        mode=args.mode,
+        tune_budget=args.tune_budget,
+        label_events=("add_to_cart", "purchase"),
+    )
+    outcome = train_recommender(
+        home=settings.home,
+        store=EventStore(settings.store_dir),
+        features_dir=settings.features_dir,
+        config=config,
+        floor=args.floor,
+        progress=_progress,
+    )
+    at10 = outcome.result.table(10)
+    print(f"recommender trained ({outcome.result.test_users:,} test users, {args.mode} items):")
+    print(at10[["ndcg", "recall", "precision", "hit_rate", "coverage"]].round(4).to_string())
+    print(
+        f"logged run {outcome.logged.run_id}; registered {outcome.logged.name} "
+        f"version {outcome.logged.version}"
+    )
+    print(
+        ("promoted: " if outcome.decision.promoted else "not promoted: ") + outcome.decision.reason
+    )
+    print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(settings.home)}")
+    return 0
+
+
+def _promote(args: argparse.Namespace, settings: Settings) -> int:
+    from training.tracking import configure, promote
+
+    decision = promote(
+        configure(settings.home),
+        args.name,
+        args.version,
+        metric=args.metric,
+        floor=args.floor,
+        min_relative_gain=args.min_relative_gain,
+    )
+    print(("promoted: " if decision.promoted else "not promoted: ") + decision.reason)
+    return 0 if decision.promoted else 1
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from features.simulator import SimulationConfig, simulate, write_store
 
@@ -197,13 +276,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         start=today - timedelta(days=args.days),
     )
-    print(f"== 1/3 simulate: {config.customers:,} customers over {config.days} days")
+    print(f"== 1/4 simulate: {config.customers:,} customers over {config.days} days")
     simulated = simulate(config)
     data_dir = settings.home / "demo" / "data"
     paths = write_store(simulated, data_dir, fmt="csv")
     print(f"   wrote {len(simulated.events):,} events to {data_dir}")
 
-    print(f"== 2/3 ingest into {settings.store_dir}")
+    print(f"== 2/4 ingest into {settings.store_dir}")
     for kind in ("customers", "catalog", "content", "events"):
         report = _ingest_one(paths[kind], kind, settings)
         print(report.summary())
@@ -229,8 +308,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         for reason, count in reasons:
             print(f"   {count:>6,}  {reason}")
 
-    print("\n== 3/3 features")
-    return _features_build(today, settings)
+    print("\n== 3/4 features")
+    _features_build(today, settings)
+
+    print("\n== 4/4 train, register and promote the recommender")
+    train_args = argparse.Namespace(mode="all", tune_budget=args.tune_budget, floor=0.0)
+    return _train_recommender(train_args, settings)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from models.candidates import (
 from models.ease import EASERecommender
 from models.factorization import ALSRecommender, BPRRecommender
 from models.knn import ItemKNNRecommender
+from models.pipeline import RecommenderPipeline
 from models.popularity import PopularityRecommender
 from models.recommender import Recommender
 from models.reranker import LambdaRankReranker
@@ -110,9 +111,28 @@ class JobResult:
     generators: dict[str, Recommender]
     reranker: LambdaRankReranker | None
     index: Index
+    categories: np.ndarray
+    prices: np.ndarray | None
+    config: RecommenderJobConfig
     feature_importance: dict[str, float] = field(default_factory=dict)
     test_users: int = 0
     seconds: float = 0.0
+
+    def pipeline(self) -> RecommenderPipeline:
+        """The fitted two-stage model as one artifact."""
+        return RecommenderPipeline(
+            generators=dict(self.generators),
+            reranker=self.reranker,
+            index=self.index,
+            categories=self.categories,
+            prices=self.prices,
+            settings={
+                "mode": self.config.mode,
+                "candidates_per_generator": self.config.candidates_per_generator,
+                "half_life_days": self.config.half_life_days,
+                "als": self.als_params,
+            },
+        )
 
     def table(self, k: int) -> pd.DataFrame:
         """One row per model at cut-off ``k``."""
@@ -143,7 +163,7 @@ def run_recommender_job(
     started = time.perf_counter()
 
     def step(message: str) -> None:
-        logger.info(message)
+        logger.debug(message)
         if progress is not None:
             progress(f"{message} ({time.perf_counter() - started:.1f} s)")
 
@@ -247,6 +267,9 @@ def run_recommender_job(
         generators=generators,
         reranker=reranker,
         index=index,
+        categories=categories,
+        prices=prices,
+        config=config,
         feature_importance=reranker.feature_importance() if reranker is not None else {},
         test_users=len(test_users),
         seconds=time.perf_counter() - started,

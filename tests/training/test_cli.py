@@ -87,6 +87,12 @@ def test_demo_simulates_ingests_and_summarises(tmp_path, repo_root):
     assert "segments:" in out and "active triggers:" in out and "cart_abandoned" in out
     snapshots = list((tmp_path / "home" / "features").glob("as_of=*"))
     assert len(snapshots) == 1 and (snapshots[0] / "manifest.json").exists()
+    # The recommender was trained, logged to MLflow, registered and promoted.
+    assert "registered tailor-recommender version 1" in out
+    assert "promoted: no champion yet" in out
+    assert (tmp_path / "home" / "mlflow" / "mlflow.db").exists()
+    again = _tailor("promote", "--version", "1", home=tmp_path / "home", cwd=repo_root)
+    assert again.returncode == 1 and "already the champion" in again.stdout
 
 
 def test_features_build_as_of_and_bad_as_of(tmp_path, repo_root):

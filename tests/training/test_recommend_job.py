@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from features.simulator import SimulationConfig, simulate
 from models.candidates import Index, pair_features, recent_history
@@ -83,3 +84,23 @@ def test_features_never_read_the_label_period(store):
         recent_history(log, index, as_of=as_of).nnz
         == recent_history(log[log["ts"] < as_of], index, as_of=as_of).nnz
     )
+
+
+def test_pipeline_artifact_round_trip(result, tmp_path):
+    from models.pipeline import RecommenderPipeline
+
+    pipeline = result.pipeline()
+    loaded = RecommenderPipeline.load(pipeline.save(tmp_path / "pipeline"))
+    assert sorted(loaded.generators) == sorted(pipeline.generators)
+    assert list(loaded.index.item_ids) == list(pipeline.index.item_ids)
+    np.testing.assert_array_equal(loaded.categories, pipeline.categories)
+    users = np.arange(5)
+    empty = sp.csr_matrix((5, len(pipeline.index.item_ids)), dtype=np.float32)
+    for name, model in pipeline.generators.items():
+        np.testing.assert_array_equal(
+            model.recommend(users, empty, n=5)[0],
+            loaded.generators[name].recommend(users, empty, n=5)[0],
+        )
+    assert loaded.reranker is not None and pipeline.reranker is not None
+    assert loaded.reranker.feature_names_ == pipeline.reranker.feature_names_
+    assert loaded.settings["mode"] == "all"
