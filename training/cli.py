@@ -240,6 +240,8 @@ def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:
     at10 = outcome.result.table(10)
     print(f"recommender trained ({outcome.result.test_users:,} test users, {args.mode} items):")
     print(at10[["ndcg", "recall", "precision", "hit_rate", "coverage"]].round(4).to_string())
+    print("NDCG@10 by user slice (history at training time: cold 0, new 1-4, returning 5+):")
+    print(outcome.result.slice_table().round(4).to_string())
     print(
         f"logged run {outcome.logged.run_id}; registered {outcome.logged.name} "
         f"version {outcome.logged.version}"

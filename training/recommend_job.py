@@ -115,6 +115,7 @@ class JobResult:
     prices: np.ndarray | None
     config: RecommenderJobConfig
     feature_importance: dict[str, float] = field(default_factory=dict)
+    slices: dict[str, dict[str, RankingReport]] = field(default_factory=dict)
     test_users: int = 0
     seconds: float = 0.0
 
@@ -138,6 +139,15 @@ class JobResult:
         """One row per model at cut-off ``k``."""
         rows = {name: vars(r[k]) for name, r in self.reports.items() if k in r}
         return pd.DataFrame.from_dict(rows, orient="index").drop(columns=["k"])
+
+    def slice_table(self) -> pd.DataFrame:
+        """NDCG at the first k per user slice (rows) and model (columns), with user counts."""
+        rows = {
+            name: {"users": next(iter(models.values())).users}
+            | {model: report.ndcg for model, report in models.items()}
+            for name, models in self.slices.items()
+        }
+        return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def run_recommender_job(
@@ -225,6 +235,7 @@ def run_recommender_job(
     exclude = train_matrix if config.mode == "new" else None
     max_k = max(config.ks)
     reports: dict[str, dict[int, RankingReport]] = {}
+    lists: dict[str, np.ndarray] = {}
     for name, model in _baselines(config, index, generators).items():
         if model is not generators.get(name):
             try:
@@ -239,10 +250,12 @@ def run_recommender_job(
             exclude=exclude[test_users] if exclude is not None else None,
         )
         reports[name] = _report(ids, relevant[test_users], config, train_matrix)
+        lists[name] = ids
     if config.mode == "all":
         own = own_history_candidates(test_users, train_matrix, k=max_k)
         ids = ranked_lists(own, own["own_score"].to_numpy(), test_users, max_k)
         reports["own_history"] = _report(ids, relevant[test_users], config, train_matrix)
+        lists["own_history"] = ids
     step(f"single models evaluated on {len(test_users):,} test users")
 
     train_recent = recent_history(train_log, index, as_of=train_as_of)
@@ -259,7 +272,9 @@ def run_recommender_job(
     scores = reranker.predict(featured) if reranker is not None else np.zeros(len(featured))
     ids = ranked_lists(featured, scores, test_users, max_k)
     reports["reranker"] = _report(ids, relevant[test_users], config, train_matrix)
+    lists["reranker"] = ids
     step("reranker evaluated")
+    slices = _slices(lists, test_users, relevant, train_matrix, config)
     return JobResult(
         reports=reports,
         als_params=als_params,
@@ -271,6 +286,7 @@ def run_recommender_job(
         prices=prices,
         config=config,
         feature_importance=reranker.feature_importance() if reranker is not None else {},
+        slices=slices,
         test_users=len(test_users),
         seconds=time.perf_counter() - started,
     )
@@ -408,6 +424,36 @@ def _tune_als(
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+# Users by how much history they had at training time.
+SLICES: dict[str, tuple[int, float]] = {
+    "cold": (0, 0),
+    "new": (1, 4),
+    "returning": (5, float("inf")),
+}
+
+
+def _slices(
+    lists: dict[str, np.ndarray],
+    users: np.ndarray,
+    relevant: sp.csr_matrix,
+    train: sp.csr_matrix,
+    config: RecommenderJobConfig,
+) -> dict[str, dict[str, RankingReport]]:
+    """Metrics at the first k for cold (no history), new (1–4 items) and returning users."""
+    k = config.ks[0]
+    history = np.diff(train.indptr)[users]
+    out: dict[str, dict[str, RankingReport]] = {}
+    for name, (low, high) in SLICES.items():
+        rows = np.flatnonzero((history >= low) & (history <= high))
+        if len(rows) == 0:
+            continue
+        out[name] = {
+            model: ranking_metrics(ids[rows], relevant[users[rows]], k, train=train)
+            for model, ids in lists.items()
+        }
+    return out
 
 
 def _report(

@@ -76,6 +76,15 @@ def train_recommender(
         for report in by_k.values()
         for name, value in report.as_dict().items()
     }
+    metrics.update(
+        {
+            f"slice.{slice_name}.{model}.{name}": value
+            for slice_name, models in result.slices.items()
+            for model, report in models.items()
+            for name, value in report.as_dict().items()
+            if name.startswith(("ndcg", "recall"))
+        }
+    )
     metrics.update(reports["reranker"][config.ks[0]].as_dict())  # the registered model's own
     for k in config.ks[1:]:
         metrics.update(reports["reranker"][k].as_dict())

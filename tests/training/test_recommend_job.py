@@ -104,3 +104,28 @@ def test_pipeline_artifact_round_trip(result, tmp_path):
     assert loaded.reranker is not None and pipeline.reranker is not None
     assert loaded.reranker.feature_names_ == pipeline.reranker.feature_names_
     assert loaded.settings["mode"] == "all"
+
+
+def test_slices_partition_the_test_users(result):
+    slices = result.slice_table()
+    assert set(slices.index) <= {"cold", "new", "returning"}
+    assert slices["users"].sum() == result.test_users
+    assert "reranker" in slices.columns and "als" in slices.columns
+
+
+def test_global_cutoff_protocol_evaluates_cold_users(store):
+    sim, log = store
+    config = RecommenderJobConfig(
+        mode="all",
+        protocol="global",
+        label_events=("add_to_cart", "purchase"),
+        tune_budget=0,
+        candidates_per_generator=20,
+        ks=(10,),
+    )
+    result = run_recommender_job(log, sim.catalog[["item_id", "category", "price"]], config)
+    slices = result.slice_table()
+    assert "cold" in slices.index and slices.loc["cold", "users"] > 0
+    # A cold user has no history: only popularity-like signals can find anything.
+    assert slices.loc["cold", "own_history"] == 0
+    assert result.table(10).loc["reranker", "ndcg"] > 0
