@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
@@ -62,14 +63,44 @@ class Recommender(ABC):
     n_users_: int
 
     # ------------------------------------------------------------------ contract
-    def fit(self, interactions: sp.spmatrix) -> Self:
-        """Fit on a users × items matrix of non-negative interaction strengths."""
+    def fit(
+        self,
+        interactions: sp.spmatrix,
+        *,
+        user_ids: np.ndarray | None = None,
+        item_ids: np.ndarray | None = None,
+    ) -> Self:
+        """Fit on a users × items matrix of non-negative interaction strengths.
+
+        ``user_ids`` / ``item_ids`` (external ids of the rows / columns) are kept,
+        saved with the model, and let callers map ids to rows with
+        :meth:`user_rows` and :meth:`item_rows`.
+        """
         matrix = check_interactions(interactions)
         if matrix.shape[1] == 0:
             raise InputError("interactions", matrix.shape, "has no items")
+        for name, ids, size in (
+            ("user_ids", user_ids, matrix.shape[0]),
+            ("item_ids", item_ids, matrix.shape[1]),
+        ):
+            if ids is not None and len(ids) != size:
+                raise InputError(name, len(ids), f"expected {size} ids, one per matrix row/column")
         self.n_users_, self.n_items_ = matrix.shape
+        self.user_ids_ = None if user_ids is None else np.asarray(user_ids).astype(str)
+        self.item_ids_ = None if item_ids is None else np.asarray(item_ids).astype(str)
         self._fit(matrix)
         return self
+
+    user_ids_: np.ndarray | None = None
+    item_ids_: np.ndarray | None = None
+
+    def user_rows(self, ids: np.ndarray | list[str]) -> np.ndarray:
+        """Row of each external user id; ``-1`` for ids unknown at fit time."""
+        return _rows(self.user_ids_, ids, "user_ids")
+
+    def item_rows(self, ids: np.ndarray | list[str]) -> np.ndarray:
+        """Column of each external item id; ``-1`` for unknown ids."""
+        return _rows(self.item_ids_, ids, "item_ids")
 
     def score(self, users: np.ndarray, history: sp.spmatrix) -> np.ndarray:
         """Dense scores, shape (len(users), n_items), float32.
@@ -195,6 +226,10 @@ class Recommender(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays = self._arrays()
+        if self.user_ids_ is not None:
+            arrays["_user_ids"] = self.user_ids_
+        if self.item_ids_ is not None:
+            arrays["_item_ids"] = self.item_ids_
         with open(path / "model.npz", "wb") as fh:
             np.savez(fh, allow_pickle=False, **arrays)
         manifest = {
@@ -254,11 +289,44 @@ def load_recommender(path: Path) -> Recommender:
         arrays = {name: data[name] for name in data.files}
     model.n_users_ = int(manifest["n_users"])
     model.n_items_ = int(manifest["n_items"])
+    model.user_ids_ = arrays.pop("_user_ids", None)
+    model.item_ids_ = arrays.pop("_item_ids", None)
     model._restore(arrays)
     return model
 
 
 # ---------------------------------------------------------------------- helpers
+def _rows(known: np.ndarray | None, ids: np.ndarray | list[str], name: str) -> np.ndarray:
+    if known is None:
+        raise NotFoundError(f"the model was fitted without {name}; pass them to fit()")
+    return pd.Index(known).get_indexer(pd.Index(np.asarray(ids).astype(str))).astype(np.int64)
+
+
+def business_filter(
+    n_items: int,
+    *,
+    in_stock: np.ndarray | None = None,
+    categories: np.ndarray | None = None,
+    allowed_categories: list[str] | set[str] | None = None,
+) -> np.ndarray:
+    """Item mask for :meth:`Recommender.recommend`'s ``allowed``: in stock only, and/or
+    only items whose category is in ``allowed_categories``."""
+    mask = np.ones(n_items, dtype=bool)
+    if in_stock is not None:
+        stock = np.asarray(in_stock)
+        if stock.shape != (n_items,):
+            raise InputError("in_stock", stock.shape, f"expected ({n_items},)")
+        mask &= stock.astype(bool)
+    if allowed_categories is not None:
+        if categories is None:
+            raise InputError("categories", None, "needed to apply a category allow-list")
+        cats = np.asarray(categories).astype(str)
+        if cats.shape != (n_items,):
+            raise InputError("categories", cats.shape, f"expected ({n_items},)")
+        mask &= np.isin(cats, sorted(map(str, allowed_categories)))
+    return mask
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Column indices of the k largest values per row, best first (ties: lower index)."""
     if k >= scores.shape[1]:

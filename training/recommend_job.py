@@ -231,7 +231,7 @@ def run_recommender_job(
     test_users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     generators = _generators(als_params, config)
     for model in generators.values():
-        model.fit(train_matrix)
+        model.fit(train_matrix, user_ids=index.user_ids, item_ids=index.item_ids)
     exclude = train_matrix if config.mode == "new" else None
     max_k = max(config.ks)
     reports: dict[str, dict[int, RankingReport]] = {}

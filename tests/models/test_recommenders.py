@@ -164,3 +164,33 @@ def test_top_k_orders_and_breaks_ties_by_index():
     scores = np.array([[0.1, 0.9, 0.9, -np.inf, 0.5]], dtype=np.float32)
     assert top_k(scores, 3).tolist() == [[1, 2, 4]]
     assert top_k(scores, 5).tolist() == [[1, 2, 4, 0, 3]]
+
+
+def test_id_index_is_kept_and_saved(interactions, tmp_path):
+    users = np.array([f"c{i:03d}" for i in range(N_USERS)])
+    items = np.array([f"sku-{i}" for i in range(N_ITEMS)])
+    model = ItemKNNRecommender().fit(interactions, user_ids=users, item_ids=items)
+    assert model.user_rows(["c005", "nobody"]).tolist() == [5, -1]
+    assert model.item_rows(np.array(["sku-39", "sku-0"])).tolist() == [39, 0]
+    loaded = load_recommender(model.save(tmp_path / "m"))
+    assert loaded.item_rows(["sku-7"]).tolist() == [7]
+    with pytest.raises(InputError, match="item_ids"):
+        ItemKNNRecommender().fit(interactions, item_ids=items[:3])
+    with pytest.raises(NotFoundError, match="without user_ids"):
+        ItemKNNRecommender().fit(interactions).user_rows(["c001"])
+
+
+def test_business_filter_in_stock_and_category_allow_list(interactions):
+    from models.recommender import business_filter
+
+    in_stock = np.arange(N_ITEMS) % 2 == 0
+    categories = np.where(np.arange(N_ITEMS) < BLOCK, "shoes", "bags")
+    allowed = business_filter(
+        N_ITEMS, in_stock=in_stock, categories=categories, allowed_categories={"bags"}
+    )
+    assert allowed.sum() == BLOCK // 2 and not allowed[:BLOCK].any()
+    model = ALSRecommender(factors=8, iterations=5).fit(interactions)
+    ids, _ = model.recommend(np.arange(4), interactions[:4], n=5, allowed=allowed)
+    assert allowed[ids[ids >= 0]].all()
+    with pytest.raises(InputError, match="categories"):
+        business_filter(N_ITEMS, allowed_categories={"bags"})
