@@ -1,0 +1,224 @@
+"""Content selectors: a LightGBM outcome model wrapped in an exploration policy.
+
+The outcome model estimates the reward (click, conversion …) of showing a content
+variant to a customer from customer features × content features, so a variant
+never sent before is scored from its own features. A bootstrap ensemble of
+boosters gives Thompson-style sampling; the policy turns scores into a
+probability over the eligible candidates, and a decision draws from it with a
+generator seeded by the decision id, so a replay gives the same choice and the
+logged propensity is the exact probability of what was shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.errors import InputError, NotFoundError
+
+PolicyKind = Literal["greedy", "epsilon_greedy", "softmax", "thompson", "constant"]
+ARTIFACT_FORMAT = 1
+
+
+class OutcomeModel:
+    """P(reward | customer, content): a LightGBM classifier, optionally a bootstrap ensemble.
+
+    Parameters
+    ----------
+    n_estimators, learning_rate, num_leaves, min_child_samples
+        LightGBM settings (small trees: campaign logs are small and noisy).
+    ensemble : int
+        Boosters fitted on bootstrap resamples (1: a single booster on all rows).
+    random_state : int
+        Seed of the bootstrap and of LightGBM.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 150,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        min_child_samples: int = 50,
+        ensemble: int = 1,
+        random_state: int = 0,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.ensemble = ensemble
+        self.random_state = random_state
+
+    boosters_: list[lgb.Booster]
+    feature_names_: list[str]
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def fit(self, features: pd.DataFrame, rewards: np.ndarray) -> Self:
+        """Fit on (n_rows, n_features) customer × content features and 0/1 rewards."""
+        rewards = np.asarray(rewards, dtype=float)
+        if len(features) != len(rewards):
+            raise InputError("rewards", len(rewards), f"expected {len(features)} rows")
+        if len(np.unique(rewards)) < 2:
+            raise InputError("rewards", float(rewards.mean()), "needs both outcomes to learn")
+        self.feature_names_ = [str(c) for c in features.columns]
+        values = features.to_numpy(dtype=np.float64)
+        rng = np.random.default_rng(self.random_state)
+        params = {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_child_samples": self.min_child_samples,
+            "verbosity": -1,
+            "deterministic": True,
+            "force_row_wise": True,
+        }
+        self.boosters_ = []
+        for member in range(self.ensemble):
+            rows = (
+                np.arange(len(values))
+                if self.ensemble == 1
+                else rng.integers(0, len(values), len(values))
+            )
+            data = lgb.Dataset(values[rows], label=rewards[rows], feature_name=self.feature_names_)
+            booster = lgb.train(
+                {**params, "seed": self.random_state + member},
+                data,
+                num_boost_round=self.n_estimators,
+            )
+            self.boosters_.append(booster)
+        return self
+
+    def predict_members(self, features: pd.DataFrame) -> np.ndarray:
+        """Predicted reward probability per ensemble member, shape (ensemble, n_rows)."""
+        self._check_fitted()
+        missing = [f for f in self.feature_names_ if f not in features.columns]
+        if missing:
+            raise InputError("features", missing, "missing columns the model was trained on")
+        values = features[self.feature_names_].to_numpy(dtype=np.float64)
+        return np.vstack([b.predict(values) for b in self.boosters_])
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Mean predicted reward probability, shape (n_rows,)."""
+        return self.predict_members(features).mean(axis=0)
+
+    def save(self, path: Path) -> Path:
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for i, booster in enumerate(self.boosters_):
+            booster.save_model(str(path / f"booster_{i}.txt"))
+        manifest = {
+            "format": ARTIFACT_FORMAT,
+            "class": "outcome_model",
+            "params": self.get_params(),
+            "features": self.feature_names_,
+        }
+        (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> OutcomeModel:
+        path = Path(path)
+        if not (path / "manifest.json").exists():
+            raise NotFoundError(f"no outcome model at {path} (manifest.json missing)")
+        manifest = json.loads((path / "manifest.json").read_text())
+        model = cls(**manifest["params"])
+        model.feature_names_ = list(manifest["features"])
+        model.boosters_ = [
+            lgb.Booster(model_file=str(path / f"booster_{i}.txt")) for i in range(model.ensemble)
+        ]
+        return model
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "boosters_"):
+            raise NotFoundError("OutcomeModel is not fitted; call fit() first")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How scores become a choice.
+
+    Attributes
+    ----------
+    kind : PolicyKind
+        ``greedy`` (best score), ``epsilon_greedy`` (best with 1 − ε, uniform with ε),
+        ``softmax`` (∝ exp(score / temperature)), ``thompson`` (the best of one
+        ensemble member drawn at random) or ``constant`` (always ``content_id``).
+    epsilon : float
+        Exploration share for ``epsilon_greedy``.
+    temperature : float
+        For ``softmax``, in units of the score (reward probability).
+    content_id : str, optional
+        For ``constant``: the one variant always chosen when eligible.
+    """
+
+    kind: PolicyKind = "epsilon_greedy"
+    epsilon: float = 0.1
+    temperature: float = 0.01
+    content_id: str | None = None
+
+    def probabilities(
+        self, member_scores: np.ndarray, candidates: list[str] | None = None
+    ) -> np.ndarray:
+        """Action probabilities, shape (n_rows, n_candidates), rows summing to 1.
+
+        Parameters
+        ----------
+        member_scores : numpy.ndarray, shape (ensemble, n_rows, n_candidates)
+            Predicted rewards per ensemble member (ensemble 1 for a single model).
+        candidates : list of str, optional
+            Candidate content ids (needed for ``constant``).
+        """
+        scores = member_scores.mean(axis=0)
+        n_rows, n = scores.shape
+        if self.kind == "constant":
+            if candidates is None or self.content_id not in candidates:
+                return np.full((n_rows, n), 1.0 / n)
+            out = np.zeros((n_rows, n))
+            out[:, candidates.index(self.content_id)] = 1.0
+            return out
+        if self.kind in ("greedy", "epsilon_greedy"):
+            best = _one_hot(scores.argmax(axis=1), n)
+            eps = self.epsilon if self.kind == "epsilon_greedy" else 0.0
+            return (1 - eps) * best + eps / n
+        if self.kind == "softmax":
+            z = (scores - scores.max(axis=1, keepdims=True)) / max(self.temperature, 1e-9)
+            weights = np.exp(z)
+            return weights / weights.sum(axis=1, keepdims=True)
+        if self.kind == "thompson":
+            winners = member_scores.argmax(axis=2)  # (ensemble, n_rows)
+            counts = np.stack([(winners == a).sum(axis=0) for a in range(n)], axis=1)
+            return counts / member_scores.shape[0]
+        raise InputError("policy", self.kind, "unknown policy kind")
+
+
+def choose(probabilities: np.ndarray, decision_ids: list[str]) -> np.ndarray:
+    """Index of the chosen candidate per row, drawn with a generator seeded by the
+    decision id: the same decision id always gives the same choice."""
+    if len(decision_ids) != probabilities.shape[0]:
+        raise InputError("decision_ids", len(decision_ids), f"expected {probabilities.shape[0]}")
+    cumulative = np.cumsum(probabilities, axis=1)
+    draws = np.array([_uniform(d) for d in decision_ids])
+    chosen = (draws[:, None] >= cumulative).sum(axis=1)
+    return np.minimum(chosen, probabilities.shape[1] - 1)
+
+
+def _uniform(decision_id: str) -> float:
+    digest = hashlib.sha256(decision_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _one_hot(index: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((len(index), n))
+    out[np.arange(len(index)), index] = 1.0
+    return out

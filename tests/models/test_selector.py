@@ -1,0 +1,100 @@
+"""Selector policies and the outcome model: propensities, replay, planted effects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.errors import InputError
+from models.content_features import content_features, subject_features
+from models.selector import OutcomeModel, Policy, choose
+
+SCORES = np.array([[[0.10, 0.30, 0.20], [0.5, 0.1, 0.1]]])  # (1 member, 2 rows, 3 candidates)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [Policy("greedy"), Policy("epsilon_greedy", epsilon=0.3), Policy("softmax", temperature=0.1)],
+)
+def test_probabilities_are_a_distribution_favouring_the_best(policy):
+    p = policy.probabilities(SCORES)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert (p >= 0).all()
+    assert p[0].argmax() == 1 and p[1].argmax() == 0
+
+
+def test_epsilon_greedy_by_hand():
+    p = Policy("epsilon_greedy", epsilon=0.3).probabilities(SCORES)
+    np.testing.assert_allclose(p[0], [0.1, 0.8, 0.1])
+
+
+def test_thompson_probability_is_the_share_of_members_that_pick_it():
+    members = np.array(
+        [[[0.1, 0.2]], [[0.3, 0.2]], [[0.1, 0.9]], [[0.0, 0.5]]]
+    )  # 4 members, 1 row, 2 candidates: candidate 1 wins in 3 of 4
+    np.testing.assert_allclose(Policy("thompson").probabilities(members), [[0.25, 0.75]])
+
+
+def test_constant_policy_and_its_fallback():
+    p = Policy("constant", content_id="b").probabilities(SCORES, ["a", "b", "c"])
+    np.testing.assert_allclose(p, [[0, 1, 0], [0, 1, 0]])
+    uniform = Policy("constant", content_id="z").probabilities(SCORES, ["a", "b", "c"])
+    np.testing.assert_allclose(uniform, np.full((2, 3), 1 / 3))
+
+
+def test_choices_follow_the_propensities_and_replay_identically():
+    p = Policy("epsilon_greedy", epsilon=0.3).probabilities(SCORES[:, :1, :])
+    ids = [f"d-{i}" for i in range(20_000)]
+    chosen = choose(np.repeat(p, len(ids), axis=0), ids)
+    frequencies = np.bincount(chosen, minlength=3) / len(ids)
+    np.testing.assert_allclose(frequencies, p[0], atol=0.01)
+    again = choose(np.repeat(p, len(ids), axis=0), ids)
+    np.testing.assert_array_equal(chosen, again)
+    with pytest.raises(InputError, match="decision_ids"):
+        choose(p, ["a", "b"])
+
+
+def test_outcome_model_learns_a_planted_interaction(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 20_000
+    segment = rng.integers(0, 2, n)  # customer trait
+    offer = rng.integers(0, 2, n)  # which variant was shown
+    p = np.where(segment == offer, 0.3, 0.05)  # each segment has its own best variant
+    rewards = (rng.random(n) < p).astype(float)
+    features = pd.DataFrame({"segment": segment, "offer": offer, "noise": rng.normal(size=n)})
+    single = OutcomeModel(n_estimators=200, learning_rate=0.1).fit(features, rewards)
+    cells = pd.Series(single.predict(features)).groupby([segment, offer]).mean()
+    # Calibrated per cell: mean prediction close to the true rate, best variant on top.
+    np.testing.assert_allclose(cells.to_numpy(), [0.3, 0.05, 0.05, 0.3], atol=0.02)
+    model = OutcomeModel(ensemble=3).fit(features, rewards)
+    grid = pd.DataFrame({"segment": [0, 0, 1, 1], "offer": [0, 1, 0, 1], "noise": 0.0})
+    predicted = model.predict(grid)
+    assert predicted[0] > predicted[1] and predicted[3] > predicted[2]
+    assert model.predict_members(grid).shape == (3, 4)
+    loaded = OutcomeModel.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict(grid), predicted)
+    with pytest.raises(InputError, match="segment"):
+        model.predict(grid.drop(columns="segment"))
+    with pytest.raises(InputError, match="both outcomes"):
+        OutcomeModel().fit(features, np.zeros(n))
+
+
+def test_subject_features_describe_a_line_never_sent():
+    lines = ["{first_name}, last chance: 20% off ends tonight!", "Have you seen what's new? 🎉"]
+    f = subject_features(lines)
+    assert f.loc[0, "subject_personalised"] == 1 and f.loc[1, "subject_personalised"] == 0
+    assert f.loc[0, "subject_urgency"] == 1 and f.loc[0, "subject_percent"] == 1
+    assert f.loc[1, "subject_question"] == 1 and f.loc[1, "subject_emoji"] == 1
+    assert f.loc[0, "subject_words"] == 7
+    content = pd.DataFrame(
+        {
+            "content_id": ["s1", "o1"],
+            "slot": ["subject", "offer"],
+            "text": [lines[0], "Free shipping"],
+            "attributes": [None, '{"offer_type": "free_shipping", "cost": 6.0}'],
+        }
+    )
+    table = content_features(content)
+    assert table.loc["o1", "offer_free_shipping"] == 1 and table.loc["o1", "offer_cost"] == 6.0
+    assert table.loc["o1", "subject_length"] == 0 and table.loc["s1", "offer_cost"] == 0

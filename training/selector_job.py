@@ -1,0 +1,147 @@
+"""Fit a content selector for one slot from the logged campaigns in the event store.
+
+Steps: the slot's logged decisions with their outcomes (``training.selector_data``),
+customer features as of each send (a point-in-time snapshot per campaign wave),
+content features (``models.content_features``), then a LightGBM outcome model
+(``models.selector.OutcomeModel``). Offers are learned from opened emails only:
+an unopened email shows no offer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from features.errors import InputError
+from features.segments import SegmentSet
+from features.settings import FeatureConfig
+from features.snapshot import build_snapshot
+from features.store import EventStore
+from models.content_features import content_features
+from models.selector import OutcomeModel
+from training.selector_data import (
+    CUSTOMER_FEATURES,
+    DEFAULT_REWARD,
+    attach_outcomes,
+    logged_decisions,
+    reward_column,
+    with_customer_features,
+    with_response_history,
+)
+
+COUNTRIES = ("US", "CA", "GB", "AU", "DE")
+
+
+@dataclass
+class SelectorData:
+    """A slot's training table and its design matrix."""
+
+    slot: str
+    reward: str
+    table: pd.DataFrame
+    features: pd.DataFrame
+    rewards: np.ndarray
+    content: pd.DataFrame
+    candidates: list[str]
+
+
+def store_features_at(
+    store: EventStore, config: FeatureConfig, segments: SegmentSet
+) -> Callable[[pd.Timestamp], pd.DataFrame]:
+    """``ts -> customer features`` from a snapshot as of ``ts``, keyed by every customer
+    id a person has (so a send to a duplicate record finds its person's features)."""
+
+    def features_at(ts: pd.Timestamp) -> pd.DataFrame:
+        snapshot = build_snapshot(store, as_of=ts.to_pydatetime(), config=config, segments=segments)
+        mapping = snapshot.identity.mapping
+        ids = mapping.loc[mapping["source_type"] == "customer", ["source_id", "canonical_id"]]
+        people = snapshot.customers.rename(columns={"customer_id": "canonical_id"})
+        merged = ids.merge(people, on="canonical_id", how="inner")
+        return merged.drop(columns="canonical_id").rename(columns={"source_id": "customer_id"})
+
+    return features_at
+
+
+def customer_design(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric customer features (NaN where unknown), country one-hot, and the
+    customer's past responses to each variant (``prior_*`` columns)."""
+    design = pd.DataFrame(index=frame.index)
+    for column in CUSTOMER_FEATURES:
+        values = frame[column] if column in frame.columns else np.nan
+        design[column] = pd.to_numeric(pd.Series(values, index=frame.index), errors="coerce")
+    country = frame["country"] if "country" in frame.columns else pd.Series("", index=frame.index)
+    for code in COUNTRIES:
+        design[f"country_{code}"] = (country == code).astype(float)
+    for column in frame.columns:
+        if str(column).startswith("prior_"):
+            design[column] = frame[column].astype(float)
+    return design
+
+
+def build_selector_data(
+    events: pd.DataFrame,
+    content: pd.DataFrame,
+    customers: pd.DataFrame,
+    features_at: Callable[[pd.Timestamp], pd.DataFrame],
+    *,
+    slot: str,
+    reward: str | None = None,
+    window: timedelta = timedelta(hours=72),
+) -> SelectorData:
+    """The training table and design matrix of ``slot`` (see the module docstring)."""
+    reward = reward or DEFAULT_REWARD.get(slot, "click")
+    decisions = logged_decisions(events, slot=slot)
+    if decisions.empty:
+        raise InputError("slot", slot, "no logged decisions for this slot")
+    costs = _costs(content)
+    table = attach_outcomes(decisions, events, window=window, margins=costs)
+    slot_ids = content.loc[content["slot"] == slot, "content_id"].astype(str).tolist()
+    table = with_response_history(table, slot_ids)
+    if slot == "offer":
+        table = table[table["opened"]].reset_index(drop=True)
+    table = with_customer_features(table, features_at)
+    table = table.merge(customers[["customer_id", "country"]], on="customer_id", how="left")
+    slot_content = content[content["slot"] == slot]
+    content_table = content_features(slot_content)
+    design = pd.concat(
+        [
+            customer_design(table).reset_index(drop=True),
+            content_table.reindex(table["content_id"].astype(str)).reset_index(drop=True),
+        ],
+        axis=1,
+    )
+    active = slot_content[slot_content["active"].fillna(True).astype(bool)]
+    return SelectorData(
+        slot=slot,
+        reward=reward,
+        table=table,
+        features=design,
+        rewards=reward_column(table, reward),
+        content=content_table,
+        candidates=active["content_id"].astype(str).tolist(),
+    )
+
+
+def candidate_scores(
+    model: OutcomeModel, customer_rows: pd.DataFrame, content: pd.DataFrame, candidates: list[str]
+) -> np.ndarray:
+    """Predicted reward per ensemble member, customer and candidate: (members, n, k)."""
+    customer = customer_design(customer_rows).reset_index(drop=True)
+    n, k = len(customer), len(candidates)
+    repeated = customer.loc[np.repeat(np.arange(n), k)].reset_index(drop=True)
+    contents = content.loc[np.tile(np.asarray(candidates), n)].reset_index(drop=True)
+    design = pd.concat([repeated, contents], axis=1)
+    members = model.predict_members(design)
+    return members.reshape(members.shape[0], n, k)
+
+
+def _costs(content: pd.DataFrame) -> dict[str, float]:
+    offers = content[content["slot"] == "offer"]
+    features = content_features(offers)
+    if "offer_cost" not in features:
+        return {}
+    return {str(k): float(v) for k, v in features["offer_cost"].items()}
