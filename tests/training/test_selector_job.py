@@ -122,3 +122,90 @@ def test_the_planted_best_subject_line_is_recovered(store):
     # And the worst planted line (long, no token) is ranked in the bottom half.
     worst = true_open.reindex(data.candidates).idxmin()
     assert list(ranking.index).index(worst) >= len(ranking) // 2
+
+
+def _true_click(sim, table: pd.DataFrame, subjects: list[str]) -> np.ndarray:
+    """True P(click) of each send under each subject line, from the simulator's truth."""
+    truth = sim.truth
+    model = truth["open_model"]
+    effects = truth["subject_trait_effects"]
+    trait_sum = np.array(
+        [sum(effects[t] for t, on in truth["subject_traits"][s].items() if on) for s in subjects]
+    )
+    engagement = table["customer_id"].map(truth["email_engagement"]).to_numpy(dtype=float)
+    lapse = pd.to_datetime(table["customer_id"].map(truth["lapse_ts"]), utc=True)
+    lapsed = (lapse.notna() & (table["ts"] >= lapse)).to_numpy()
+    logit = (
+        model["base_logit"]
+        + engagement[:, None]
+        + trait_sum[None, :]
+        - model["lapsed_penalty"] * lapsed[:, None]
+    )
+    p_open = 1 / (1 + np.exp(-logit))
+    types = table["customer_id"].map(truth["customer_type"])
+    offers = table["offer_content_id"]
+    p_click = np.array([truth["offer_click"][t][o] for t, o in zip(types, offers, strict=True)])
+    return p_open * p_click[:, None]
+
+
+def test_learned_subject_policy_beats_logging_and_ope_covers_its_true_value(store):
+    from training.ope import deterministic_policy, evaluate_policy
+
+    sim, event_store = store
+    events = event_store.read("events")
+    features_at = store_features_at(event_store, FeatureConfig(), SegmentSet(()))
+    data = build_selector_data(
+        events,
+        event_store.read("content"),
+        event_store.read("customers"),
+        features_at,
+        slot="subject",
+    )
+    table = data.table.copy()
+    offers = events[(events["event_type"] == "email_sent") & (events["slot"] == "offer")]
+    table = table.merge(
+        offers[["customer_id", "campaign_id", "content_id"]].rename(
+            columns={"content_id": "offer_content_id"}
+        ),
+        on=["customer_id", "campaign_id"],
+        how="left",
+    )
+    # Learn on the first half of the campaigns, evaluate on the second.
+    order = sorted(
+        table["campaign_id"].unique(),
+        key=lambda c: table.loc[table["campaign_id"] == c, "ts"].min(),
+    )
+    train = table["campaign_id"].isin(order[: len(order) // 2]).to_numpy()
+    model = OutcomeModel().fit(data.features[train], data.rewards[train])
+    test = table[~train].reset_index(drop=True)
+    candidates = data.candidates
+    scores = candidate_scores(model, test, data.content, candidates).mean(axis=0)
+    # Eligibility before the policy: no name token for customers without consent.
+    consent = (
+        test["customer_id"]
+        .map(event_store.read("customers").set_index("customer_id")["consent_personalization"])
+        .fillna(False)
+        .to_numpy(dtype=bool)
+    )
+    personal = np.array([sim.truth["subject_traits"][c]["personalized"] for c in candidates])
+    scores[np.outer(~consent, personal)] = -np.inf
+    chosen = scores.argmax(axis=1)
+    action_dist = deterministic_policy(chosen, len(candidates))
+
+    truth = _true_click(sim, test, candidates)
+    logged = np.array([candidates.index(c) for c in test["content_id"]])
+    true_learned = truth[np.arange(len(test)), chosen].mean()
+    true_logging = truth[np.arange(len(test)), logged].mean()
+    assert true_learned > true_logging, (true_learned, true_logging)
+
+    estimates = evaluate_policy(
+        logged,
+        test["clicked"].to_numpy(dtype=float),
+        test["propensity"].to_numpy(),
+        action_dist,
+        np.where(np.isfinite(scores), scores, 0.0),
+        random_state=0,
+    )
+    for name in ("IPS", "SNIPS", "DR"):
+        e = estimates[name]
+        assert e.ci_low <= true_learned <= e.ci_high, (name, e, true_learned)
