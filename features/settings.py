@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -78,6 +78,19 @@ class FeatureConfig(BaseModel):
             "no recorded consent means no personalisation."
         ),
     )
+
+    @field_validator("interaction_weights")
+    @classmethod
+    def _known_non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        from features.contracts import EVENT_TYPES
+
+        for event_type, weight in weights.items():
+            if event_type not in EVENT_TYPES or event_type == "stock_change":
+                raise ValueError(f"{event_type!r} is not a customer event type")
+            if weight < 0:
+                raise ValueError(f"weight of {event_type} is {weight}; must be >= 0")
+        return weights
+
     segments_file: Path = Field(
         Path("config/segments.yaml"), description="YAML file declaring the segments."
     )

@@ -539,3 +539,12 @@ def test_snapshot_round_trip(tmp_path):
 def test_nullable_feature_list_names_real_columns():
     s = snap(events({"ts": hours_before(1), "event_type": "page_view", "customer_id": "c1"}))
     assert set(NULLABLE_CUSTOMER_FEATURES) <= set(s.customers.columns)
+
+
+def test_interaction_weights_are_validated_naming_the_field():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="interaction_weights"):
+        FeatureConfig(interaction_weights={"purchase": -1.0})
+    with pytest.raises(ValidationError, match="stock_change"):
+        FeatureConfig(interaction_weights={"stock_change": 1.0})
