@@ -23,6 +23,7 @@ from features.snapshot import build_snapshot
 from features.store import EventStore
 from models.content_features import content_features
 from models.selector import OutcomeModel
+from training.ope import Estimate, beats, deterministic_policy, evaluate_policy
 from training.selector_data import (
     CUSTOMER_FEATURES,
     DEFAULT_REWARD,
@@ -145,3 +146,79 @@ def _costs(content: pd.DataFrame) -> dict[str, float]:
     if "offer_cost" not in features:
         return {}
     return {str(k): float(v) for k, v in features["offer_cost"].items()}
+
+
+@dataclass
+class SelectorEvaluation:
+    """Off-policy estimates on held-out campaigns, and what should be champion."""
+
+    estimates: dict[str, Estimate]
+    logging_value: float
+    best_single: str
+    best_single_estimate: Estimate
+    promoted: str
+    reason: str
+
+
+def evaluate_selector(
+    model: OutcomeModel,
+    data: SelectorData,
+    holdout: np.ndarray,
+    *,
+    eligible: np.ndarray | None = None,
+    champion_value: float | None = None,
+    random_state: int = 0,
+) -> SelectorEvaluation:
+    """Estimate the learned greedy policy, every single-variant policy and the
+    logging policy on the held-out rows, and apply the gate.
+
+    The learned policy becomes champion only if its doubly robust lower bound
+    beats the logging policy's observed value, the best single variant's estimate
+    and the current champion's value; otherwise the champion is the constant
+    policy of the best single variant, and the reason says what blocked.
+
+    Parameters
+    ----------
+    holdout : numpy.ndarray of bool, shape (n_rows,)
+        Rows to evaluate on (e.g. the latest campaigns), not used for fitting.
+    eligible : numpy.ndarray of bool, shape (n_holdout, n_candidates), optional
+        Which candidates each held-out row could have been shown.
+    """
+    rows = data.table[holdout].reset_index(drop=True)
+    candidates = data.candidates
+    logged = np.array([candidates.index(c) if c in candidates else -1 for c in rows["content_id"]])
+    keep = logged >= 0
+    rows, logged = rows[keep].reset_index(drop=True), logged[keep]
+    rewards = data.rewards[holdout][keep]
+    propensities = rows["propensity"].to_numpy(dtype=float)
+    scores = candidate_scores(model, rows, data.content, candidates).mean(axis=0)
+    allowed = np.ones_like(scores, dtype=bool) if eligible is None else eligible[keep]
+    masked = np.where(allowed, scores, -np.inf)
+    greedy = deterministic_policy(masked.argmax(axis=1), len(candidates))
+    estimates = evaluate_policy(
+        logged, rewards, propensities, greedy, scores, random_state=random_state
+    )
+    singles = {}
+    for j, candidate in enumerate(candidates):
+        if not allowed[:, j].all():
+            continue  # a constant policy must be allowed everywhere
+        constant = deterministic_policy(np.full(len(rows), j), len(candidates))
+        singles[candidate] = evaluate_policy(
+            logged, rewards, propensities, constant, scores, random_state=random_state
+        )["DR"]
+    best_single = max(singles, key=lambda c: singles[c].value)
+    comparators: dict[str, Estimate | float] = {
+        "logging policy": float(rewards.mean()),
+        f"best single variant ({best_single})": singles[best_single],
+    }
+    if champion_value is not None:
+        comparators["current champion"] = champion_value
+    passed, reason = beats(estimates["DR"], comparators)
+    return SelectorEvaluation(
+        estimates=estimates,
+        logging_value=float(rewards.mean()),
+        best_single=best_single,
+        best_single_estimate=singles[best_single],
+        promoted="learned" if passed else best_single,
+        reason=reason,
+    )

@@ -15,7 +15,12 @@ from features.simulator import SimulationConfig, simulate, write_store
 from features.store import EventStore
 from models.selector import OutcomeModel
 from training.selector_data import attach_outcomes, with_response_history
-from training.selector_job import build_selector_data, candidate_scores, store_features_at
+from training.selector_job import (
+    build_selector_data,
+    candidate_scores,
+    evaluate_selector,
+    store_features_at,
+)
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +214,31 @@ def test_learned_subject_policy_beats_logging_and_ope_covers_its_true_value(stor
     for name in ("IPS", "SNIPS", "DR"):
         e = estimates[name]
         assert e.ci_low <= true_learned <= e.ci_high, (name, e, true_learned)
+
+
+def test_gate_picks_the_learned_policy_or_falls_back_to_the_best_variant(store):
+    sim, event_store = store
+    features_at = store_features_at(event_store, FeatureConfig(), SegmentSet(()))
+    data = build_selector_data(
+        event_store.read("events"),
+        event_store.read("content"),
+        event_store.read("customers"),
+        features_at,
+        slot="offer",
+    )
+    starts = data.table.groupby("campaign_id")["ts"].transform("min")
+    holdout = (starts >= starts.quantile(0.6)).to_numpy()
+    model = OutcomeModel().fit(data.features[~holdout], data.rewards[~holdout])
+    result = evaluate_selector(model, data, holdout)
+    assert set(result.estimates) == {"IPS", "SNIPS", "DM", "DR"}
+    assert result.best_single in data.candidates
+    if result.promoted == "learned":
+        assert result.estimates["DR"].ci_low > result.best_single_estimate.value
+    else:
+        # The fallback is a constant policy of the best variant, and the reason names
+        # what blocked the learned one, with the numbers.
+        assert result.promoted == result.best_single
+        assert "best single variant" in result.reason or "logging" in result.reason
+    # A champion that cannot be beaten blocks promotion, whatever the model.
+    blocked = evaluate_selector(model, data, holdout, champion_value=1.0)
+    assert blocked.promoted == blocked.best_single and "current champion" in blocked.reason
