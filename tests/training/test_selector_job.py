@@ -34,6 +34,27 @@ def store(tmp_path_factory):
     return sim, store
 
 
+@pytest.fixture(scope="module")
+def slot_data(store):
+    """Selector data per slot, built once per module."""
+    _, event_store = store
+    features_at = store_features_at(event_store, FeatureConfig(), SegmentSet(()))
+    built: dict[str, object] = {}
+
+    def get(slot: str):  # type: ignore[no-untyped-def]
+        if slot not in built:
+            built[slot] = build_selector_data(
+                event_store.read("events"),
+                event_store.read("content"),
+                event_store.read("customers"),
+                features_at,
+                slot=slot,
+            )
+        return built[slot]
+
+    return get
+
+
 def test_outcomes_are_attributed_within_the_window_only():
     t0 = pd.Timestamp("2026-11-01T10:00:00Z")
     decisions = pd.DataFrame(
@@ -104,16 +125,9 @@ def test_features_come_from_before_each_campaign(store):
     assert np.isclose(data.rewards.mean(), data.table["clicked"].mean())
 
 
-def test_the_planted_best_subject_line_is_recovered(store):
-    sim, event_store = store
-    features_at = store_features_at(event_store, FeatureConfig(), SegmentSet(()))
-    data = build_selector_data(
-        event_store.read("events"),
-        event_store.read("content"),
-        event_store.read("customers"),
-        features_at,
-        slot="subject",
-    )
+def test_the_planted_best_subject_line_is_recovered(store, slot_data):
+    sim, _ = store
+    data = slot_data("subject")
     model = OutcomeModel().fit(data.features, data.rewards)
     latest = data.table.sort_values("ts").drop_duplicates("customer_id", keep="last")
     scores = candidate_scores(model, latest, data.content, data.candidates).mean(axis=(0, 1))
@@ -153,19 +167,12 @@ def _true_click(sim, table: pd.DataFrame, subjects: list[str]) -> np.ndarray:
     return p_open * p_click[:, None]
 
 
-def test_learned_subject_policy_beats_logging_and_ope_covers_its_true_value(store):
+def test_learned_subject_policy_beats_logging_and_ope_covers_its_true_value(store, slot_data):
     from training.ope import deterministic_policy, evaluate_policy
 
     sim, event_store = store
     events = event_store.read("events")
-    features_at = store_features_at(event_store, FeatureConfig(), SegmentSet(()))
-    data = build_selector_data(
-        events,
-        event_store.read("content"),
-        event_store.read("customers"),
-        features_at,
-        slot="subject",
-    )
+    data = slot_data("subject")
     table = data.table.copy()
     offers = events[(events["event_type"] == "email_sent") & (events["slot"] == "offer")]
     table = table.merge(
@@ -216,16 +223,8 @@ def test_learned_subject_policy_beats_logging_and_ope_covers_its_true_value(stor
         assert e.ci_low <= true_learned <= e.ci_high, (name, e, true_learned)
 
 
-def test_gate_picks_the_learned_policy_or_falls_back_to_the_best_variant(store):
-    sim, event_store = store
-    features_at = store_features_at(event_store, FeatureConfig(), SegmentSet(()))
-    data = build_selector_data(
-        event_store.read("events"),
-        event_store.read("content"),
-        event_store.read("customers"),
-        features_at,
-        slot="offer",
-    )
+def test_gate_picks_the_learned_policy_or_falls_back_to_the_best_variant(slot_data):
+    data = slot_data("offer")
     starts = data.table.groupby("campaign_id")["ts"].transform("min")
     holdout = (starts >= starts.quantile(0.6)).to_numpy()
     model = OutcomeModel().fit(data.features[~holdout], data.rewards[~holdout])
