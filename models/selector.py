@@ -23,6 +23,24 @@ import pandas as pd
 
 from features.errors import InputError, NotFoundError
 
+CUSTOMER_FEATURES = [
+    "engagement_score",
+    "email_open_rate_90d",
+    "email_click_rate_90d",
+    "frequency",
+    "orders",
+    "monetary",
+    "aov",
+    "recency_days",
+    "days_since_last_event",
+    "product_view_30d",
+    "add_to_cart_30d",
+    "purchase_90d",
+    "email_open_30d",
+    "email_click_30d",
+]
+COUNTRIES = ("US", "CA", "GB", "AU", "DE")
+
 PolicyKind = Literal["greedy", "epsilon_greedy", "softmax", "thompson", "constant"]
 ARTIFACT_FORMAT = 1
 
@@ -168,7 +186,10 @@ class Policy:
     content_id: str | None = None
 
     def probabilities(
-        self, member_scores: np.ndarray, candidates: list[str] | None = None
+        self,
+        member_scores: np.ndarray,
+        candidates: list[str] | None = None,
+        eligible: np.ndarray | None = None,
     ) -> np.ndarray:
         """Action probabilities, shape (n_rows, n_candidates), rows summing to 1.
 
@@ -178,19 +199,26 @@ class Policy:
             Predicted rewards per ensemble member (ensemble 1 for a single model).
         candidates : list of str, optional
             Candidate content ids (needed for ``constant``).
+        eligible : numpy.ndarray of bool, shape (n_rows, n_candidates), optional
+            Candidates each row may be shown: the others get probability 0, and
+            exploration is uniform over the eligible ones.
         """
+        n_rows, n = member_scores.shape[1:]
+        allowed = np.ones((n_rows, n), dtype=bool) if eligible is None else eligible
+        member_scores = np.where(allowed[None], member_scores, -np.inf)
         scores = member_scores.mean(axis=0)
-        n_rows, n = scores.shape
+        uniform = allowed / allowed.sum(axis=1, keepdims=True)
         if self.kind == "constant":
             if candidates is None or self.content_id not in candidates:
-                return np.full((n_rows, n), 1.0 / n)
-            out = np.zeros((n_rows, n))
-            out[:, candidates.index(self.content_id)] = 1.0
-            return out
+                return uniform
+            j = candidates.index(self.content_id)
+            fixed = np.zeros((n_rows, n))
+            fixed[:, j] = 1.0
+            return np.where(allowed[:, [j]], fixed, uniform)
         if self.kind in ("greedy", "epsilon_greedy"):
             best = _one_hot(scores.argmax(axis=1), n)
             eps = self.epsilon if self.kind == "epsilon_greedy" else 0.0
-            return (1 - eps) * best + eps / n
+            return (1 - eps) * best + eps * uniform
         if self.kind == "softmax":
             z = (scores - scores.max(axis=1, keepdims=True)) / max(self.temperature, 1e-9)
             weights = np.exp(z)
@@ -222,3 +250,123 @@ def _one_hot(index: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((len(index), n))
     out[np.arange(len(index)), index] = 1.0
     return out
+
+
+def customer_design(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric customer features (NaN where unknown), country one-hot, and the
+    customer's past responses to each variant (``prior_*`` columns)."""
+    design = pd.DataFrame(index=frame.index)
+    for column in CUSTOMER_FEATURES:
+        values = frame[column] if column in frame.columns else np.nan
+        design[column] = pd.to_numeric(pd.Series(values, index=frame.index), errors="coerce")
+    country = frame["country"] if "country" in frame.columns else pd.Series("", index=frame.index)
+    for code in COUNTRIES:
+        design[f"country_{code}"] = (country == code).astype(float)
+    for column in frame.columns:
+        if str(column).startswith("prior_"):
+            design[column] = frame[column].astype(float)
+    return design
+
+
+def candidate_scores(
+    model: OutcomeModel, customer_rows: pd.DataFrame, content: pd.DataFrame, candidates: list[str]
+) -> np.ndarray:
+    """Predicted reward per ensemble member, customer and candidate: (members, n, k)."""
+    customer = customer_design(customer_rows).reset_index(drop=True)
+    n, k = len(customer), len(candidates)
+    repeated = customer.loc[np.repeat(np.arange(n), k)].reset_index(drop=True)
+    contents = content.loc[np.tile(np.asarray(candidates), n)].reset_index(drop=True)
+    design = pd.concat([repeated, contents], axis=1)
+    members = model.predict_members(design)
+    return members.reshape(members.shape[0], n, k)
+
+
+@dataclass
+class Selector:
+    """A deployable content selector for one slot: outcome model, policy, candidates.
+
+    ``content`` holds the feature row of every candidate (index: content id);
+    :meth:`decide` scores the eligible candidates for each customer, turns the
+    scores into the policy's probabilities and draws with the decision id.
+    """
+
+    slot: str
+    reward: str
+    model: OutcomeModel
+    policy: Policy
+    candidates: list[str]
+    content: pd.DataFrame
+
+    def decide(
+        self,
+        customers: pd.DataFrame,
+        decision_ids: list[str],
+        *,
+        eligible: np.ndarray | None = None,
+    ) -> pd.DataFrame:
+        """One decision per customer row: ``content_id``, ``propensity`` and scores.
+
+        Parameters
+        ----------
+        customers : pandas.DataFrame
+            Customer features (see :func:`customer_design`), one row per decision.
+        decision_ids : list of str
+            Seeds of the draws: the same id always gives the same choice.
+        eligible : numpy.ndarray of bool, shape (n, n_candidates), optional
+            Candidates each customer may be shown; ineligible ones get probability 0.
+        """
+        members = candidate_scores(self.model, customers, self.content, self.candidates)
+        if eligible is not None:
+            if eligible.shape != members.shape[1:]:
+                raise InputError("eligible", eligible.shape, f"expected {members.shape[1:]}")
+            if not eligible.any(axis=1).all():
+                raise InputError("eligible", "a row with no candidate", "nothing to choose from")
+        probabilities = self.policy.probabilities(members, self.candidates, eligible)
+        chosen = choose(probabilities, decision_ids)
+        rows = np.arange(len(chosen))
+        scores = members.mean(axis=0)
+        return pd.DataFrame(
+            {
+                "decision_id": decision_ids,
+                "content_id": np.asarray(self.candidates)[chosen],
+                "propensity": probabilities[rows, chosen],
+                "score": scores[rows, chosen],
+            }
+        )
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        self.model.save(path / "outcome_model")
+        self.content.to_parquet(path / "content.parquet")
+        manifest = {
+            "format": ARTIFACT_FORMAT,
+            "class": "selector",
+            "slot": self.slot,
+            "reward": self.reward,
+            "candidates": self.candidates,
+            "policy": {
+                "kind": self.policy.kind,
+                "epsilon": self.policy.epsilon,
+                "temperature": self.policy.temperature,
+                "content_id": self.policy.content_id,
+            },
+        }
+        (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Selector:
+        path = Path(path)
+        if not (path / "manifest.json").exists():
+            raise NotFoundError(f"no selector at {path} (manifest.json missing)")
+        manifest = json.loads((path / "manifest.json").read_text())
+        if manifest.get("class") != "selector":
+            raise InputError("class", manifest.get("class"), "expected selector")
+        return cls(
+            slot=manifest["slot"],
+            reward=manifest["reward"],
+            model=OutcomeModel.load(path / "outcome_model"),
+            policy=Policy(**manifest["policy"]),
+            candidates=list(manifest["candidates"]),
+            content=pd.read_parquet(path / "content.parquet"),
+        )

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--floor", type=float, default=0.0, help="minimum NDCG@10 a model needs to become champion"
     )
 
+    sel = train_sub.add_parser("selector", help="subject-line or offer selector from campaigns")
+    sel.add_argument("--slot", choices=("subject", "offer"), required=True)
+    sel.add_argument("--epsilon", type=float, default=0.1, help="exploration of a learned policy")
+
     prom = sub.add_parser("promote", help="move the champion alias if the candidate is better")
     prom.add_argument("--name", default="tailor-recommender", help="registered model")
     prom.add_argument("--version", required=True, help="candidate version")
@@ -125,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ingest(args, settings)
         if args.command == "features":
             return _features_build(args.as_of or datetime.now(UTC), settings)
+        if args.command == "train" and args.train_command == "selector":
+            return _train_selector(args, settings)
         if args.command == "train":
             return _train_recommender(args, settings)
         if args.command == "promote":
@@ -253,6 +259,32 @@ def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _train_selector(args: argparse.Namespace, settings: Settings) -> int:
+    from training.train_selector import registered_name, train_selector
+
+    outcome = train_selector(
+        home=settings.home,
+        store=EventStore(settings.store_dir),
+        config=settings.features,
+        slot=args.slot,
+        epsilon=args.epsilon,
+        progress=_progress,
+    )
+    rows = [
+        [name, f"{e.value:.4f}", f"[{e.ci_low:.4f}, {e.ci_high:.4f}]"]
+        for name, e in outcome.evaluation.estimates.items()
+    ]
+    print(f"{args.slot} selector, learned greedy policy on held-out campaigns:")
+    for name, value, interval in rows:
+        print(f"   {name:6s} {value}  {interval}")
+    print(f"   logging policy (observed)         {outcome.evaluation.logging_value:.4f}")
+    best = outcome.evaluation.best_single_estimate
+    print(f"   best single variant {outcome.evaluation.best_single:14s} {best.value:.4f}")
+    print(f"   calibration error (held out)      {outcome.calibration_error:.4f}")
+    print(f"registered {registered_name(args.slot)} version {outcome.version}: {outcome.reason}")
+    return 0
+
+
 def _promote(args: argparse.Namespace, settings: Settings) -> int:
     from training.tracking import configure, promote
 
@@ -313,9 +345,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print("\n== 3/4 features")
     _features_build(today, settings)
 
-    print("\n== 4/4 train, register and promote the recommender")
+    print("\n== 4/4 train, register and promote the recommender and the selectors")
     train_args = argparse.Namespace(mode="all", tune_budget=args.tune_budget, floor=0.0)
-    return _train_recommender(train_args, settings)
+    _train_recommender(train_args, settings)
+    for slot in ("subject", "offer"):
+        print(f"\n== train the {slot} selector")
+        _train_selector(argparse.Namespace(slot=slot, epsilon=0.1), settings)
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,25 +21,10 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from models.selector import CUSTOMER_FEATURES
 
 REWARDS = ("open", "click", "conversion", "margin")
 DEFAULT_REWARD = {"subject": "click", "offer": "conversion"}
-CUSTOMER_FEATURES = [
-    "engagement_score",
-    "email_open_rate_90d",
-    "email_click_rate_90d",
-    "frequency",
-    "orders",
-    "monetary",
-    "aov",
-    "recency_days",
-    "days_since_last_event",
-    "product_view_30d",
-    "add_to_cart_30d",
-    "purchase_90d",
-    "email_open_30d",
-    "email_click_30d",
-]
 
 
 def logged_decisions(events: pd.DataFrame, *, slot: str) -> pd.DataFrame:

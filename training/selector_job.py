@@ -22,10 +22,9 @@ from features.settings import FeatureConfig
 from features.snapshot import build_snapshot
 from features.store import EventStore
 from models.content_features import content_features
-from models.selector import OutcomeModel
+from models.selector import OutcomeModel, candidate_scores, customer_design
 from training.ope import Estimate, beats, deterministic_policy, evaluate_policy
 from training.selector_data import (
-    CUSTOMER_FEATURES,
     DEFAULT_REWARD,
     attach_outcomes,
     logged_decisions,
@@ -33,8 +32,6 @@ from training.selector_data import (
     with_customer_features,
     with_response_history,
 )
-
-COUNTRIES = ("US", "CA", "GB", "AU", "DE")
 
 
 @dataclass
@@ -65,22 +62,6 @@ def store_features_at(
         return merged.drop(columns="canonical_id").rename(columns={"source_id": "customer_id"})
 
     return features_at
-
-
-def customer_design(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric customer features (NaN where unknown), country one-hot, and the
-    customer's past responses to each variant (``prior_*`` columns)."""
-    design = pd.DataFrame(index=frame.index)
-    for column in CUSTOMER_FEATURES:
-        values = frame[column] if column in frame.columns else np.nan
-        design[column] = pd.to_numeric(pd.Series(values, index=frame.index), errors="coerce")
-    country = frame["country"] if "country" in frame.columns else pd.Series("", index=frame.index)
-    for code in COUNTRIES:
-        design[f"country_{code}"] = (country == code).astype(float)
-    for column in frame.columns:
-        if str(column).startswith("prior_"):
-            design[column] = frame[column].astype(float)
-    return design
 
 
 def build_selector_data(
@@ -125,19 +106,6 @@ def build_selector_data(
         content=content_table,
         candidates=active["content_id"].astype(str).tolist(),
     )
-
-
-def candidate_scores(
-    model: OutcomeModel, customer_rows: pd.DataFrame, content: pd.DataFrame, candidates: list[str]
-) -> np.ndarray:
-    """Predicted reward per ensemble member, customer and candidate: (members, n, k)."""
-    customer = customer_design(customer_rows).reset_index(drop=True)
-    n, k = len(customer), len(candidates)
-    repeated = customer.loc[np.repeat(np.arange(n), k)].reset_index(drop=True)
-    contents = content.loc[np.tile(np.asarray(candidates), n)].reset_index(drop=True)
-    design = pd.concat([repeated, contents], axis=1)
-    members = model.predict_members(design)
-    return members.reshape(members.shape[0], n, k)
 
 
 def _costs(content: pd.DataFrame) -> dict[str, float]:

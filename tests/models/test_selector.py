@@ -98,3 +98,44 @@ def test_subject_features_describe_a_line_never_sent():
     table = content_features(content)
     assert table.loc["o1", "offer_free_shipping"] == 1 and table.loc["o1", "offer_cost"] == 6.0
     assert table.loc["o1", "subject_length"] == 0 and table.loc["s1", "offer_cost"] == 0
+
+
+def test_selector_decides_with_exact_propensities_and_round_trips(tmp_path):
+    from models.selector import Selector
+
+    rng = np.random.default_rng(1)
+    content = pd.DataFrame(
+        {"offer_x": [1.0, 0.0, 0.0], "offer_y": [0.0, 1.0, 0.0]}, index=["a", "b", "c"]
+    )
+    n = 3000
+    shown = rng.integers(0, 3, n)
+    customers = pd.DataFrame({"engagement_score": rng.normal(size=n)})
+    design = pd.concat(
+        [customers.reset_index(drop=True), content.iloc[shown].reset_index(drop=True)], axis=1
+    )
+    rewards = (rng.random(n) < np.where(shown == 1, 0.4, 0.1)).astype(float)
+    model = OutcomeModel(n_estimators=50).fit(design, rewards)
+    selector = Selector(
+        "offer",
+        "conversion",
+        model,
+        Policy("epsilon_greedy", epsilon=0.3),
+        ["a", "b", "c"],
+        content,
+    )
+    ids = [f"d{i}" for i in range(200)]
+    rows = customers.iloc[:200]
+    decided = selector.decide(rows, ids)
+    chosen_best = decided["content_id"] == "b"
+    assert np.allclose(decided.loc[chosen_best, "propensity"], 0.8)
+    assert np.allclose(decided.loc[~chosen_best, "propensity"], 0.1)
+    pd.testing.assert_frame_equal(decided, selector.decide(rows, ids))  # replay
+    eligible = np.tile([True, False, True], (200, 1))
+    limited = selector.decide(rows, ids, eligible=eligible)
+    assert "b" not in set(limited["content_id"])
+    # Greedy among the eligible, exploration uniform over them: 0.7 + 0.3/2 and 0.3/2.
+    np.testing.assert_allclose(sorted(limited["propensity"].unique()), [0.15, 0.85])
+    loaded = Selector.load(selector.save(tmp_path / "sel"))
+    pd.testing.assert_frame_equal(decided, loaded.decide(rows, ids))
+    with pytest.raises(InputError, match="eligible"):
+        selector.decide(rows, ids, eligible=np.zeros((200, 3), dtype=bool))

@@ -91,6 +91,8 @@ def test_demo_simulates_ingests_and_summarises(tmp_path, repo_root):
     assert "registered tailor-recommender version 1" in out
     assert "promoted: no champion yet" in out
     assert (tmp_path / "home" / "mlflow" / "mlflow.db").exists()
+    for slot in ("subject", "offer"):
+        assert f"registered tailor-selector-{slot} version 1" in out
     again = _tailor("promote", "--version", "1", home=tmp_path / "home", cwd=repo_root)
     assert again.returncode == 1 and "already the champion" in again.stdout
 

@@ -13,11 +13,10 @@ from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.simulator import SimulationConfig, simulate, write_store
 from features.store import EventStore
-from models.selector import OutcomeModel
+from models.selector import OutcomeModel, candidate_scores
 from training.selector_data import attach_outcomes, with_response_history
 from training.selector_job import (
     build_selector_data,
-    candidate_scores,
     evaluate_selector,
     store_features_at,
 )
