@@ -26,7 +26,7 @@ import pandas as pd
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.store import EventStore
-from models.selector import OutcomeModel, Policy, Selector
+from models.selector import CUSTOMER_FEATURES, OutcomeModel, Policy, Selector
 from training.selector_job import (
     SelectorEvaluation,
     build_selector_data,
@@ -167,7 +167,15 @@ def train_selector(
                 python_model=str(PYFUNC_CODE),
                 artifacts={"selector": str(saved)},
                 pip_requirements=default_pip_requirements(),
-                input_example=pd.DataFrame({"decision_id": ["example-1"]}),
+                # One decision with every raw customer column the selector reads.
+                input_example=pd.DataFrame(
+                    {
+                        "decision_id": ["example-1"],
+                        "country": ["US"],
+                        **{c: [0.0] for c in CUSTOMER_FEATURES},
+                        **{c: [0.0] for c in model.feature_names_ if c.startswith("prior_")},
+                    }
+                ),
                 registered_model_name=name,
             )
         logger.debug("selector run %s", run.info.run_id)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from features.store import EventStore
@@ -93,6 +94,31 @@ def test_demo_simulates_ingests_and_summarises(tmp_path, repo_root):
     assert (tmp_path / "home" / "mlflow" / "mlflow.db").exists()
     for slot in ("subject", "offer"):
         assert f"registered tailor-selector-{slot} version 1" in out
+    # The registered champion selector loads as a pyfunc and decides, replayably.
+    import mlflow
+
+    from training.tracking import configure
+
+    configure(tmp_path / "home")
+    selector = mlflow.pyfunc.load_model("models:/tailor-selector-offer@champion")
+    from models.selector import CUSTOMER_FEATURES
+
+    frame = pd.DataFrame(
+        {
+            "decision_id": ["x-1", "x-2"],
+            "country": ["US", "GB"],
+            **{c: [1.0, 0.0] for c in CUSTOMER_FEATURES},
+            **{
+                f"prior_{kind}_{offer}": [0.0, 1.0]
+                for kind in ("sends", "clicks")
+                for offer in ("offer_freeship", "offer_none", "offer_pct10", "offer_pct20")
+            },
+        }
+    )
+    first, again = selector.predict(frame), selector.predict(frame)
+    assert first["content_id"].str.startswith("offer_").all()
+    assert ((first["propensity"] > 0) & (first["propensity"] <= 1)).all()
+    pd.testing.assert_frame_equal(first, again)
     again = _tailor("promote", "--version", "1", home=tmp_path / "home", cwd=repo_root)
     assert again.returncode == 1 and "already the champion" in again.stdout
 
