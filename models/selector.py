@@ -77,22 +77,28 @@ class OutcomeModel:
 
     boosters_: list[lgb.Booster]
     feature_names_: list[str]
+    objective_: str = "binary"
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_")}
 
     def fit(self, features: pd.DataFrame, rewards: np.ndarray) -> Self:
-        """Fit on (n_rows, n_features) customer × content features and 0/1 rewards."""
+        """Fit on (n_rows, n_features) customer × content features and rewards:
+        0/1 rewards get a binary (probability) model, others a regression."""
         rewards = np.asarray(rewards, dtype=float)
         if len(features) != len(rewards):
             raise InputError("rewards", len(rewards), f"expected {len(features)} rows")
+        if not np.isfinite(rewards).all():
+            raise InputError("rewards", "non-finite", "every reward must be a finite number")
         if len(np.unique(rewards)) < 2:
             raise InputError("rewards", float(rewards.mean()), "needs both outcomes to learn")
+        # 0/1 rewards (open, click, conversion): a probability; others (margin): a mean.
+        self.objective_ = "binary" if np.isin(rewards, (0.0, 1.0)).all() else "regression"
         self.feature_names_ = [str(c) for c in features.columns]
         values = features.to_numpy(dtype=np.float64)
         rng = np.random.default_rng(self.random_state)
         params = {
-            "objective": "binary",
+            "objective": self.objective_,
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "min_child_samples": self.min_child_samples,
@@ -140,6 +146,7 @@ class OutcomeModel:
             "class": "outcome_model",
             "params": self.get_params(),
             "features": self.feature_names_,
+            "objective": self.objective_,
         }
         (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
         return path
@@ -152,6 +159,7 @@ class OutcomeModel:
         manifest = json.loads((path / "manifest.json").read_text())
         model = cls(**manifest["params"])
         model.feature_names_ = list(manifest["features"])
+        model.objective_ = str(manifest.get("objective", "binary"))
         model.boosters_ = [
             lgb.Booster(model_file=str(path / f"booster_{i}.txt")) for i in range(model.ensemble)
         ]

@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     sel = train_sub.add_parser("selector", help="subject-line or offer selector from campaigns")
     sel.add_argument("--slot", choices=("subject", "offer"), required=True)
     sel.add_argument("--epsilon", type=float, default=0.1, help="exploration of a learned policy")
+    sel.add_argument(
+        "--reward",
+        choices=("open", "click", "conversion", "margin"),
+        default=None,
+        help="what a decision is judged by (default: click for subject, conversion for offer)",
+    )
 
     prom = sub.add_parser("promote", help="move the champion alias if the candidate is better")
     prom.add_argument("--name", default="tailor-recommender", help="registered model")
@@ -267,6 +273,7 @@ def _train_selector(args: argparse.Namespace, settings: Settings) -> int:
         store=EventStore(settings.store_dir),
         config=settings.features,
         slot=args.slot,
+        reward=args.reward,
         epsilon=args.epsilon,
         progress=_progress,
     )
@@ -350,7 +357,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     _train_recommender(train_args, settings)
     for slot in ("subject", "offer"):
         print(f"\n== train the {slot} selector")
-        _train_selector(argparse.Namespace(slot=slot, epsilon=0.1), settings)
+        _train_selector(argparse.Namespace(slot=slot, epsilon=0.1, reward=None), settings)
     return 0
 
 

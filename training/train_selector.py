@@ -78,6 +78,7 @@ def train_selector(
     store: EventStore,
     config: FeatureConfig,
     slot: str,
+    reward: str | None = None,
     holdout_share: float = 0.4,
     epsilon: float = 0.1,
     progress: Callable[[str], None] | None = None,
@@ -91,6 +92,7 @@ def train_selector(
         store.read("customers"),
         features_at,
         slot=slot,
+        reward=reward,
     )
     starts = data.table.groupby("campaign_id")["ts"].transform("min")
     holdout = (starts >= starts.quantile(1 - holdout_share)).to_numpy()
@@ -102,7 +104,15 @@ def train_selector(
     champion = champion_version(client, name)
     champion_value = None
     if champion is not None and champion.run_id:
-        champion_value = client.get_run(champion.run_id).data.metrics.get("promoted_value")
+        champion_run = client.get_run(champion.run_id).data
+        # Values are comparable only under the same reward definition.
+        if champion_run.params.get("reward") == data.reward:
+            champion_value = champion_run.metrics.get("promoted_value")
+        else:
+            say(
+                f"{slot}: the champion was judged by {champion_run.params.get('reward')!r}, "
+                f"this run by {data.reward!r}: not compared"
+            )
     evaluation = evaluate_selector(model, data, holdout, champion_value=champion_value)
     learned = evaluation.promoted == "learned"
     policy = (

@@ -139,3 +139,17 @@ def test_selector_decides_with_exact_propensities_and_round_trips(tmp_path):
     pd.testing.assert_frame_equal(decided, loaded.decide(rows, ids))
     with pytest.raises(InputError, match="eligible"):
         selector.decide(rows, ids, eligible=np.zeros((200, 3), dtype=bool))
+
+
+def test_continuous_rewards_get_a_regression_model(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 2, 4000)
+    margin = np.where(rng.random(4000) < 0.1, np.where(x == 1, 30.0, 10.0), 0.0)
+    features = pd.DataFrame({"x": x})
+    model = OutcomeModel(n_estimators=50).fit(features, margin)
+    assert model.objective_ == "regression"
+    predicted = model.predict(pd.DataFrame({"x": [0, 1]}))
+    np.testing.assert_allclose(predicted, [1.0, 3.0], atol=0.6)
+    loaded = OutcomeModel.load(model.save(tmp_path / "m"))
+    assert loaded.objective_ == "regression"
+    np.testing.assert_array_equal(loaded.predict(features), model.predict(features))
