@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.recommender import Recommender, top_k
+from models.recommender import Recommender, mask_rows, top_k
 
 EVENT_WEIGHTS: dict[str, float] = {
     "product_view": 1.0,
@@ -50,14 +50,27 @@ class Index:
 
     def encode(self, log: pd.DataFrame) -> pd.DataFrame:
         """The log with integer ``u`` and ``i`` columns (rows of unknown ids dropped)."""
-        u = np.searchsorted(self.user_ids, log["user_id"].astype(str).to_numpy())
-        i = np.searchsorted(self.item_ids, log["item_id"].astype(str).to_numpy())
-        u = np.minimum(u, len(self.user_ids) - 1)
-        i = np.minimum(i, len(self.item_ids) - 1)
-        known = (self.user_ids[u] == log["user_id"].astype(str).to_numpy()) & (
-            self.item_ids[i] == log["item_id"].astype(str).to_numpy()
-        )
-        return log.assign(u=u, i=i)[known]
+        u, known_user = _positions(self.user_ids, log["user_id"])
+        i, known_item = _positions(self.item_ids, log["item_id"])
+        return log.assign(u=u, i=i)[known_user & known_item]
+
+
+def _positions(sorted_ids: np.ndarray, ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each id in ``sorted_ids``, and whether it is there at all."""
+    values = ids.astype(str).to_numpy()
+    positions = np.minimum(np.searchsorted(sorted_ids, values), max(len(sorted_ids) - 1, 0))
+    return positions, sorted_ids[positions] == values
+
+
+def _item_attribute(
+    items: pd.DataFrame | None, index: Index, column: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(item column, value) of every item with a known ``column`` (last row wins)."""
+    if items is None or column not in items.columns:
+        return None
+    known = items.dropna(subset=[column]).drop_duplicates("item_id", keep="last")
+    cols, match = _positions(index.item_ids, known["item_id"])
+    return cols[match], known[column].to_numpy()[match]
 
 
 def interaction_matrix(
@@ -91,14 +104,22 @@ def interaction_matrix(
 def item_categories(items: pd.DataFrame | None, index: Index) -> np.ndarray:
     """Category code per item column (-1 unknown)."""
     codes = np.full(len(index.item_ids), -1, dtype=np.int64)
-    if items is None or "category" not in items.columns:
-        return codes
-    known = items.dropna(subset=["category"]).drop_duplicates("item_id", keep="last")
-    cols = np.searchsorted(index.item_ids, known["item_id"].astype(str).to_numpy())
-    cols = np.minimum(cols, len(index.item_ids) - 1)
-    match = index.item_ids[cols] == known["item_id"].astype(str).to_numpy()
-    codes[cols[match]] = pd.factorize(known["category"].astype(str))[0][match]
+    known = _item_attribute(items, index, "category")
+    if known is not None:
+        cols, categories = known
+        codes[cols] = pd.factorize(pd.Series(categories).astype(str))[0]
     return codes
+
+
+def item_prices(items: pd.DataFrame | None, index: Index) -> np.ndarray | None:
+    """Price per item column (NaN unknown), or None without a price column."""
+    known = _item_attribute(items, index, "price")
+    if known is None:
+        return None
+    prices = np.full(len(index.item_ids), np.nan)
+    cols, values = known
+    prices[cols] = values.astype(float)
+    return prices
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -170,9 +191,7 @@ def category_popularity_candidates(
     ).astype(np.float32)
     block[block <= 0] = -np.inf
     if exclude is not None:
-        mask = exclude[users]
-        rows = np.repeat(np.arange(len(users)), np.diff(mask.indptr))
-        block[rows, mask.indices] = -np.inf
+        mask_rows(block, exclude[users])
     top = top_k(block, min(k, block.shape[1]))
     scores = np.take_along_axis(block, top, axis=1)
     ids = np.where(np.isfinite(scores), top, -1)

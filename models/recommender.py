@@ -162,6 +162,8 @@ class Recommender(ABC):
             raise InputError("n", n, "must be at least 1")
         users = np.asarray(users, dtype=np.int64)
         history = check_interactions(history, name="history")
+        if history.shape != (len(users), self.n_items_):
+            raise InputError("history", history.shape, f"expected ({len(users)}, {self.n_items_})")
         mask = None
         if isinstance(exclude, str):
             if exclude != "history":
@@ -181,9 +183,12 @@ class Recommender(ABC):
 
         def run(start: int) -> None:
             stop = min(start + batch_size, len(users))
-            block = self.score(users[start:stop], history[start:stop])
+            # history was validated once above; score each block directly.
+            block = np.asarray(
+                self._scores(users[start:stop], history[start:stop]), dtype=np.float32
+            )
             if mask is not None:
-                _mask_rows(block, mask[start:stop])
+                mask_rows(block, mask[start:stop])
             if allowed is not None:
                 block[:, ~allowed] = -np.inf
             top = top_k(block, k)
@@ -339,7 +344,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def _mask_rows(block: np.ndarray, mask: sp.csr_matrix) -> None:
+def mask_rows(block: np.ndarray, mask: sp.csr_matrix) -> None:
     """Set block[i, j] = -inf wherever mask[i, j] is stored (vectorised over the CSR)."""
     rows = np.repeat(np.arange(mask.shape[0]), np.diff(mask.indptr))
     block[rows, mask.indices] = -np.inf

@@ -35,6 +35,7 @@ from models.candidates import (
     generator_candidates,
     interaction_matrix,
     item_categories,
+    item_prices,
     labels_for,
     own_history_candidates,
     pair_features,
@@ -182,7 +183,7 @@ def run_recommender_job(
             raise InputError("log", list(log.columns), f"missing column {column!r}")
     index = Index.build(log, items)
     categories = item_categories(items, index)
-    prices = _prices(items, index)
+    prices = item_prices(items, index)
 
     train_log, test_log = _split(log, config, outer=True)
     fit_log, label_log = _split(train_log, config, outer=False)
@@ -460,18 +461,6 @@ def _report(
     ids: np.ndarray, relevant: sp.csr_matrix, config: RecommenderJobConfig, train: sp.csr_matrix
 ) -> dict[int, RankingReport]:
     return {k: ranking_metrics(ids, relevant, k, train=train) for k in config.ks}
-
-
-def _prices(items: pd.DataFrame | None, index: Index) -> np.ndarray | None:
-    if items is None or "price" not in items.columns:
-        return None
-    prices = np.full(len(index.item_ids), np.nan)
-    known = items.dropna(subset=["price"]).drop_duplicates("item_id", keep="last")
-    cols = np.searchsorted(index.item_ids, known["item_id"].astype(str).to_numpy())
-    cols = np.minimum(cols, len(index.item_ids) - 1)
-    match = index.item_ids[cols] == known["item_id"].astype(str).to_numpy()
-    prices[cols[match]] = known["price"].to_numpy(dtype=float)[match]
-    return prices
 
 
 def interaction_log_from_store(
