@@ -39,27 +39,32 @@ import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from features.errors import InputError, NotFoundError, TailorError
-from models.pipeline import RecommenderPipeline, load_artifact
+from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
+from models.registry import (
+    CHAMPION,
+    RECOMMENDER_KEY,
+    champion_version,
+    load_champion,
+    load_version,
+    tracking_uri,
+)
 
 logger = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-"""The registry alias serving loads."""
 DEFAULT_EXPERIMENT = "recommenders"
 PYFUNC_CODE = Path(__file__).with_name("recommender_pyfunc.py")
 MODEL_NAME = "recommender"
 """Name of the logged model inside the run (``name=`` of ``log_model``)."""
-ARTIFACT_KEY = "recommender"
+ARTIFACT_KEY = RECOMMENDER_KEY
 """Key of the recommender directory in the pyfunc's artifacts (see recommender_pyfunc)."""
 REQUIREMENTS = ("tailor", "mlflow", "numpy", "scipy", "pandas", "threadpoolctl", "implicit")
 """Distributions pinned in the logged model's ``requirements.txt`` (when installed)."""
@@ -70,25 +75,6 @@ _BAD_NAME_CHARS = re.compile(r"[^/\w.\- :]")
 
 
 # ---------------------------------------------------------------------- store
-def tracking_uri(home: Path) -> str:
-    """The embedded tracking URI under ``home``; creates the folders.
-
-    Parameters
-    ----------
-    home : pathlib.Path
-        ``TAILOR_HOME`` (``Settings.home``).
-
-    Returns
-    -------
-    str
-        ``sqlite:///<home>/mlflow/mlflow.db`` (absolute); artifacts go to
-        ``<home>/mlflow/artifacts`` (see :func:`artifact_root`).
-    """
-    root = Path(home).expanduser().resolve() / "mlflow"
-    (root / "artifacts").mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
 def artifact_root(uri: str) -> str | None:
     """Artifact folder (``file://`` URI) that goes with a SQLite tracking URI.
 
@@ -474,72 +460,6 @@ def _curves_figure(curves: Mapping[str, Mapping[int, float]]) -> Figure:
 
 
 # ---------------------------------------------------------------------- loading
-def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The version holding the ``champion`` alias, or ``None`` when there is none."""
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as error:
-        # No such registered model, or (MLflow 3.17) no such alias on it.
-        missing_alias = error.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(error)
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or missing_alias:
-            return None
-        raise
-
-
-def load_champion(
-    client: MlflowClient, name: str
-) -> tuple[Recommender | RecommenderPipeline, ModelVersion]:
-    """The raw recommender behind ``models:/<name>@champion`` and its version.
-
-    Parameters
-    ----------
-    client : mlflow.tracking.MlflowClient
-        Bound to the store (see :func:`configure`).
-    name : str
-        Registered model name.
-
-    Returns
-    -------
-    tuple of (models.recommender.Recommender, mlflow.entities.model_registry.ModelVersion)
-        The recommender (not the pyfunc wrapper) and the version it came from.
-
-    Raises
-    ------
-    NotFoundError
-        When ``name`` has no champion (or does not exist).
-    """
-    version = champion_version(client, name)
-    if version is None:
-        raise NotFoundError(
-            f"registered model {name!r} has no {CHAMPION!r} version in "
-            f"{client.tracking_uri}; promote one first"
-        )
-    return load_version(client, name, version.version), version
-
-
-def load_version(
-    client: MlflowClient, name: str, version: int | str
-) -> Recommender | RecommenderPipeline:
-    """The raw recommender of one registered version (see :func:`load_champion`)."""
-    source = client.get_model_version_download_uri(name, str(version))
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=tmp, tracking_uri=client.tracking_uri
-            )
-        )
-        flavor = Model.load(local).flavors.get("python_function", {})
-        artifacts = flavor.get("artifacts", {})
-        if ARTIFACT_KEY not in artifacts:
-            raise InputError(
-                "model",
-                f"{name}/{version}",
-                "is not a Tailor recommender (no recommender artifact)",
-            )
-        # load_recommender reads every array into memory, so the folder can go.
-        return load_artifact(local / artifacts[ARTIFACT_KEY]["path"])
-
-
 # ---------------------------------------------------------------------- promotion
 @dataclass(frozen=True)
 class PromotionDecision:
@@ -701,3 +621,16 @@ def _relative_gain(candidate: float, champion: float, higher_is_better: bool) ->
     if champion == 0:
         return math.inf if delta > 0 else (0.0 if delta == 0 else -math.inf)
     return delta / abs(champion)
+
+
+__all__ = [
+    "CHAMPION",
+    "champion_version",
+    "configure",
+    "ensure_experiment",
+    "load_champion",
+    "load_version",
+    "log_recommender_run",
+    "promote",
+    "tracking_uri",
+]
