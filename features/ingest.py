@@ -160,7 +160,7 @@ def ingest_file(
                 report.duplicates += int((~fresh).sum())
                 valid = result.valid[fresh]
                 report.accepted += len(valid)
-                _write_events(store, batch, valid, now)
+                write_events(store, batch, valid, now)
             else:
                 dimension_rows.append(result.valid)
             if progress is not None:
@@ -191,7 +191,7 @@ class _KeySet:
         return np.asarray(fresh, dtype=bool)
 
 
-def _write_events(store: EventStore, batch: Batch, valid: pd.DataFrame, now: datetime) -> None:
+def write_events(store: EventStore, batch: Batch, valid: pd.DataFrame, now: datetime) -> None:
     if valid.empty:
         return
     frame = valid.assign(**{INGESTED_AT: pd.Timestamp(now).tz_convert("UTC")})

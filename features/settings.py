@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
@@ -97,6 +98,72 @@ class FeatureConfig(BaseModel):
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
 
 
+Scope = Literal["decide", "ingest", "admin"]
+
+
+class ServingConfig(BaseModel):
+    """Settings of the decision service (``tailor serve``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address the service binds.")
+    port: int = Field(3000, ge=1, le=65535, description="Port the service binds.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes.")
+    api_keys: dict[str, list[Scope]] = Field(
+        default_factory=dict,
+        description=(
+            "API key → scopes (decide, ingest, admin), sent as `Authorization: Bearer "
+            "<key>`. Empty: `tailor serve` generates one admin key and prints it."
+        ),
+    )
+    rules_file: Path = Field(
+        Path("config/rules.yaml"), description="YAML file of if-then rules and defaults."
+    )
+    batch_limit: int = Field(
+        10_000, ge=1, description="Most recipients per /recommend_batch call (413 above)."
+    )
+    max_events_per_call: int = Field(
+        10_000, ge=1, description="Most events per /events call (413 above)."
+    )
+    deadline_ms: float = Field(
+        50.0, gt=0, description="Past this, a single decision answers with its fallback."
+    )
+    batch_deadline_ms: float = Field(
+        30_000.0, gt=0, description="Deadline of a whole /recommend_batch call."
+    )
+    holdout_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of customers (stable hash of the id) always given the default.",
+    )
+    fallback_epsilon: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description=(
+            "Without a selector, the share of /choose decisions drawn uniformly over the "
+            "candidates instead of the default content (logged propensities make the "
+            "log usable for training the first selector)."
+        ),
+    )
+    registry_poll_seconds: float = Field(
+        5.0, gt=0, description="How often each worker checks the registry for new champions."
+    )
+    recent_event_days: float = Field(
+        14.0, gt=0, description="Days of events before the snapshot kept online for triggers."
+    )
+    default_n: int = Field(10, ge=1, le=500, description="Items per recommendation by default.")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_blank(cls, keys: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key in keys:
+            if len(key) < 8:
+                raise ValueError(f"API key {key[:2]!r}… is shorter than 8 characters")
+        return keys
+
+
 class Settings(BaseSettings):
     """Validated configuration; a bad value fails at start-up naming the field."""
 
@@ -131,6 +198,9 @@ class Settings(BaseSettings):
     features: FeatureConfig = Field(
         default_factory=FeatureConfig, description="Feature job settings."
     )
+    serving: ServingConfig = Field(
+        default_factory=ServingConfig, description="Decision service settings."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -148,6 +218,11 @@ class Settings(BaseSettings):
     def store_dir(self) -> Path:
         """Root of the embedded event store."""
         return self.home / "store"
+
+    @property
+    def online_dir(self) -> Path:
+        """Root of the online store, the online event log and the decision log."""
+        return self.home / "online"
 
     @property
     def features_dir(self) -> Path:

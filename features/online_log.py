@@ -1,0 +1,188 @@
+"""The online event log: events posted to the service, durable before they are acknowledged.
+
+``POST /events`` validates rows exactly like ``tailor ingest`` (the same contract and
+checks), appends the valid ones here and the rejected ones to this log's quarantine,
+in one SQLite transaction with ``synchronous=FULL`` in WAL mode: when the call
+returns, the rows are on disk. The next ``tailor ingest`` or ``tailor features
+build`` compacts the log into the Parquet event store (:func:`compact`), which
+dedupes by ``event_id`` like any ingest, so an event both posted and ingested is
+stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contracts import EVENTS
+from features.ingest import write_events
+from features.store import EventStore
+from features.validation import validate
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    received_at TEXT NOT NULL,
+    row TEXT NOT NULL,
+    compacted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events (compacted, seq);
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL
+);
+"""
+
+
+def connect_sqlite(path: Path) -> sqlite3.Connection:
+    """A SQLite connection in WAL mode with full fsync on commit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("PRAGMA busy_timeout=30000")
+    return con
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What one append did.
+
+    Attributes
+    ----------
+    accepted : pandas.DataFrame
+        The new valid events (typed, contract columns), in input order.
+    duplicates : int
+        Valid events whose ``event_id`` the log already held (or repeated in the call).
+    rejected : pandas.DataFrame
+        ``index`` (position in the call), ``reason`` and ``raw`` of each bad row.
+    """
+
+    accepted: pd.DataFrame
+    duplicates: int
+    rejected: pd.DataFrame
+
+
+class OnlineEventLog:
+    """Append-only SQLite log of posted events (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._con = connect_sqlite(self.path)
+        self._con.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def append(
+        self, records: list[dict[str, Any]], *, now: datetime, max_future_skew: Any
+    ) -> Appended:
+        """Validate ``records`` against the events contract and store them durably."""
+        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+        positions = np.arange(len(records), dtype=np.int64)
+        result = validate(frame, positions, EVENTS, now=now, max_future_skew=max_future_skew)
+        valid = result.valid
+        received = now.isoformat()
+        rows = _as_json_rows(valid)
+        with self._lock:
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                fresh = np.zeros(len(valid), dtype=bool)
+                for i, (event_id, row) in enumerate(zip(valid["event_id"], rows, strict=True)):
+                    cursor = self._con.execute(
+                        "INSERT OR IGNORE INTO events (event_id, received_at, row) "
+                        "VALUES (?, ?, ?)",
+                        (str(event_id), received, row),
+                    )
+                    fresh[i] = cursor.rowcount == 1
+                self._con.executemany(
+                    "INSERT INTO quarantine (received_at, reason, raw) VALUES (?, ?, ?)",
+                    [
+                        (received, str(reason), str(raw))
+                        for reason, raw in zip(
+                            result.rejected["reason"], result.rejected["raw"], strict=True
+                        )
+                    ],
+                )
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        rejected = result.rejected.rename(columns={"line_number": "index"})
+        return Appended(
+            accepted=valid[fresh].reset_index(drop=True),
+            duplicates=int((~fresh).sum()),
+            rejected=rejected.reset_index(drop=True),
+        )
+
+    def pending(self) -> tuple[pd.DataFrame, int]:
+        """Events not yet compacted (typed, contract columns) and the last seq read."""
+        rows = self._con.execute(
+            "SELECT seq, row FROM events WHERE compacted = 0 ORDER BY seq"
+        ).fetchall()
+        if not rows:
+            return pd.DataFrame(columns=EVENTS.names), 0
+        records = [json.loads(row) for _, row in rows]
+        frame = pd.DataFrame.from_records(records)
+        result = validate(
+            frame,
+            np.arange(len(records), dtype=np.int64),
+            EVENTS,
+            # Already checked against the clock when posted.
+            now=datetime(2200, 1, 1, tzinfo=UTC),
+        )
+        return result.valid, int(rows[-1][0])
+
+    def mark_compacted(self, through_seq: int) -> None:
+        with self._lock:
+            self._con.execute("UPDATE events SET compacted = 1 WHERE seq <= ?", (through_seq,))
+
+    def count(self, *, pending_only: bool = False) -> int:
+        sql = "SELECT count(*) FROM events" + (" WHERE compacted = 0" if pending_only else "")
+        return int(self._con.execute(sql).fetchone()[0])
+
+    def quarantined(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM quarantine ORDER BY seq", self._con)
+
+
+def _as_json_rows(valid: pd.DataFrame) -> list[str]:
+    """Each typed row as JSON (timestamps ISO 8601 UTC, missing values omitted)."""
+    out = []
+    for record in valid.to_dict("records"):
+        clean: dict[str, Any] = {}
+        for key, value in record.items():
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                continue
+            if isinstance(value, pd.Timestamp):
+                value = value.isoformat()
+            elif isinstance(value, np.generic):
+                value = value.item()
+            clean[str(key)] = value
+        out.append(json.dumps(clean))
+    return out
+
+
+def compact(log: OnlineEventLog, store: EventStore, *, now: datetime) -> int:
+    """Move the log's pending events into ``store`` (deduped by event id); returns
+    how many were new to the store."""
+    pending, through = log.pending()
+    if pending.empty:
+        return 0
+    with store.writer(now) as batch:
+        stored = store.existing_keys("events").to_pylist()
+        fresh = ~pending["event_id"].isin(set(stored)).to_numpy()
+        write_events(store, batch, pending[fresh].reset_index(drop=True), now)
+    log.mark_compacted(through)
+    return int(fresh.sum())
