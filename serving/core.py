@@ -1,0 +1,969 @@
+"""The decision core: every answer of the service, in plain Python (no HTTP).
+
+For each request, in order: **consent gate** (no personalisation consent: the
+non-personalised default) → **holdout** (a stable share of customers always gets
+the default, so lift can be measured) → **rules** (highest priority wins) →
+**business filters and eligibility** (applied to the candidates *before* scoring,
+so a logged propensity is the true probability among what could be shown) →
+**model** (the registry's champions, within a deadline) with **exploration** (the
+selector's policy; without a selector, epsilon around the default) →
+**fallbacks** (segment default → popular items / default content). Every answer
+names its strategy, the versions behind it and a ``decision_id``, and is appended to
+the decision log.
+
+Loaded state (models, snapshot arrays, content, rules) is one immutable
+:class:`Bundle`; a reload builds a new bundle and swaps the reference, so a request
+in flight finishes on the bundle it started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.errors import InputError, NotFoundError
+from features.online_log import OnlineEventLog
+from features.settings import Settings
+from features.snapshot import Snapshot, latest_snapshot, load_snapshot
+from features.store import EventStore
+from models.content_features import content_features
+from models.pipeline import RecommenderPipeline
+from models.recommender import Recommender
+from models.registry import champion_version, load_version, registry_client, tracking_uri
+from models.selector import Selector, candidate_scores, choose
+from serving.decision_log import DecisionLog, DecisionRecord
+from serving.online import OnlineStore, Profile
+from serving.rules import RuleSet, load_rules
+from serving.schemas import (
+    CandidateScore,
+    Choice,
+    ChooseRequest,
+    CustomerView,
+    EventsResponse,
+    Filters,
+    Recommendation,
+    RecommendBatchRequest,
+    RecommendBatchResponse,
+    RecommendedItem,
+    RecommendRequest,
+    RejectedEvent,
+    SimilarItemsRequest,
+    SimilarItemsResponse,
+    Status,
+    TriggerView,
+)
+from serving.triggers import ActiveTrigger, active_triggers
+
+logger = logging.getLogger(__name__)
+
+RECOMMENDER_NAME = "tailor-recommender"
+SELECTOR_PREFIX = "tailor-selector-"
+SLOTS = ("subject", "offer")
+
+
+class BatchTooLarge(InputError):
+    """A batch over the configured limit (HTTP 413)."""
+
+
+class UnknownCandidates(InputError):
+    """Candidate content ids the service does not know (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Item arrays in the recommender's item order (or the snapshot's without one)."""
+
+    item_ids: np.ndarray
+    position: dict[str, int]
+    categories: np.ndarray
+    in_stock: np.ndarray
+    popularity_order: np.ndarray  # item positions, most popular first
+
+
+@dataclass
+class Bundle:
+    """Everything loaded for serving, swapped as a whole on reload."""
+
+    snapshot_id: str | None = None
+    as_of: datetime | None = None
+    recommender: Recommender | None = None
+    recommender_version: str | None = None
+    selectors: dict[str, Selector] = field(default_factory=dict)
+    selector_versions: dict[str, str] = field(default_factory=dict)
+    catalog: Catalog | None = None
+    history: sp.csr_matrix | None = None  # snapshot users × catalog items
+    history_rows: dict[str, int] = field(default_factory=dict)
+    content: pd.DataFrame = field(default_factory=pd.DataFrame)
+    content_features: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rules: RuleSet = field(default_factory=RuleSet)
+    feature_names: set[str] = field(default_factory=set)
+    reasons: list[str] = field(default_factory=list)
+    loaded_at: datetime | None = None
+
+    def versions(self, slot: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"snapshot": self.snapshot_id}
+        if slot is None or slot == "recommend":
+            out["recommender"] = self.recommender_version
+        if slot is not None and slot != "recommend":
+            out["selector"] = self.selector_versions.get(slot)
+        return out
+
+
+class DecisionCore:
+    """Loads champions and the snapshot, answers requests, logs decisions.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``home`` holds the event store, snapshots, MLflow and the online stores.
+    tracking : str, optional
+        MLflow tracking URI (default: the embedded store under ``home``).
+    clock : callable, optional
+        Seconds since the epoch (tests move time with it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tracking: str | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.serving
+        self.clock = clock
+        self.tracking = tracking or tracking_uri(settings.home)
+        online = settings.online_dir
+        self.events_log = OnlineEventLog(online / "events.db")
+        self.online = OnlineStore(
+            online / "profiles.db",
+            assume_consent_when_unknown=settings.features.assume_consent_when_unknown,
+        )
+        self.decisions = DecisionLog(online / "decisions.db")
+        self.store = EventStore(settings.store_dir)
+        self.bundle = Bundle(reasons=["not loaded yet"])
+        self._reload_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tailor-model")
+        self._stock_seen: tuple[int, float] = (0, 0.0)
+        self._stock_lock = threading.Lock()
+        self.last_check = 0.0
+        self.counters: Counter[str] = Counter()
+
+    # ================================================================== loading
+    def reload(self, *, force: bool = False) -> Status:
+        """Load new champions and the newest snapshot where they changed.
+
+        Anything that fails keeps what was loaded before and is reported in the
+        status reasons; nothing here raises to a caller.
+        """
+        with self._reload_lock:
+            old = self.bundle
+            reasons: list[str] = []
+            snapshot_path, snapshot = self._newest_snapshot(old, reasons, force)
+            wanted = self._champions(reasons)
+            if wanted is None:  # registry unreachable: keep every loaded model
+                wanted = {RECOMMENDER_NAME: old.recommender_version} | {
+                    SELECTOR_PREFIX + s: v for s, v in old.selector_versions.items()
+                }
+            new = Bundle()
+            if snapshot is not None:
+                new.snapshot_id = snapshot_path.name if snapshot_path else None
+                new.as_of = snapshot.as_of
+                new.feature_names = set(snapshot.customers.columns)
+            else:
+                new.snapshot_id, new.as_of = old.snapshot_id, old.as_of
+                new.feature_names = old.feature_names
+            # Recommender
+            version = wanted.get(RECOMMENDER_NAME)
+            if version is not None and version == old.recommender_version and not force:
+                new.recommender, new.recommender_version = old.recommender, version
+            elif version is not None:
+                try:
+                    new.recommender = _scorer(self._load(RECOMMENDER_NAME, version))
+                    new.recommender_version = version
+                except Exception as error:  # keep serving the old one
+                    logger.exception("loading %s/%s failed", RECOMMENDER_NAME, version)
+                    reasons.append(f"recommender {version} failed to load: {error}")
+                    new.recommender = old.recommender
+                    new.recommender_version = old.recommender_version
+            if new.recommender is None:
+                reasons.append(f"no {RECOMMENDER_NAME} champion: popular items only")
+            # Selectors
+            for slot in SLOTS:
+                name = SELECTOR_PREFIX + slot
+                version = wanted.get(name)
+                if version is not None and version == old.selector_versions.get(slot):
+                    new.selectors[slot] = old.selectors[slot]
+                    new.selector_versions[slot] = version
+                elif version is not None:
+                    try:
+                        selector = self._load(name, version)
+                        if not isinstance(selector, Selector):
+                            raise InputError("model", name, "is not a selector")
+                        new.selectors[slot] = selector
+                        new.selector_versions[slot] = version
+                    except Exception as error:
+                        logger.exception("loading %s/%s failed", name, version)
+                        reasons.append(f"selector {slot} {version} failed to load: {error}")
+                        if slot in old.selectors:
+                            new.selectors[slot] = old.selectors[slot]
+                            new.selector_versions[slot] = old.selector_versions[slot]
+                if slot not in new.selectors:
+                    reasons.append(f"no {name} champion: default content for {slot}")
+            # Snapshot-derived arrays
+            if snapshot is not None or new.recommender is not old.recommender:
+                source = snapshot if snapshot is not None else self._current_snapshot(old)
+                if source is not None:
+                    new.catalog, new.history, new.history_rows = _catalog_and_history(
+                        source, new.recommender, self.settings
+                    )
+            else:
+                new.catalog, new.history, new.history_rows = (
+                    old.catalog,
+                    old.history,
+                    old.history_rows,
+                )
+            if new.catalog is None:
+                reasons.append("no feature snapshot: no recommendations, default content only")
+            try:
+                new.content = _active_content(self.store)
+                new.content_features = (
+                    content_features(new.content) if len(new.content) else pd.DataFrame()
+                )
+            except Exception as error:
+                reasons.append(f"content table unreadable: {error}")
+                new.content, new.content_features = old.content, old.content_features
+            try:
+                new.rules = load_rules(self.config.rules_file, new.feature_names)
+            except InputError as error:
+                reasons.append(f"rules not loaded: {error}")
+                new.rules = old.rules
+            new.reasons = reasons
+            new.loaded_at = datetime.now(UTC)
+            self.bundle = new
+            self.last_check = time.monotonic()
+            return self.status()
+
+    def maybe_reload(self) -> None:
+        """Check the registry and snapshots every ``registry_poll_seconds`` (each worker
+        polls, so one ``/admin/reload`` or promotion reaches all of them)."""
+        if time.monotonic() - self.last_check < self.config.registry_poll_seconds:
+            return
+        if self._reload_lock.locked():
+            return
+        self.last_check = time.monotonic()
+        threading.Thread(target=self.reload, daemon=True, name="tailor-reload").start()
+
+    def _load(self, name: str, version: str) -> Any:
+        client = registry_client(self.tracking)
+        return load_version(client, name, version)
+
+    def _champions(self, reasons: list[str]) -> dict[str, str | None] | None:
+        try:
+            client = registry_client(self.tracking)
+            out: dict[str, str | None] = {}
+            for name in [RECOMMENDER_NAME, *(SELECTOR_PREFIX + s for s in SLOTS)]:
+                version = champion_version(client, name)
+                out[name] = None if version is None else str(version.version)
+            return out
+        except Exception as error:
+            logger.warning("registry unreachable: %s", error)
+            reasons.append(f"registry unreachable, serving what is loaded: {error}")
+            return None
+
+    def _newest_snapshot(
+        self, old: Bundle, reasons: list[str], force: bool
+    ) -> tuple[Path | None, Snapshot | None]:
+        try:
+            path = latest_snapshot(self.settings.features_dir)
+        except NotFoundError:
+            return None, None
+        if path.name == old.snapshot_id and not force:
+            return path, None
+        snapshot = load_snapshot(path)
+        if self.online.meta("snapshot_id") != path.name or force:
+            pending, _ = self.events_log.pending()
+            self.online.load(
+                snapshot,
+                snapshot_id=path.name,
+                store=self.store,
+                pending=pending,
+                recent_days=self.config.recent_event_days,
+            )
+        return path, snapshot
+
+    def _current_snapshot(self, old: Bundle) -> Snapshot | None:
+        if old.snapshot_id is None:
+            return None
+        return load_snapshot(self.settings.features_dir / old.snapshot_id)
+
+    def status(self) -> Status:
+        bundle = self.bundle
+        age = None
+        if bundle.as_of is not None:
+            age = (datetime.now(UTC) - bundle.as_of).total_seconds() / 3600.0
+        return Status(
+            state="degraded" if bundle.reasons else "ready",
+            reasons=list(bundle.reasons),
+            models={
+                RECOMMENDER_NAME: bundle.recommender_version,
+                **{SELECTOR_PREFIX + s: bundle.selector_versions.get(s) for s in SLOTS},
+            },
+            snapshot=bundle.snapshot_id,
+            snapshot_age_hours=age,
+            loaded_at=None if bundle.loaded_at is None else bundle.loaded_at.isoformat(),
+        )
+
+    def ready(self) -> bool:
+        """Something can be served: popular items or default content."""
+        bundle = self.bundle
+        return bundle.catalog is not None or len(bundle.content) > 0
+
+    # ================================================================== recommend
+    def recommend(self, request: RecommendRequest) -> Recommendation:
+        batch = RecommendBatchRequest(
+            customer_ids=[request.customer_id],
+            n=request.n,
+            filters=request.filters,
+            context=request.context,
+        )
+        decision_ids = [request.decision_id or _new_id()]
+        deadline = self.config.deadline_ms / 1000.0
+        return self._recommend(batch, decision_ids, "recommend", deadline)[0]
+
+    def recommend_batch(self, request: RecommendBatchRequest) -> RecommendBatchResponse:
+        if len(request.customer_ids) > self.config.batch_limit:
+            raise BatchTooLarge(
+                "customer_ids",
+                len(request.customer_ids),
+                f"at most {self.config.batch_limit} recipients per call (batch_limit)",
+            )
+        ids = [_new_id() for _ in request.customer_ids]
+        deadline = self.config.batch_deadline_ms / 1000.0
+        results = self._recommend(request, ids, "recommend_batch", deadline)
+        return RecommendBatchResponse(
+            results=results, strategies=dict(Counter(r.strategy for r in results))
+        )
+
+    def _recommend(
+        self,
+        request: RecommendBatchRequest,
+        decision_ids: list[str],
+        endpoint: str,
+        deadline: float,
+    ) -> list[Recommendation]:
+        started = time.monotonic()
+        bundle = self.bundle
+        n = request.n or self.config.default_n
+        now = self.clock()
+        asked = request.customer_ids
+        canonical = self.online.resolve(asked)
+        people = [canonical[c] for c in asked]
+        profiles = self.online.profiles(sorted(set(people)))
+        purchased = (
+            self.online.purchased(sorted(set(people))) if request.filters.exclude_purchased else {}
+        )
+        allowed = self._allowed(bundle, request.filters)
+        plans: list[tuple[str, str | None, str | None]] = []  # (strategy, rule, reason)
+        model_rows: list[int] = []
+        trigger_items: dict[int, list[str]] = {}
+        for i, person in enumerate(people):
+            profile = profiles[person]
+            if self._in_holdout(person):
+                plans.append(("holdout", None, None))
+                continue
+            if not profile.known and not profile.personalised:
+                plans.append(("fallback:cold_start", None, "customer not in the snapshot"))
+                continue
+            if not profile.personalised:
+                plans.append(("consent", None, "no personalisation consent"))
+                continue
+            triggers = self._triggers(profile, now)
+            variables = _variables(profile, triggers, "recommend", request.context, now)
+            match = bundle.rules.match("recommend", variables)
+            if match is not None and match.strategy == "popular":
+                plans.append((f"rule:{match.rule.name}", match.rule.name, None))
+                continue
+            if match is not None and match.strategy == "trigger_items":
+                trigger_items[i] = [t.item_id for t in triggers if t.item_id is not None]
+                plans.append((f"rule:{match.rule.name}", match.rule.name, None))
+                model_rows.append(i)
+                continue
+            default = bundle.rules.segment_default("recommend", profile.segments)
+            if default is not None and default[1] == "popular" and match is None:
+                plans.append((f"fallback:segment:{default[0]}", None, "segment default"))
+                continue
+            plans.append(("model", match.rule.name if match else None, None))
+            model_rows.append(i)
+
+        scored: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        model_error: str | None = None
+        if model_rows and bundle.recommender is not None and bundle.catalog is not None:
+            remaining = max(deadline - (time.monotonic() - started), 0.001)
+            future = self._pool.submit(
+                self._score,
+                bundle,
+                [people[i] for i in model_rows],
+                [profiles[people[i]] for i in model_rows],
+                purchased,
+                allowed,
+                n,
+                request.filters.exclude_items,
+                now,
+            )
+            try:
+                ids, scores = future.result(timeout=remaining)
+                scored = {row: (ids[k], scores[k]) for k, row in enumerate(model_rows)}
+            except FutureTimeout:
+                model_error = f"deadline of {deadline * 1000:.0f} ms passed"
+            except Exception as error:  # a model bug must not fail the request
+                logger.exception("recommender failed")
+                model_error = f"model error: {type(error).__name__}"
+        elif model_rows:
+            model_error = "no recommender loaded"
+
+        results: list[Recommendation] = []
+        records: list[DecisionRecord] = []
+        for i, (person, (strategy, _rule, reason)) in enumerate(zip(people, plans, strict=True)):
+            items: list[RecommendedItem] = []
+            exclude = set(purchased.get(person, [])) | set(request.filters.exclude_items)
+            if i in trigger_items:
+                items = self._trigger_first(bundle, trigger_items[i], allowed, exclude, n)
+            if i in scored:
+                ids, scores = scored[i]
+                assert bundle.catalog is not None
+                for position, score in zip(ids, scores, strict=True):
+                    if len(items) >= n or position < 0:
+                        break
+                    item = str(bundle.catalog.item_ids[position])
+                    if item not in {x.item_id for x in items}:
+                        items.append(RecommendedItem(item_id=item, score=float(score), rank=0))
+            elif strategy == "model" or i in trigger_items:
+                reason = model_error or "no model"
+                if strategy == "model":
+                    strategy = "fallback:popular"
+            if len(items) < n:
+                items = self._fill_popular(bundle, items, allowed, exclude, n)
+                if not items and bundle.catalog is None:
+                    reason = reason or "no feature snapshot loaded"
+            for rank, entry in enumerate(items, start=1):
+                entry.rank = rank
+            result = Recommendation(
+                customer_id=asked[i],
+                decision_id=decision_ids[i],
+                items=items,
+                strategy=strategy,
+                model_version=bundle.recommender_version if i in scored else None,
+                snapshot=bundle.snapshot_id,
+                fallback_reason=reason if strategy.startswith("fallback") else None,
+            )
+            results.append(result)
+            self.counters[strategy.split(":")[0]] += 1
+            records.append(
+                DecisionRecord(
+                    decision_id=result.decision_id,
+                    endpoint=endpoint,
+                    customer_id=person,
+                    slot="recommend",
+                    strategy=strategy,
+                    chosen=[x.item_id for x in items],
+                    propensity=1.0,
+                    candidates=[[x.item_id, x.score] for x in items],
+                    versions=bundle.versions("recommend"),
+                    context=request.context,
+                )
+            )
+        self.decisions.append(records)
+        return results
+
+    def _score(
+        self,
+        bundle: Bundle,
+        people: list[str],
+        profiles: list[Profile],
+        purchased: dict[str, list[str]],
+        allowed: np.ndarray,
+        n: int,
+        exclude_items: list[str],
+        now: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top n per person from the recommender, history = snapshot row + live events."""
+        model, catalog = bundle.recommender, bundle.catalog
+        assert model is not None and catalog is not None and bundle.history is not None
+        n_items = len(catalog.item_ids)
+        weights = self.settings.features.interaction_weights
+        as_of = bundle.as_of.timestamp() if bundle.as_of else 0.0
+        rows, cols, vals = [], [], []
+        exclude_rows, exclude_cols = [], []
+        users = np.full(len(people), -1, dtype=np.int64)
+        known_rows = model.user_rows(people) if model.user_ids_ is not None else users
+        blocked = {catalog.position[i] for i in exclude_items if i in catalog.position}
+        for k, (person, profile) in enumerate(zip(people, profiles, strict=True)):
+            live = False
+            for ts, kind, item in profile.recent:
+                if ts >= as_of and item is not None and item in catalog.position:
+                    weight = weights.get(kind, 0.0)
+                    if weight > 0:
+                        rows.append(k)
+                        cols.append(catalog.position[item])
+                        vals.append(weight)
+                        live = True
+            # Known users keep their trained factors unless live events moved them.
+            users[k] = -1 if live else known_rows[k]
+            for item in purchased.get(person, []):
+                if item in catalog.position:
+                    exclude_rows.append(k)
+                    exclude_cols.append(catalog.position[item])
+            for position in blocked:
+                exclude_rows.append(k)
+                exclude_cols.append(position)
+        live_matrix = sp.csr_matrix(
+            (np.asarray(vals, np.float32), (rows, cols)), shape=(len(people), n_items)
+        )
+        snapshot_rows = np.array([bundle.history_rows.get(p, -1) for p in people])
+        base = bundle.history[np.maximum(snapshot_rows, 0)]
+        base = sp.diags((snapshot_rows >= 0).astype(np.float32)) @ base
+        history = (base + live_matrix).tocsr()
+        exclude = sp.csr_matrix(
+            (np.ones(len(exclude_rows), np.float32), (exclude_rows, exclude_cols)),
+            shape=(len(people), n_items),
+        )
+        exclude.data[:] = 1.0
+        return model.recommend(users, history, n=n, exclude=exclude, allowed=allowed, num_threads=1)
+
+    def _trigger_first(
+        self, bundle: Bundle, items: list[str], allowed: np.ndarray, exclude: set[str], n: int
+    ) -> list[RecommendedItem]:
+        out: list[RecommendedItem] = []
+        catalog = bundle.catalog
+        for item in items:
+            if item in exclude or any(x.item_id == item for x in out):
+                continue
+            if catalog is not None and item in catalog.position:
+                if not allowed[catalog.position[item]]:
+                    continue
+            out.append(RecommendedItem(item_id=item, score=None, rank=0))
+            if len(out) >= n:
+                break
+        return out
+
+    def _fill_popular(
+        self,
+        bundle: Bundle,
+        items: list[RecommendedItem],
+        allowed: np.ndarray,
+        exclude: set[str],
+        n: int,
+    ) -> list[RecommendedItem]:
+        catalog = bundle.catalog
+        if catalog is None:
+            return items
+        have = {x.item_id for x in items}
+        out = list(items)
+        for position in catalog.popularity_order:
+            if len(out) >= n:
+                break
+            item = str(catalog.item_ids[position])
+            if allowed[position] and item not in exclude and item not in have:
+                out.append(RecommendedItem(item_id=item, score=None, rank=0))
+                have.add(item)
+        return out
+
+    def _allowed(self, bundle: Bundle, filters: Filters) -> np.ndarray:
+        catalog = bundle.catalog
+        if catalog is None:
+            return np.zeros(0, dtype=bool)
+        mask = np.ones(len(catalog.item_ids), dtype=bool)
+        if filters.in_stock_only:
+            mask &= self._in_stock(catalog)
+        if filters.categories is not None:
+            mask &= np.isin(catalog.categories, filters.categories)
+        return mask
+
+    def _in_stock(self, catalog: Catalog) -> np.ndarray:
+        """The snapshot's stock, updated by stock_change events posted since."""
+        version = self.online.stock_version()
+        if version == (0, 0.0):
+            return catalog.in_stock
+        with self._stock_lock:
+            if version != self._stock_seen or not hasattr(self, "_stock_mask"):
+                mask = catalog.in_stock.copy()
+                for item, flag in self.online.stock_changes().items():
+                    if item in catalog.position:
+                        mask[catalog.position[item]] = flag
+                self._stock_mask = mask
+                self._stock_seen = version
+            return self._stock_mask
+
+    # ================================================================== similar items
+    def similar_items(self, request: SimilarItemsRequest) -> SimilarItemsResponse:
+        bundle = self.bundle
+        n = request.n or self.config.default_n
+        catalog = bundle.catalog
+        if catalog is None or request.item_id not in catalog.position:
+            raise NotFoundError(f"item_id {request.item_id!r} is not in the catalog")
+        allowed = self._allowed(bundle, request.filters)
+        exclude = set(request.filters.exclude_items) | {request.item_id}
+        model = bundle.recommender
+        items: list[RecommendedItem] = []
+        strategy = "fallback:category_popular"
+        if model is not None:
+            position = catalog.position[request.item_id]
+            ids, scores = model.similar_items(np.array([position]), n=n + len(exclude) + 50)
+            for idx, score in zip(ids[0], scores[0], strict=True):
+                if idx < 0 or len(items) >= n:
+                    continue
+                item = str(catalog.item_ids[idx])
+                if allowed[idx] and item not in exclude:
+                    items.append(RecommendedItem(item_id=item, score=float(score), rank=0))
+            strategy = "model"
+        if len(items) < n:
+            same = allowed & (
+                catalog.categories == catalog.categories[catalog.position[request.item_id]]
+            )
+            items = self._fill_popular(bundle, items, same, exclude, n)
+        for rank, entry in enumerate(items, start=1):
+            entry.rank = rank
+        return SimilarItemsResponse(
+            item_id=request.item_id,
+            items=items,
+            strategy=strategy,
+            model_version=bundle.recommender_version if strategy == "model" else None,
+        )
+
+    # ================================================================== choose
+    def choose(self, request: ChooseRequest) -> Choice:
+        started = time.monotonic()
+        bundle = self.bundle
+        slot = request.slot
+        content = bundle.content
+        slot_content = content[content["slot"] == slot] if len(content) else content
+        active = [str(c) for c in slot_content["content_id"]] if len(slot_content) else []
+        if request.candidates is None:
+            candidates = active
+            if not candidates:
+                raise InputError("slot", slot, "has no active content; pass candidates")
+        else:
+            candidates = list(dict.fromkeys(request.candidates))
+            unknown = [c for c in candidates if c not in set(active)]
+            if unknown:
+                raise UnknownCandidates(
+                    "candidates", unknown, f"not active content of slot {slot!r}"
+                )
+            if not candidates:
+                raise InputError("candidates", [], "give at least one candidate")
+        decision_id = request.decision_id or _new_id()
+        person = self.online.resolve([request.customer_id])[request.customer_id]
+        profile = self.online.profiles([person])[person]
+        now = self.clock()
+        default = bundle.rules.defaults.get(slot)
+        if default not in candidates:
+            default = candidates[0]
+        k = len(candidates)
+        probabilities = np.zeros(k)
+        scores: np.ndarray | None = None
+        reason: str | None = None
+        model_version: str | None = None
+        if self._in_holdout(person):
+            strategy = "holdout"
+        elif not profile.personalised:
+            strategy = "consent" if profile.known else "fallback:cold_start"
+            reason = None if profile.known else "customer not in the snapshot"
+        else:
+            triggers = self._triggers(profile, now)
+            variables = _variables(profile, triggers, slot, request.context, now)
+            match = bundle.rules.match(slot, variables, candidates=candidates)
+            if match is not None and match.content_id is not None:
+                default = match.content_id
+                strategy = f"rule:{match.rule.name}"
+            else:
+                strategy, scores, probabilities, reason = self._model_choice(
+                    bundle, slot, profile, candidates, decision_id, started
+                )
+                if strategy == "model":
+                    model_version = bundle.selector_versions.get(slot)
+                else:
+                    segment = bundle.rules.segment_default(slot, profile.segments)
+                    if segment is not None and segment[1] in candidates:
+                        default = segment[1]
+                        strategy = f"fallback:segment:{segment[0]}"
+        if strategy != "model":
+            probabilities = np.zeros(k)
+            probabilities[candidates.index(default)] = 1.0
+            if strategy.startswith("fallback") and self.config.fallback_epsilon > 0 and k > 1:
+                # Explore around the default so the log can train a first selector.
+                eps = self.config.fallback_epsilon
+                probabilities = (1 - eps) * probabilities + eps / k
+        chosen = int(choose(probabilities[None, :], [decision_id])[0])
+        result = Choice(
+            customer_id=request.customer_id,
+            slot=slot,
+            decision_id=decision_id,
+            content_id=candidates[chosen],
+            propensity=float(probabilities[chosen]),
+            candidates=[
+                CandidateScore(
+                    content_id=c,
+                    score=None if scores is None else float(scores[j]),
+                    probability=float(probabilities[j]),
+                )
+                for j, c in enumerate(candidates)
+            ],
+            strategy=strategy,
+            model_version=model_version,
+            snapshot=bundle.snapshot_id,
+            fallback_reason=reason if strategy.startswith("fallback") else None,
+        )
+        self.counters[strategy.split(":")[0]] += 1
+        self.decisions.append(
+            [
+                DecisionRecord(
+                    decision_id=decision_id,
+                    endpoint="choose",
+                    customer_id=person,
+                    slot=slot,
+                    strategy=strategy,
+                    chosen=result.content_id,
+                    propensity=result.propensity,
+                    candidates=[[c.content_id, c.score, c.probability] for c in result.candidates],
+                    versions=bundle.versions(slot),
+                    context=request.context,
+                )
+            ]
+        )
+        return result
+
+    def _model_choice(
+        self,
+        bundle: Bundle,
+        slot: str,
+        profile: Profile,
+        candidates: list[str],
+        decision_id: str,
+        started: float,
+    ) -> tuple[str, np.ndarray | None, np.ndarray, str | None]:
+        selector = bundle.selectors.get(slot)
+        k = len(candidates)
+        if selector is None:
+            return "fallback:default", None, np.zeros(k), "no selector loaded"
+        row = dict(profile.features)
+        for name in selector.model.feature_names_ or []:
+            for prefix, which in (("prior_sends_", 0), ("prior_clicks_", 1)):
+                if name.startswith(prefix):
+                    counts = profile.responses.get(name.removeprefix(prefix), (0, 0))
+                    row[name] = float(counts[which])
+        frame = pd.DataFrame([row])
+        # Columns as the selector was trained; lines it never saw scored from their text.
+        features = bundle.content_features.reindex(columns=selector.content.columns)
+        try:
+            remaining = self.config.deadline_ms / 1000.0 - (time.monotonic() - started)
+            future = self._pool.submit(
+                candidate_scores, selector.model, frame, features, candidates
+            )
+            members = future.result(timeout=max(remaining, 0.001))
+        except FutureTimeout:
+            return "fallback:default", None, np.zeros(k), "deadline passed"
+        except Exception as error:
+            logger.exception("selector %s failed", slot)
+            return "fallback:default", None, np.zeros(k), f"model error: {type(error).__name__}"
+        probabilities = selector.policy.probabilities(members, candidates)[0]
+        return "model", members.mean(axis=0)[0], probabilities, None
+
+    # ================================================================== events
+    def ingest_events(self, records: list[dict[str, Any]]) -> EventsResponse:
+        if len(records) > self.config.max_events_per_call:
+            raise BatchTooLarge(
+                "events",
+                len(records),
+                f"at most {self.config.max_events_per_call} events per call",
+            )
+        appended = self.events_log.append(
+            records,
+            now=datetime.now(UTC),
+            max_future_skew=self.settings.max_future_skew,
+        )
+        self.online.apply_events(appended.accepted)
+        return EventsResponse(
+            accepted=len(appended.accepted),
+            duplicates=appended.duplicates,
+            rejected=[
+                RejectedEvent(index=int(i), reason=str(r))
+                for i, r in zip(
+                    appended.rejected["index"], appended.rejected["reason"], strict=True
+                )
+            ],
+        )
+
+    # ================================================================== customers
+    def customer(self, customer_id: str) -> CustomerView:
+        person = self.online.resolve([customer_id])[customer_id]
+        profile = self.online.profiles([person])[person]
+        if not profile.known and not profile.recent:
+            raise NotFoundError(f"customer {customer_id!r} is not known")
+        now = self.clock()
+        triggers = self._triggers(profile, now) if profile.personalised else []
+        return CustomerView(
+            customer_id=customer_id,
+            canonical_id=person,
+            known=profile.known,
+            personalised=profile.personalised,
+            sendable=profile.sendable,
+            features=_live_features(profile, now) if profile.personalised else {},
+            segments=profile.segments,
+            triggers=[
+                TriggerView(
+                    trigger=t.trigger,
+                    item_id=t.item_id,
+                    fired_at=_iso(t.fired_at),
+                    expires_at=_iso(t.expires_at),
+                )
+                for t in triggers
+            ],
+            holdout=self._in_holdout(person),
+        )
+
+    # ================================================================== helpers
+    def _triggers(self, profile: Profile, now: float) -> list[ActiveTrigger]:
+        last = profile.features.get("last_purchase_ts")
+        return active_triggers(
+            profile.recent,
+            profile.snapshot_triggers,
+            now=now,
+            config=self.settings.features.triggers,
+            snapshot_last_purchase=None if last is None else pd.Timestamp(last).timestamp(),
+        )
+
+    def _in_holdout(self, person: str) -> bool:
+        share = self.config.holdout_share
+        if share <= 0:
+            return False
+        digest = hashlib.sha256(f"holdout:{person}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self.events_log.close()
+
+
+# ====================================================================== module helpers
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _scorer(model: Any) -> Recommender:
+    """The recommender that scores at request time: a plain recommender, or the
+    pipeline's collaborative-filtering generator (ALS first)."""
+    if isinstance(model, Recommender):
+        return model
+    if isinstance(model, RecommenderPipeline):
+        for name in ("als", "bpr", "item_knn"):
+            if name in model.generators:
+                return model.generators[name]
+        return next(iter(model.generators.values()))
+    raise InputError("model", type(model).__name__, "is not a recommender")
+
+
+def _catalog_and_history(
+    snapshot: Snapshot, model: Recommender | None, settings: Settings
+) -> tuple[Catalog, sp.csr_matrix, dict[str, int]]:
+    """Item arrays in the model's item order and the snapshot's interactions in it."""
+    items = snapshot.items.drop_duplicates("item_id").set_index("item_id")
+    if model is not None and model.item_ids_ is not None:
+        item_ids = np.asarray(model.item_ids_).astype(str)
+    else:
+        item_ids = snapshot.item_ids.astype(str)
+    position = {item: i for i, item in enumerate(item_ids)}
+    aligned = items.reindex(item_ids)
+    categories = aligned["category"].astype(object).where(aligned["category"].notna(), "")
+    in_stock = aligned["in_stock"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    popularity = aligned.get("purchases_30d", pd.Series(0, index=aligned.index)).fillna(0)
+    views = aligned.get("views_30d", pd.Series(0, index=aligned.index)).fillna(0)
+    order = np.lexsort((-views.to_numpy(dtype=float), -popularity.to_numpy(dtype=float)))
+    catalog = Catalog(
+        item_ids=item_ids,
+        position=position,
+        categories=categories.to_numpy(dtype=str),
+        in_stock=in_stock,
+        popularity_order=order,
+    )
+    # Snapshot interactions re-indexed to the model's columns (unknown items dropped).
+    matrix = snapshot.interactions.tocoo()
+    column = np.array([position.get(i, -1) for i in snapshot.item_ids.astype(str)])
+    mapped = column[matrix.col]
+    keep = mapped >= 0
+    history = sp.csr_matrix(
+        (matrix.data[keep].astype(np.float32), (matrix.row[keep], mapped[keep])),
+        shape=(len(snapshot.user_ids), len(item_ids)),
+    )
+    rows = {str(u): i for i, u in enumerate(snapshot.user_ids)}
+    return catalog, history, rows
+
+
+def _active_content(store: EventStore) -> pd.DataFrame:
+    content = store.read("content")
+    if content.empty:
+        return content
+    active = content["active"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    content = content[active].reset_index(drop=True)
+    return content[["content_id", "slot", "text", "attributes"]].astype(
+        {"content_id": str, "slot": str}
+    )
+
+
+def _variables(
+    profile: Profile,
+    triggers: list[ActiveTrigger],
+    slot: str,
+    context: dict[str, Any],
+    now: float,
+) -> dict[str, Any]:
+    """What a rule's expression sees."""
+    variables = _live_features(profile, now)
+    variables.update(
+        segments=list(profile.segments),
+        triggers=sorted({t.trigger for t in triggers}),
+        trigger_items=[t.item_id for t in triggers if t.item_id is not None],
+        known=profile.known,
+        slot=slot,
+        context=dict(context),
+    )
+    return variables
+
+
+def _live_features(profile: Profile, now: float) -> dict[str, Any]:
+    """The snapshot's features with recency brought up to ``now`` from live events."""
+    features = dict(profile.features)
+    last_event = _later(features.get("last_event_ts"), profile.last_event_ts)
+    last_purchase = _later(features.get("last_purchase_ts"), profile.last_purchase_ts)
+    if last_event is not None:
+        features["last_event_ts"] = _iso(last_event)
+        features["days_since_last_event"] = (now - last_event) / 86400.0
+    if last_purchase is not None:
+        features["last_purchase_ts"] = _iso(last_purchase)
+        features["recency_days"] = (now - last_purchase) / 86400.0
+    return features
+
+
+def _later(snapshot_value: Any, live_value: float | None) -> float | None:
+    values = [live_value] if live_value is not None else []
+    if snapshot_value is not None:
+        values.append(pd.Timestamp(snapshot_value).timestamp())
+    return max(values) if values else None

@@ -1,0 +1,126 @@
+"""The decision log: every answer the service gives, appended to SQLite (WAL).
+
+One row per decision: which customer and slot, the candidates with their scores
+and probabilities, what was chosen with its propensity, the strategy (rule, model,
+fallback, consent, holdout) and the model and snapshot versions. Outcome events
+that carry the ``decision_id`` (or the same customer and campaign) close the loop:
+``training`` joins them back for off-policy evaluation and retraining.
+
+Commits use ``synchronous=NORMAL``: in WAL mode a committed decision survives a
+crash of the service (not a power cut of the machine), and a single decision costs
+no fsync on the request path. A campaign batch is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    endpoint TEXT NOT NULL,
+    customer_id TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    chosen TEXT NOT NULL,
+    propensity REAL,
+    candidates TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    context TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_id ON decisions (decision_id);
+CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, ts);
+"""
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    decision_id: str
+    endpoint: str
+    customer_id: str
+    slot: str
+    strategy: str
+    chosen: Any
+    propensity: float | None
+    candidates: Any
+    versions: dict[str, Any]
+    context: dict[str, Any]
+
+
+class DecisionLog:
+    """Append-only decision log (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        con = self._connect()
+        con.executescript(SCHEMA)
+        con.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
+
+    @property
+    def con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self._connect()
+        return con
+
+    def append(self, records: Iterable[DecisionRecord]) -> int:
+        now = time.time()
+        rows = [
+            (
+                r.decision_id,
+                now,
+                r.endpoint,
+                r.customer_id,
+                r.slot,
+                r.strategy,
+                json.dumps(r.chosen),
+                r.propensity,
+                json.dumps(r.candidates),
+                json.dumps(r.versions),
+                json.dumps(r.context, default=str),
+            )
+            for r in records
+        ]
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            con.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def read(self, *, customer_id: str | None = None) -> pd.DataFrame:
+        """The log as a frame (JSON columns decoded), oldest first."""
+        sql = "SELECT * FROM decisions"
+        params: tuple[Any, ...] = ()
+        if customer_id is not None:
+            sql += " WHERE customer_id = ?"
+            params = (customer_id,)
+        frame = pd.read_sql_query(sql + " ORDER BY rowid", self.con, params=params)
+        for column in ("chosen", "candidates", "versions", "context"):
+            frame[column] = frame[column].map(json.loads)
+        return frame
+
+    def count(self) -> int:
+        return int(self.con.execute("SELECT count(*) FROM decisions").fetchone()[0])

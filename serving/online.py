@@ -1,0 +1,592 @@
+"""The online store: what a decision reads about one customer, in SQLite (WAL).
+
+Two parts, one database file shared by every worker process:
+
+* **the snapshot part**, replaced in one transaction when a newer feature snapshot
+  is loaded: each customer's feature row and segments (JSON), consent state, the
+  id mapping, the snapshot's active triggers, and items purchased (for the
+  "exclude purchased" filter);
+* **the live part**, kept current by ``POST /events``: recent events (the last
+  ``recent_event_days`` before the snapshot, then everything posted), last-event and
+  last-purchase times, unsubscribes, stock changes, and per-variant send and click
+  counts (the selectors' ``prior_*`` features).
+
+A load is a pure function of the snapshot, the event store and the online event
+log (events posted but not yet compacted), so reloading never loses a posted event.
+Readers never block: WAL readers see the previous snapshot until the load commits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.online_log import connect_sqlite
+from features.snapshot import Snapshot
+from features.store import EventStore, connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS profiles (
+    customer_id TEXT PRIMARY KEY,
+    features TEXT NOT NULL,
+    segments TEXT NOT NULL,
+    personalised INTEGER NOT NULL,
+    consent_email INTEGER NOT NULL,
+    sendable INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity (source_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot_triggers (
+    customer_id TEXT NOT NULL, trigger TEXT NOT NULL, item_id TEXT,
+    fired_at REAL NOT NULL, expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshot_triggers_customer ON snapshot_triggers (customer_id);
+CREATE TABLE IF NOT EXISTS purchased (
+    customer_id TEXT NOT NULL, item_id TEXT NOT NULL, PRIMARY KEY (customer_id, item_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent (
+    event_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, ts REAL NOT NULL,
+    event_type TEXT NOT NULL, item_id TEXT, campaign_id TEXT, slot TEXT, content_id TEXT
+);
+CREATE INDEX IF NOT EXISTS recent_customer ON recent (customer_id, ts);
+CREATE TABLE IF NOT EXISTS responses (
+    customer_id TEXT NOT NULL, content_id TEXT NOT NULL,
+    sends INTEGER NOT NULL DEFAULT 0, clicks INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (customer_id, content_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sends (
+    customer_id TEXT NOT NULL, campaign_id TEXT NOT NULL, content_id TEXT NOT NULL,
+    ts REAL NOT NULL, clicked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sends_campaign ON sends (customer_id, campaign_id);
+CREATE TABLE IF NOT EXISTS live (
+    customer_id TEXT PRIMARY KEY, last_event_ts REAL, last_purchase_ts REAL,
+    unsubscribed INTEGER NOT NULL DEFAULT 0, events INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS stock (item_id TEXT PRIMARY KEY, in_stock INTEGER, ts REAL);
+"""
+
+# Events that matter to a live profile (the rest are only logged).
+PROFILE_EVENTS = (
+    "page_view",
+    "product_view",
+    "add_to_cart",
+    "remove_from_cart",
+    "add_to_wishlist",
+    "checkout",
+    "purchase",
+    "email_sent",
+    "email_open",
+    "email_click",
+    "unsubscribe",
+)
+CLICK_WINDOW = timedelta(hours=72)
+"""A click within this long after a send credits the send (as in training)."""
+
+
+@dataclass
+class Profile:
+    """Everything a decision reads about one customer.
+
+    ``known`` is false for an id the snapshot never saw (a cold-start visitor);
+    ``personalised`` false means no behavioural data may be used (consent).
+    """
+
+    customer_id: str
+    known: bool
+    personalised: bool
+    sendable: bool
+    features: dict[str, Any] = field(default_factory=dict)
+    segments: list[str] = field(default_factory=list)
+    snapshot_triggers: list[dict[str, Any]] = field(default_factory=list)
+    recent: list[tuple[float, str, str | None]] = field(default_factory=list)
+    responses: dict[str, tuple[int, int]] = field(default_factory=dict)
+    last_event_ts: float | None = None
+    last_purchase_ts: float | None = None
+
+
+class OnlineStore:
+    """SQLite online store (see the module docstring); safe to share between threads."""
+
+    def __init__(self, path: Path, *, assume_consent_when_unknown: bool = False) -> None:
+        self.path = Path(path)
+        self.assume_consent = assume_consent_when_unknown
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        con = connect_sqlite(self.path)
+        con.executescript(SCHEMA)
+        con.close()
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def con(self) -> sqlite3.Connection:
+        """One connection per thread (SQLite connections are not shared)."""
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = connect_sqlite(self.path)
+            # Reads need no fsync; writes still commit with synchronous=FULL.
+            self._local.con = con
+        return con
+
+    def meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------------ loading
+    def load(
+        self,
+        snapshot: Snapshot,
+        *,
+        snapshot_id: str,
+        store: EventStore,
+        pending: pd.DataFrame,
+        recent_days: float,
+    ) -> None:
+        """Replace the snapshot part and rebuild the live part (one transaction)."""
+        as_of = pd.Timestamp(snapshot.as_of)
+        customers = snapshot.customers
+        mapping = snapshot.identity.mapping
+        canonical = dict(
+            zip(mapping["source_id"].astype(str), mapping["canonical_id"].astype(str), strict=True)
+        )
+        personalised = set(
+            customers.loc[customers["personalised"].astype(bool), "customer_id"].astype(str)
+        )
+        segments = snapshot.segments.groupby("customer_id")["segment"].agg(list).to_dict()
+        feature_columns = [
+            c for c in customers.columns if c not in ("customer_id", "personalised", "sendable")
+        ]
+        profile_rows = [
+            (
+                str(cid),
+                json.dumps(_plain_record(record)),
+                json.dumps(sorted(segments.get(cid, []))),
+                int(bool(record.get("personalised", False))),
+                int(bool(record.get("consent_email", False))),
+                int(bool(sendable)),
+            )
+            for cid, sendable, record in zip(
+                customers["customer_id"].astype(str),
+                customers["sendable"].fillna(False),
+                customers[feature_columns + ["personalised"]].to_dict("records"),
+                strict=True,
+            )
+        ]
+        triggers = snapshot.triggers
+        trigger_rows = [
+            (str(c), str(t), None if i is None or _missing(i) else str(i), _epoch(f), _epoch(e))
+            for c, t, i, f, e in zip(
+                triggers["customer_id"],
+                triggers["trigger"],
+                triggers["item_id"],
+                triggers["fired_at"],
+                triggers["expires_at"],
+                strict=True,
+            )
+        ]
+        history = _store_history(store, as_of, recent_days)
+        if not pending.empty:
+            history["recent"] = pd.concat(
+                [
+                    history["recent"],
+                    pending[pending["ts"] >= as_of - pd.Timedelta(days=recent_days)],
+                ],
+                ignore_index=True,
+            ).drop_duplicates("event_id")
+        recent = history["recent"]
+        recent = recent.assign(person=_canonical(recent, canonical))
+        allowed = recent["person"].isin(personalised) | (
+            ~recent["person"].isin(set(customers["customer_id"].astype(str))) & self.assume_consent
+        )
+        recent = recent[allowed.to_numpy()]
+        purchases = history["purchases"]
+        purchases = purchases.assign(person=_canonical(purchases, canonical))
+        purchases = purchases[purchases["person"].isin(personalised)]
+        with self._write_lock:
+            con = self.con
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for table in (
+                    "profiles",
+                    "identity",
+                    "snapshot_triggers",
+                    "purchased",
+                    "recent",
+                    "responses",
+                    "sends",
+                    "live",
+                    "stock",
+                ):
+                    con.execute(f"DELETE FROM {table}")
+                con.executemany("INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?)", profile_rows)
+                con.executemany(
+                    "INSERT INTO identity VALUES (?, ?)",
+                    [(k, v) for k, v in canonical.items() if k != v],
+                )
+                con.executemany(
+                    "INSERT INTO snapshot_triggers VALUES (?, ?, ?, ?, ?)", trigger_rows
+                )
+                con.executemany(
+                    "INSERT OR IGNORE INTO purchased VALUES (?, ?)",
+                    zip(purchases["person"], purchases["item_id"].astype(str), strict=True),
+                )
+                con.executemany(
+                    "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?)",
+                    _response_rows(history["responses"], canonical),
+                )
+                self._apply(con, recent, as_of=as_of)
+                con.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [
+                        ("snapshot_id", snapshot_id),
+                        ("as_of", as_of.isoformat()),
+                        ("loaded_at", pd.Timestamp.now(tz="UTC").isoformat()),
+                    ],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    # ------------------------------------------------------------------ live updates
+    def apply_events(self, events: pd.DataFrame) -> int:
+        """Update the live part with validated events; returns rows applied."""
+        if events.empty:
+            return 0
+        canonical = self._canonical_ids(
+            pd.concat([events["customer_id"], events["anonymous_id"]]).dropna().astype(str)
+        )
+        frame = events.assign(person=_canonical(events, canonical))
+        known = self._personalised_flags(frame["person"].dropna().unique().tolist())
+        allowed = frame["person"].map(known).fillna(self.assume_consent).astype(bool)
+        # Unsubscribes always count, consent or not; the rest needs consent.
+        keep = allowed | frame["event_type"].eq("unsubscribe")
+        frame = frame[keep.to_numpy() & frame["person"].notna().to_numpy()]
+        as_of_text = self.meta("as_of")
+        as_of = pd.Timestamp(as_of_text) if as_of_text else None
+        with self._write_lock:
+            con = self.con
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                applied = self._apply(con, frame, as_of=as_of)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return applied
+
+    def _apply(self, con: sqlite3.Connection, frame: pd.DataFrame, *, as_of: Any) -> int:
+        """Insert events (with a ``person`` column) into the live tables."""
+        if frame.empty:
+            return 0
+        frame = frame.sort_values("ts", kind="stable")
+        applied = 0
+        for row in frame.itertuples(index=False):
+            person = str(row.person)
+            ts = _epoch(row.ts)
+            kind = str(row.event_type)
+            item = None if _missing(row.item_id) else str(row.item_id)
+            campaign = None if _missing(row.campaign_id) else str(row.campaign_id)
+            content = None if _missing(row.content_id) else str(row.content_id)
+            slot = None if _missing(row.slot) else str(row.slot)
+            if kind == "stock_change":
+                in_stock = _in_stock(row.properties)
+                if item is not None and in_stock is not None:
+                    con.execute(
+                        "INSERT INTO stock VALUES (?, ?, ?) ON CONFLICT (item_id) DO UPDATE "
+                        "SET in_stock = excluded.in_stock, ts = excluded.ts "
+                        "WHERE excluded.ts >= stock.ts",
+                        (item, int(in_stock), ts),
+                    )
+                continue
+            if kind not in PROFILE_EVENTS:
+                continue
+            cursor = con.execute(
+                "INSERT OR IGNORE INTO recent VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (str(row.event_id), person, ts, kind, item, campaign, slot, content),
+            )
+            if cursor.rowcount == 0:
+                continue  # seen before: counters already hold it
+            applied += 1
+            purchase_ts = ts if kind == "purchase" else None
+            con.execute(
+                "INSERT INTO live VALUES (?, ?, ?, ?, 1) ON CONFLICT (customer_id) DO UPDATE SET "
+                "last_event_ts = max(coalesce(last_event_ts, 0), excluded.last_event_ts), "
+                "last_purchase_ts = CASE WHEN excluded.last_purchase_ts IS NULL "
+                "THEN last_purchase_ts ELSE max(coalesce(last_purchase_ts, 0), "
+                "excluded.last_purchase_ts) END, "
+                "unsubscribed = max(unsubscribed, excluded.unsubscribed), events = events + 1",
+                (person, ts, purchase_ts, int(kind == "unsubscribe")),
+            )
+            if kind == "purchase" and item is not None:
+                con.execute("INSERT OR IGNORE INTO purchased VALUES (?, ?)", (person, item))
+            if kind == "email_sent" and content is not None and campaign is not None:
+                after_snapshot = as_of is None or ts >= _epoch(as_of)
+                if after_snapshot:
+                    con.execute(
+                        "INSERT INTO responses VALUES (?, ?, 1, 0) ON CONFLICT DO UPDATE "
+                        "SET sends = sends + 1",
+                        (person, content),
+                    )
+                con.execute(
+                    "INSERT INTO sends VALUES (?, ?, ?, ?, 0)",
+                    (person, campaign, content, ts),
+                )
+            if kind == "email_click" and campaign is not None:
+                credited = con.execute(
+                    "UPDATE sends SET clicked = 1 WHERE customer_id = ? AND campaign_id = ? "
+                    "AND clicked = 0 AND ts <= ? AND ts >= ? RETURNING content_id, ts",
+                    (person, campaign, ts, ts - CLICK_WINDOW.total_seconds()),
+                ).fetchall()
+                for content_id, sent_ts in credited:
+                    if as_of is None or sent_ts >= _epoch(as_of):
+                        con.execute(
+                            "UPDATE responses SET clicks = clicks + 1 "
+                            "WHERE customer_id = ? AND content_id = ?",
+                            (person, content_id),
+                        )
+        return applied
+
+    # ------------------------------------------------------------------ reading
+    def resolve(self, ids: Iterable[str]) -> dict[str, str]:
+        """Canonical customer id of each given id (itself when unmapped)."""
+        return self._canonical_ids(pd.Series(list(ids), dtype=object))
+
+    def profiles(self, ids: list[str], *, with_recent: bool = True) -> dict[str, Profile]:
+        """Profiles of canonical ids (every id gets one; unknown ones are cold)."""
+        payload = json.dumps(ids)
+        con = self.con
+        rows = con.execute(
+            "SELECT p.customer_id, p.features, p.segments, p.personalised, p.sendable "
+            "FROM profiles p WHERE p.customer_id IN (SELECT value FROM json_each(?))",
+            (payload,),
+        ).fetchall()
+        out: dict[str, Profile] = {}
+        for cid, features, segments, personalised, sendable in rows:
+            out[cid] = Profile(
+                customer_id=cid,
+                known=True,
+                personalised=bool(personalised),
+                sendable=bool(sendable),
+                features=json.loads(features) if personalised else {},
+                segments=json.loads(segments) if personalised else [],
+            )
+        for cid in ids:
+            if cid not in out:
+                out[cid] = Profile(
+                    customer_id=cid,
+                    known=False,
+                    personalised=self.assume_consent,
+                    sendable=False,
+                )
+        for cid, last_event, last_purchase, unsubscribed in con.execute(
+            "SELECT customer_id, last_event_ts, last_purchase_ts, unsubscribed FROM live "
+            "WHERE customer_id IN (SELECT value FROM json_each(?))",
+            (payload,),
+        ):
+            profile = out[cid]
+            profile.last_event_ts = last_event
+            profile.last_purchase_ts = last_purchase
+            if unsubscribed:
+                profile.sendable = False
+        for cid, trigger, item, fired, expires in con.execute(
+            "SELECT customer_id, trigger, item_id, fired_at, expires_at FROM snapshot_triggers "
+            "WHERE customer_id IN (SELECT value FROM json_each(?))",
+            (payload,),
+        ):
+            out[cid].snapshot_triggers.append(
+                {"trigger": trigger, "item_id": item, "fired_at": fired, "expires_at": expires}
+            )
+        for cid, content, sends, clicks in con.execute(
+            "SELECT customer_id, content_id, sends, clicks FROM responses "
+            "WHERE customer_id IN (SELECT value FROM json_each(?))",
+            (payload,),
+        ):
+            out[cid].responses[content] = (int(sends), int(clicks))
+        if with_recent:
+            for cid, ts, kind, item in con.execute(
+                "SELECT customer_id, ts, event_type, item_id FROM recent "
+                "WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY ts",
+                (payload,),
+            ):
+                out[cid].recent.append((float(ts), str(kind), item))
+        return out
+
+    def purchased(self, ids: list[str]) -> dict[str, list[str]]:
+        """Items each customer bought (all time)."""
+        out: dict[str, list[str]] = {}
+        for cid, item in self.con.execute(
+            "SELECT customer_id, item_id FROM purchased "
+            "WHERE customer_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(ids),),
+        ):
+            out.setdefault(cid, []).append(item)
+        return out
+
+    def stock_changes(self) -> dict[str, bool]:
+        """Items whose stock changed through posted events: item → in stock."""
+        return {
+            str(item): bool(flag)
+            for item, flag in self.con.execute("SELECT item_id, in_stock FROM stock")
+        }
+
+    def stock_version(self) -> tuple[int, float]:
+        row = self.con.execute("SELECT count(*), coalesce(max(ts), 0) FROM stock").fetchone()
+        return int(row[0]), float(row[1])
+
+    # ------------------------------------------------------------------ helpers
+    def _canonical_ids(self, ids: pd.Series) -> dict[str, str]:
+        unique = sorted(set(ids.astype(str)))
+        found = dict(
+            self.con.execute(
+                "SELECT source_id, customer_id FROM identity "
+                "WHERE source_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(unique),),
+            ).fetchall()
+        )
+        return {i: str(found.get(i, i)) for i in unique}
+
+    def _personalised_flags(self, ids: list[str]) -> dict[str, bool]:
+        return {
+            str(cid): bool(flag)
+            for cid, flag in self.con.execute(
+                "SELECT customer_id, personalised FROM profiles "
+                "WHERE customer_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            )
+        }
+
+
+# ---------------------------------------------------------------------- module helpers
+def _store_history(store: EventStore, as_of: pd.Timestamp, recent_days: float) -> dict[str, Any]:
+    """From the event store: recent events, all purchases and all sends with clicks."""
+    con = connect()
+    try:
+        store.register(con, "events", "events")
+        since = as_of - pd.Timedelta(days=recent_days)
+        event_list = ", ".join(f"'{e}'" for e in PROFILE_EVENTS + ("stock_change",))
+        recent = con.execute(
+            "SELECT event_id, ts, event_type, customer_id, anonymous_id, item_id, campaign_id, "
+            f"slot, content_id, properties FROM events WHERE ts >= ? AND ts < ? "
+            f"AND event_type IN ({event_list})",
+            [since.to_pydatetime(), as_of.to_pydatetime()],
+        ).df()
+        purchases = con.execute(
+            "SELECT DISTINCT customer_id, anonymous_id, item_id FROM events "
+            "WHERE event_type = 'purchase' AND ts < ?",
+            [as_of.to_pydatetime()],
+        ).df()
+        window = CLICK_WINDOW.total_seconds()
+        responses = con.execute(
+            f"""
+            WITH sends AS (
+                SELECT customer_id, campaign_id, content_id, ts FROM events
+                WHERE event_type = 'email_sent' AND content_id IS NOT NULL
+                  AND customer_id IS NOT NULL AND campaign_id IS NOT NULL AND ts < $as_of
+            ), clicks AS (
+                SELECT customer_id, campaign_id, ts FROM events
+                WHERE event_type = 'email_click' AND campaign_id IS NOT NULL AND ts < $as_of
+            )
+            SELECT s.customer_id, s.content_id, count(*) AS sends,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM clicks c WHERE c.customer_id = s.customer_id
+                         AND c.campaign_id = s.campaign_id AND c.ts >= s.ts
+                         AND epoch(c.ts) <= epoch(s.ts) + {window}
+                   )) AS clicks
+            FROM sends s GROUP BY ALL
+            """,
+            {"as_of": as_of.to_pydatetime()},
+        ).df()
+    finally:
+        con.close()
+    return {"recent": recent, "purchases": purchases, "responses": responses}
+
+
+def _canonical(frame: pd.DataFrame, canonical: dict[str, str]) -> pd.Series:
+    """Canonical person of each event: its customer id, else its anonymous id, mapped."""
+    source = frame["customer_id"].where(frame["customer_id"].notna(), frame["anonymous_id"])
+    return source.map(lambda s: None if _missing(s) else canonical.get(str(s), str(s)))
+
+
+def _response_rows(responses: pd.DataFrame, canonical: dict[str, str]) -> list[tuple[Any, ...]]:
+    if responses.empty:
+        return []
+    frame = responses.assign(
+        customer_id=responses["customer_id"].astype(str).map(lambda s: canonical.get(s, s))
+    )
+    grouped = frame.groupby(["customer_id", "content_id"], as_index=False)[
+        ["sends", "clicks"]
+    ].sum()
+    return list(
+        zip(
+            grouped["customer_id"],
+            grouped["content_id"].astype(str),
+            grouped["sends"].astype(int),
+            grouped["clicks"].astype(int),
+            strict=True,
+        )
+    )
+
+
+def _in_stock(properties: Any) -> bool | None:
+    if _missing(properties):
+        return None
+    try:
+        value = json.loads(str(properties)).get("in_stock")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
+        return value.lower() in ("true", "1")
+    if isinstance(value, int | float):
+        return bool(value)
+    return None
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _epoch(value: Any) -> float:
+    """Seconds since the epoch of a timestamp (naive values are UTC)."""
+    if isinstance(value, int | float):
+        return float(value)
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return float(stamp.value) / 1e9
+
+
+def _plain_record(record: dict[Any, Any]) -> dict[str, Any]:
+    """JSON-ready features: timestamps as ISO text, numpy as Python, NaN as null."""
+    out: dict[str, Any] = {}
+    for name, value in record.items():
+        key = str(name)
+        if isinstance(value, pd.Timestamp | datetime):
+            out[key] = None if pd.isna(value) else pd.Timestamp(value).isoformat()
+        elif isinstance(value, np.generic):
+            item = value.item()
+            out[key] = None if isinstance(item, float) and math.isnan(item) else item
+        elif isinstance(value, float) and math.isnan(value):
+            out[key] = None
+        elif value is pd.NA or value is pd.NaT:
+            out[key] = None
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,166 @@
+"""Request and response bodies of the decision service (pydantic; the OpenAPI schema).
+
+Shared by the decision core and the BentoML glue, so the core is tested with the
+very objects the HTTP layer builds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STRICT = ConfigDict(extra="forbid")
+
+
+class Filters(BaseModel):
+    """Business filters, applied to the candidates before any scoring."""
+
+    model_config = STRICT
+
+    exclude_purchased: bool = Field(True, description="Drop items the customer bought.")
+    in_stock_only: bool = Field(True, description="Only items known to be in stock.")
+    categories: list[str] | None = Field(
+        None, description="Only items of these categories (none: every category)."
+    )
+    exclude_items: list[str] = Field(default_factory=list, description="Never return these items.")
+
+
+class RecommendRequest(BaseModel):
+    model_config = STRICT
+
+    customer_id: str = Field(min_length=1, max_length=256)
+    n: int | None = Field(None, ge=1, le=500, description="Items wanted (default: configured).")
+    filters: Filters = Field(default_factory=Filters)
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="Request context, visible to rules as `context`."
+    )
+    decision_id: str | None = Field(
+        None, max_length=128, description="Replays return the same answer for the same id."
+    )
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float | None
+    rank: int
+
+
+class Recommendation(BaseModel):
+    customer_id: str
+    decision_id: str
+    items: list[RecommendedItem]
+    strategy: str = Field(description="model | rule:<name> | fallback:<reason> | consent | holdout")
+    model_version: str | None = None
+    snapshot: str | None = None
+    fallback_reason: str | None = None
+
+
+class RecommendBatchRequest(BaseModel):
+    model_config = STRICT
+
+    customer_ids: list[str] = Field(min_length=1)
+    n: int | None = Field(None, ge=1, le=500)
+    filters: Filters = Field(default_factory=Filters)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecommendBatchResponse(BaseModel):
+    results: list[Recommendation]
+    strategies: dict[str, int] = Field(description="How many answers each strategy gave.")
+
+
+class SimilarItemsRequest(BaseModel):
+    model_config = STRICT
+
+    item_id: str = Field(min_length=1, max_length=256)
+    n: int | None = Field(None, ge=1, le=500)
+    filters: Filters = Field(
+        default_factory=lambda: Filters(exclude_purchased=False),
+        description="exclude_purchased has no customer here and is ignored.",
+    )
+
+
+class SimilarItemsResponse(BaseModel):
+    item_id: str
+    items: list[RecommendedItem]
+    strategy: str
+    model_version: str | None = None
+
+
+class ChooseRequest(BaseModel):
+    model_config = STRICT
+
+    customer_id: str = Field(min_length=1, max_length=256)
+    slot: str = Field(min_length=1, max_length=64, description="subject, offer, …")
+    candidates: list[str] | None = Field(
+        None, description="Content ids to choose from (default: every active one of the slot)."
+    )
+    context: dict[str, Any] = Field(default_factory=dict)
+    decision_id: str | None = Field(None, max_length=128)
+
+
+class CandidateScore(BaseModel):
+    content_id: str
+    score: float | None
+    probability: float
+
+
+class Choice(BaseModel):
+    customer_id: str
+    slot: str
+    decision_id: str
+    content_id: str
+    propensity: float = Field(description="Probability the policy gave the chosen content.")
+    candidates: list[CandidateScore]
+    strategy: str
+    model_version: str | None = None
+    snapshot: str | None = None
+    fallback_reason: str | None = None
+
+
+class EventsRequest(BaseModel):
+    model_config = STRICT
+
+    events: list[dict[str, Any]] = Field(
+        min_length=1, description="Event rows in the events contract (as for `tailor ingest`)."
+    )
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position of the event in the request.")
+    reason: str
+
+
+class EventsResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedEvent]
+
+
+class TriggerView(BaseModel):
+    trigger: str
+    item_id: str | None
+    fired_at: str
+    expires_at: str
+
+
+class CustomerView(BaseModel):
+    customer_id: str
+    canonical_id: str
+    known: bool
+    personalised: bool
+    sendable: bool
+    features: dict[str, Any]
+    segments: list[str]
+    triggers: list[TriggerView]
+    holdout: bool
+
+
+class Status(BaseModel):
+    state: str = Field(description="ready | degraded")
+    reasons: list[str]
+    models: dict[str, str | None]
+    snapshot: str | None
+    snapshot_age_hours: float | None
+    loaded_at: str | None
