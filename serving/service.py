@@ -9,6 +9,7 @@ come from a FastAPI app mounted on the service. BentoML owns ``/healthz``,
 
 from __future__ import annotations
 
+import os
 import threading
 from http import HTTPStatus
 from typing import Any
@@ -37,6 +38,7 @@ from serving.schemas import (
     Status,
 )
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 SETTINGS = Settings()
 app = FastAPI(title="Tailor REST routes")
 

@@ -1,15 +1,19 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
-Subcommands so far: ``simulate``, ``ingest``, ``features build``, ``train recommender``,
-``promote``, ``demo``. Each builds the settings
-once, configures logging, and passes what it needs down.
+Subcommands: ``simulate``, ``ingest``, ``features build``, ``train recommender``,
+``train selector``, ``promote``, ``serve``, ``demo``. Each builds the settings once,
+configures logging, and passes what it needs down. ``serve`` runs the BentoML
+service (``serving.service``) in its own process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -111,11 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     prom.add_argument("--floor", type=float, default=0.0)
     prom.add_argument("--min-relative-gain", type=float, default=0.0)
 
+    serve = sub.add_parser("serve", help="serve decisions over HTTP (BentoML)")
+    serve.add_argument("--host", default=None, help="default: serving.host (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="default: serving.port (3000)")
+
     demo = sub.add_parser("demo", help="simulate a store and run the pipeline end to end")
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--tune-budget", type=int, default=4, help="ALS configurations tried")
+    demo.add_argument(
+        "--no-serve", action="store_true", help="stop after training instead of serving"
+    )
+    demo.add_argument("--port", type=int, default=None, help="default: serving.port (3000)")
     return parser
 
 
@@ -141,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train_recommender(args, settings)
         if args.command == "promote":
             return _promote(args, settings)
+        if args.command == "serve":
+            return _serve(settings, host=args.host, port=args.port)
         if args.command == "demo":
             return _demo(args, settings)
     except ValidationError as exc:
@@ -174,7 +188,24 @@ def _simulate(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     report = _ingest_one(args.path, args.kind, settings, source=args.source, fmt=args.format)
     print(report.summary())
+    _compact_online_log(settings)
     return 0
+
+
+def _compact_online_log(settings: Settings) -> None:
+    """Move events posted to the service into the event store (deduped by id)."""
+    from features.online_log import OnlineEventLog, compact
+
+    path = settings.online_dir / "events.db"
+    if not path.exists():
+        return
+    log = OnlineEventLog(path)
+    try:
+        moved = compact(log, EventStore(settings.store_dir), now=datetime.now(UTC))
+    finally:
+        log.close()
+    if moved:
+        print(f"compacted {moved:,} events posted to the service into the event store")
 
 
 def _ingest_one(
@@ -204,6 +235,7 @@ def _features_build(as_of: datetime, settings: Settings) -> int:
 
     config = settings.features
     segments = load_segments(config.segments_file, behaviour_feature_names(config))
+    _compact_online_log(settings)
     snapshot = build_snapshot(
         EventStore(settings.store_dir),
         as_of=as_of,
@@ -358,7 +390,82 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     for slot in ("subject", "offer"):
         print(f"\n== train the {slot} selector")
         _train_selector(argparse.Namespace(slot=slot, epsilon=0.1, reward=None), settings)
-    return 0
+    if args.no_serve:
+        return 0
+    print("\n== serve")
+    return _serve(settings, host=None, port=args.port, examples=True)
+
+
+def _serve(
+    settings: Settings, *, host: str | None, port: int | None, examples: bool = False
+) -> int:
+    """Run ``bentoml serve serving.service:Tailor`` until interrupted."""
+    host = host or settings.serving.host
+    port = port or settings.serving.port
+    env = dict(os.environ)
+    env["TAILOR_HOME"] = str(settings.home.resolve())
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    keys = dict(settings.serving.api_keys)
+    if not keys:
+        key = secrets.token_urlsafe(24)
+        keys = {key: ["decide", "ingest", "admin"]}
+        env["TAILOR_SERVING__API_KEYS"] = json.dumps(keys)
+        print("no API key configured (serving.api_keys): generated one for this run:")
+        print(f"   {key}")
+    key = next(k for k, scopes in keys.items() if "admin" in scopes or "decide" in scopes)
+    if examples:
+        _print_examples(settings, f"http://{host}:{port}", key)
+    print(f"serving on http://{host}:{port} (Ctrl+C to stop); API docs at /docs")
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:Tailor",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_examples(settings: Settings, url: str, key: str) -> None:
+    """A sample curl for each endpoint, with ids from the loaded store."""
+    from features.snapshot import latest_snapshot, load_snapshot
+
+    snapshot = load_snapshot(latest_snapshot(settings.features_dir))
+    personalised = snapshot.customers[snapshot.customers["personalised"].astype(bool)]
+    customer = str(personalised["customer_id"].iloc[0])
+    item = str(snapshot.item_ids[0])
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    auth = f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json'"
+    event = {
+        "event_id": f"demo-{int(time.time())}",
+        "ts": now,
+        "event_type": "add_to_cart",
+        "customer_id": customer,
+        "item_id": item,
+    }
+    print("\nsample requests (in another terminal, once the server says it is ready):")
+    samples = [
+        ("recommend", {"customer_id": customer, "n": 5}),
+        ("recommend_batch", {"customer_ids": [customer, "unknown-visitor"], "n": 3}),
+        ("similar_items", {"item_id": item, "n": 5}),
+        ("choose", {"customer_id": customer, "slot": "offer"}),
+        ("choose", {"customer_id": customer, "slot": "subject"}),
+        ("events", {"events": [event]}),
+    ]
+    for route, body in samples:
+        print(f"curl -s -X POST {url}/{route} {auth} -d '{json.dumps(body)}'")
+    print(f"curl -s {url}/customers/{customer} -H 'Authorization: Bearer {key}'")
+    print(f"curl -s {url}/status -H 'Authorization: Bearer {key}'")
+    print(f"curl -s -X POST {url}/admin/reload {auth}")
+    print(f"curl -s {url}/readyz")
+    print()
 
 
 if __name__ == "__main__":

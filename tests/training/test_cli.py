@@ -74,7 +74,14 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, repo_root):
 
 def test_demo_simulates_ingests_and_summarises(tmp_path, repo_root):
     result = _tailor(
-        "demo", "--customers", "300", "--days", "10", home=tmp_path / "home", cwd=repo_root
+        "demo",
+        "--no-serve",
+        "--customers",
+        "300",
+        "--days",
+        "10",
+        home=tmp_path / "home",
+        cwd=repo_root,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout

@@ -1,0 +1,483 @@
+"""The decision core without HTTP: rules, consent, fallbacks, filters, exploration,
+events and reloads, on a real trained home (store, snapshot, MLflow registry)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from features.errors import InputError
+from features.online_log import OnlineEventLog, compact
+from features.snapshot import latest_snapshot, load_snapshot
+from features.store import EventStore
+from serving.core import BatchTooLarge, DecisionCore, UnknownCandidates
+from serving.rules import load_rules
+from serving.schemas import (
+    ChooseRequest,
+    Filters,
+    RecommendBatchRequest,
+    RecommendRequest,
+    SimilarItemsRequest,
+)
+from tests.serving.conftest import settings_for
+
+OFFERS = ["offer_freeship", "offer_none", "offer_pct10", "offer_pct20"]
+
+
+def _core(home: Path, **serving: object) -> DecisionCore:
+    core = DecisionCore(settings_for(home, **serving))
+    core.reload()
+    return core
+
+
+def _snapshot(home: Path):
+    return load_snapshot(latest_snapshot(home / "features"))
+
+
+def _quiet_customer(home: Path) -> str:
+    """A personalised customer with no active trigger and no segment default."""
+    snapshot = _snapshot(home)
+    people = snapshot.customers[snapshot.customers["personalised"].astype(bool)]
+    busy = set(snapshot.triggers["customer_id"]) | set(
+        snapshot.segments.loc[snapshot.segments["segment"] == "new_subscriber", "customer_id"]
+    )
+    ids = [c for c in people["customer_id"] if c not in busy and c in set(snapshot.user_ids)]
+    return str(ids[0])
+
+
+def _iso(seconds_ago: float) -> str:
+    return datetime.fromtimestamp(time.time() - seconds_ago, UTC).isoformat()
+
+
+def _cart(customer: str, item: str, hours_ago: float, event_id: str) -> dict:
+    return {
+        "event_id": event_id,
+        "ts": _iso(hours_ago * 3600),
+        "event_type": "add_to_cart",
+        "customer_id": customer,
+        "item_id": item,
+    }
+
+
+# ---------------------------------------------------------------------- loading / status
+def test_loads_champions_and_snapshot_and_says_ready(home):
+    core = _core(home)
+    status = core.status()
+    assert status.state == "ready", status.reasons
+    assert status.models == {
+        "tailor-recommender": "1",
+        "tailor-selector-subject": "1",
+        "tailor-selector-offer": "1",
+    }
+    assert status.snapshot is not None and status.snapshot.startswith("as_of=")
+    assert core.ready()
+
+
+def test_no_registered_model_serves_fallbacks_and_is_degraded(home):
+    (home / "mlflow" / "mlflow.db").unlink()  # an empty registry
+    core = _core(home)
+    status = core.status()
+    assert status.state == "degraded"
+    assert any("no tailor-recommender champion" in r for r in status.reasons)
+    assert core.ready()  # popular items and default content can still be served
+    customer = _quiet_customer(home)
+    result = core.recommend(RecommendRequest(customer_id=customer, n=5))
+    assert result.strategy == "fallback:popular" and len(result.items) == 5
+    assert result.fallback_reason == "no recommender loaded"
+    choice = core.choose(ChooseRequest(customer_id=customer, slot="offer"))
+    assert choice.strategy == "fallback:default" and choice.content_id == "offer_none"
+
+
+def test_registry_unreachable_after_start_keeps_serving(home):
+    core = _core(home)
+    customer = _quiet_customer(home)
+    before = core.recommend(RecommendRequest(customer_id=customer, n=5, decision_id="d1"))
+    core.tracking = "postgresql://nobody@127.0.0.1:1/none"
+    status = core.reload()
+    assert any("registry unreachable" in r for r in status.reasons)
+    assert status.models["tailor-recommender"] == "1"
+    after = core.recommend(RecommendRequest(customer_id=customer, n=5, decision_id="d1"))
+    assert after.strategy == "model" and after.items == before.items
+
+
+# ---------------------------------------------------------------------- recommend
+def test_model_recommendation_respects_every_filter(home):
+    core = _core(home)
+    snapshot = _snapshot(home)
+    customer = _quiet_customer(home)
+    result = core.recommend(RecommendRequest(customer_id=customer, n=20))
+    assert result.strategy == "model" and result.model_version == "1"
+    assert [i.rank for i in result.items] == list(range(1, 21))
+    items = snapshot.items.set_index("item_id")
+    assert all(bool(items.loc[i.item_id, "in_stock"]) for i in result.items)
+
+    category = str(items.loc[result.items[0].item_id, "category"])
+    only = core.recommend(
+        RecommendRequest(customer_id=customer, n=5, filters=Filters(categories=[category]))
+    )
+    assert {items.loc[i.item_id, "category"] for i in only.items} == {category}
+
+    banned = [i.item_id for i in result.items[:3]]
+    without = core.recommend(
+        RecommendRequest(customer_id=customer, n=20, filters=Filters(exclude_items=banned))
+    )
+    assert not set(banned) & {i.item_id for i in without.items}
+
+    # Out-of-stock items only come back when the filter is off.
+    out_of_stock = set(items.index[~items["in_stock"].astype(bool)])
+    allowed_all = core.recommend(
+        RecommendRequest(customer_id=customer, n=500, filters=Filters(in_stock_only=False))
+    )
+    assert out_of_stock & {i.item_id for i in allowed_all.items}
+    assert not out_of_stock & {i.item_id for i in result.items}
+
+
+def test_purchased_items_are_excluded_unless_asked(home):
+    core = _core(home)
+    customer = _quiet_customer(home)
+    full = core.recommend(
+        RecommendRequest(customer_id=customer, n=5, filters=Filters(exclude_purchased=False))
+    )
+    bought = full.items[0].item_id
+    response = core.ingest_events(
+        [
+            {
+                "event_id": "buy-1",
+                "ts": _iso(60),
+                "event_type": "purchase",
+                "customer_id": customer,
+                "item_id": bought,
+                "price": 10.0,
+                "quantity": 1,
+            }
+        ]
+    )
+    assert response.accepted == 1
+    after = core.recommend(RecommendRequest(customer_id=customer, n=5))
+    assert bought not in {i.item_id for i in after.items}
+    kept = core.recommend(
+        RecommendRequest(customer_id=customer, n=50, filters=Filters(exclude_purchased=False))
+    )
+    assert bought in {i.item_id for i in kept.items}
+
+
+def test_unknown_customer_gets_the_cold_start_fallback(home):
+    core = _core(home)
+    result = core.recommend(RecommendRequest(customer_id="never-seen", n=4))
+    assert result.strategy == "fallback:cold_start"
+    assert result.fallback_reason == "customer not in the snapshot"
+    assert len(result.items) == 4
+    popular = core.bundle.catalog.item_ids[core.bundle.catalog.popularity_order]
+    in_stock = [i for i in popular if i in {x.item_id for x in result.items}]
+    assert [i.item_id for i in result.items] == in_stock[:4]
+
+
+def test_no_consent_means_no_personalisation(home):
+    core = _core(home)
+    snapshot = _snapshot(home)
+    refused = snapshot.customers.loc[
+        ~snapshot.customers["personalised"].astype(bool), "customer_id"
+    ].iloc[0]
+    result = core.recommend(RecommendRequest(customer_id=refused, n=5))
+    assert result.strategy == "consent" and result.model_version is None
+    choice = core.choose(ChooseRequest(customer_id=refused, slot="offer"))
+    assert choice.strategy == "consent" and choice.content_id == "offer_none"
+    view = core.customer(refused)
+    assert view.personalised is False and view.features == {} and view.segments == []
+    # Events of a customer without consent build no profile.
+    core.ingest_events([_cart(refused, "i000001", 30, "refused-cart")])
+    assert core.customer(refused).triggers == []
+
+
+def test_batch_limit_and_strategy_mix(home):
+    core = _core(home, batch_limit=50)
+    snapshot = _snapshot(home)
+    ids = list(snapshot.customers["customer_id"][:49]) + ["nobody"]
+    response = core.recommend_batch(RecommendBatchRequest(customer_ids=ids, n=3))
+    assert len(response.results) == 50
+    assert sum(response.strategies.values()) == 50
+    assert response.strategies["fallback:cold_start"] == 1
+    assert "consent" in response.strategies and "model" in response.strategies
+    with pytest.raises(BatchTooLarge, match="at most 50 recipients"):
+        core.recommend_batch(RecommendBatchRequest(customer_ids=ids + ["x"], n=3))
+    # Every answer is in the decision log.
+    logged = core.decisions.read()
+    assert set(response_ids := [r.decision_id for r in response.results]) <= set(
+        logged["decision_id"]
+    )
+    assert len(response_ids) == 50
+
+
+def test_similar_items(home):
+    core = _core(home)
+    item = str(core.bundle.catalog.item_ids[core.bundle.catalog.popularity_order[0]])
+    result = core.similar_items(SimilarItemsRequest(item_id=item, n=5))
+    assert result.strategy == "model" and len(result.items) == 5
+    assert item not in {i.item_id for i in result.items}
+    with pytest.raises(Exception, match="not in the catalog"):
+        core.similar_items(SimilarItemsRequest(item_id="no-such-item"))
+
+
+# ---------------------------------------------------------------------- rules
+def _rules(tmp_path: Path, rules: list[dict], **extra: object) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"defaults": {"offer": "offer_none"}, **extra, "rules": rules}))
+    return path
+
+
+def test_highest_priority_rule_wins_and_names_itself(home, tmp_path):
+    rules = [
+        {
+            "name": "low",
+            "slot": "offer",
+            "when": "known",
+            "priority": 1,
+            "content_id": "offer_pct10",
+        },
+        {
+            "name": "high",
+            "slot": "offer",
+            "when": "known",
+            "priority": 50,
+            "content_id": "offer_pct20",
+        },
+        {
+            "name": "never",
+            "slot": "offer",
+            "when": "!known",
+            "priority": 99,
+            "content_id": "offer_none",
+        },
+    ]
+    core = _core(home, rules_file=_rules(tmp_path, rules))
+    customer = _quiet_customer(home)
+    choice = core.choose(ChooseRequest(customer_id=customer, slot="offer"))
+    assert (choice.strategy, choice.content_id, choice.propensity) == (
+        "rule:high",
+        "offer_pct20",
+        1.0,
+    )
+    # The forced content is not a candidate: its fallback content, then the next rule.
+    rules[1]["fallback_content_id"] = "offer_freeship"
+    core = _core(home, rules_file=_rules(tmp_path, rules))
+    only = ["offer_freeship", "offer_pct10"]
+    choice = core.choose(ChooseRequest(customer_id=customer, slot="offer", candidates=only))
+    assert (choice.strategy, choice.content_id) == ("rule:high", "offer_freeship")
+    choice = core.choose(
+        ChooseRequest(customer_id=customer, slot="offer", candidates=["offer_pct10", "offer_none"])
+    )
+    assert (choice.strategy, choice.content_id) == ("rule:low", "offer_pct10")
+
+
+def test_rules_see_the_request_context(home, tmp_path):
+    rules = [
+        {
+            "name": "vip_campaign",
+            "slot": "offer",
+            "when": 'has(context.campaign) && context.campaign == "vip"',
+            "priority": 10,
+            "content_id": "offer_pct20",
+        }
+    ]
+    core = _core(home, rules_file=_rules(tmp_path, rules))
+    customer = _quiet_customer(home)
+    vip = core.choose(
+        ChooseRequest(customer_id=customer, slot="offer", context={"campaign": "vip"})
+    )
+    plain = core.choose(ChooseRequest(customer_id=customer, slot="offer"))
+    assert vip.strategy == "rule:vip_campaign"
+    assert plain.strategy == "model"
+
+
+def test_a_rule_naming_an_unknown_feature_fails_at_load(tmp_path):
+    path = _rules(
+        tmp_path,
+        [{"name": "typo", "slot": "offer", "when": "engagment_score > 1", "content_id": "x"}],
+    )
+    with pytest.raises(InputError, match=r"rules\.typo\.when.*unknown name engagment_score"):
+        load_rules(path, {"engagement_score"})
+    bad = _rules(tmp_path, [{"name": "s", "slot": "offer", "when": "true", "strategy": "popular"}])
+    with pytest.raises(InputError, match="strategies apply to slot 'recommend'"):
+        load_rules(bad, set())
+
+
+def test_segment_default_comes_before_the_slot_default(home, tmp_path):
+    snapshot = _snapshot(home)
+    segment = snapshot.segments["segment"].value_counts().index[0]
+    member = str(
+        snapshot.segments.loc[snapshot.segments["segment"] == segment, "customer_id"].iloc[0]
+    )
+    path = _rules(tmp_path, [], segment_defaults={segment: {"offer": "offer_pct10"}})
+    (home / "mlflow" / "mlflow.db").unlink()  # no selector: the fallbacks decide
+    core = _core(home, rules_file=path)
+    choice = core.choose(ChooseRequest(customer_id=member, slot="offer"))
+    assert (choice.strategy, choice.content_id) == (f"fallback:segment:{segment}", "offer_pct10")
+    other = _quiet_customer(home)
+    if segment not in core.online.profiles([other])[other].segments:
+        choice = core.choose(ChooseRequest(customer_id=other, slot="offer"))
+        assert (choice.strategy, choice.content_id) == ("fallback:default", "offer_none")
+
+
+# ---------------------------------------------------------------------- choose
+def test_unknown_candidates_are_refused_naming_them(home):
+    core = _core(home)
+    with pytest.raises(UnknownCandidates, match=r"\['nope', 'subj_01'\]"):
+        core.choose(
+            ChooseRequest(
+                customer_id="c1", slot="offer", candidates=["offer_none", "nope", "subj_01"]
+            )
+        )
+
+
+def test_exploration_propensities_match_the_draws_and_are_logged(home):
+    (home / "mlflow" / "mlflow.db").unlink()
+    core = _core(home, fallback_epsilon=0.2)
+    customer = _quiet_customer(home)
+    counts: Counter[str] = Counter()
+    draws = 2000
+    for i in range(draws):
+        choice = core.choose(ChooseRequest(customer_id=customer, slot="offer", decision_id=f"d{i}"))
+        probabilities = {c.content_id: c.probability for c in choice.candidates}
+        assert sum(probabilities.values()) == pytest.approx(1.0)
+        assert choice.propensity == pytest.approx(probabilities[choice.content_id])
+        counts[choice.content_id] += 1
+    expected = {c: 0.05 for c in OFFERS} | {"offer_none": 0.85}
+    for content, p in expected.items():
+        share = counts[content] / draws
+        assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / draws), (content, share, p)
+    # Replays give the same choice; every decision is logged with its propensity.
+    again = core.choose(ChooseRequest(customer_id=customer, slot="offer", decision_id="d7"))
+    first = core.decisions.read().set_index("decision_id").loc["d7"]
+    first = first.iloc[0] if isinstance(first, pd.DataFrame) else first
+    assert again.content_id == first["chosen"]
+    assert again.propensity == pytest.approx(first["propensity"])
+    assert first["strategy"] == "fallback:default"
+    assert [c[0] for c in first["candidates"]] == OFFERS
+
+
+def test_selector_scores_every_candidate_and_logs_versions(home):
+    core = _core(home)
+    customer = _quiet_customer(home)
+    choice = core.choose(ChooseRequest(customer_id=customer, slot="subject"))
+    assert choice.strategy == "model" and choice.model_version == "1"
+    assert all(c.score is not None and 0 <= c.score <= 1 for c in choice.candidates)
+    assert sum(c.probability for c in choice.candidates) == pytest.approx(1.0)
+    logged = core.decisions.read().iloc[-1]
+    assert logged["versions"]["selector"] == "1" and logged["slot"] == "subject"
+
+
+# ---------------------------------------------------------------------- events
+def test_an_abandoned_cart_changes_the_next_offer_and_recommendation(home):
+    core = _core(home)
+    customer = _quiet_customer(home)
+    item = str(core.bundle.catalog.item_ids[core.bundle.catalog.popularity_order[3]])
+    assert core.choose(ChooseRequest(customer_id=customer, slot="offer")).strategy == "model"
+
+    # A cart one hour ago has not fired yet; the trigger waits for 24 hours.
+    assert core.ingest_events([_cart(customer, item, 1, "cart-recent")]).accepted == 1
+    assert core.customer(customer).triggers == []
+    later = DecisionCore(settings_for(home), clock=lambda: time.time() + 24 * 3600)
+    later.reload()
+    assert [t.trigger for t in later.customer(customer).triggers] == ["cart_abandoned"]
+
+    # A cart of another item 25 hours ago is abandoned now: the rule forces free shipping.
+    item = str(core.bundle.catalog.item_ids[core.bundle.catalog.popularity_order[4]])
+    core.ingest_events([_cart(customer, item, 25, "cart-old")])
+    choice = core.choose(ChooseRequest(customer_id=customer, slot="offer"))
+    assert (choice.strategy, choice.content_id) == (
+        "rule:cart_abandoned_free_shipping",
+        "offer_freeship",
+    )
+    recommended = core.recommend(RecommendRequest(customer_id=customer, n=5))
+    assert recommended.strategy == "rule:cart_items_first"
+    assert recommended.items[0].item_id == item
+
+    # Buying it answers the trigger.
+    core.ingest_events(
+        [
+            {
+                "event_id": "bought",
+                "ts": _iso(60),
+                "event_type": "purchase",
+                "customer_id": customer,
+                "item_id": item,
+            }
+        ]
+    )
+    assert core.choose(ChooseRequest(customer_id=customer, slot="offer")).strategy == "model"
+
+
+def test_events_are_validated_like_ingest_and_durable_before_the_answer(home):
+    core = _core(home)
+    customer = _quiet_customer(home)
+    good = _cart(customer, "i000002", 2, "ok-1")
+    response = core.ingest_events(
+        [good, good, {"event_id": "bad", "ts": "yesterday", "event_type": "add_to_cart"}]
+    )
+    assert (response.accepted, response.duplicates) == (1, 1)
+    assert len(response.rejected) == 1 and response.rejected[0].index == 2
+    assert "ts: 'yesterday' is not a timestamp" in response.rejected[0].reason
+    # On disk already, read through a fresh connection: the event and the quarantined row.
+    with sqlite3.connect(home / "online" / "events.db") as con:
+        assert con.execute("SELECT event_id FROM events").fetchall() == [("ok-1",)]
+        assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 1
+    # The next ingest compacts them into the event store, once.
+    store = EventStore(home / "store")
+    before = store.count("events")
+    log = OnlineEventLog(home / "online" / "events.db")
+    assert compact(log, store, now=datetime.now(UTC)) == 1
+    assert compact(log, store, now=datetime.now(UTC)) == 0
+    assert store.count("events") == before + 1
+
+
+def test_too_many_events_in_one_call(home):
+    core = _core(home, max_events_per_call=2)
+    with pytest.raises(BatchTooLarge, match="at most 2 events"):
+        core.ingest_events([{}, {}, {}])
+
+
+def test_customer_view(home):
+    core = _core(home)
+    customer = _quiet_customer(home)
+    view = core.customer(customer)
+    assert view.known and view.personalised and view.canonical_id == customer
+    assert "engagement_score" in view.features and view.holdout is False
+    with pytest.raises(Exception, match="not known"):
+        core.customer("nobody-at-all")
+
+
+def test_holdout_gets_the_default_by_a_stable_hash(home):
+    core = _core(home, holdout_share=0.5)
+    snapshot = _snapshot(home)
+    ids = list(snapshot.customers["customer_id"])
+    held = [c for c in ids if core._in_holdout(c)]
+    assert 0.4 < len(held) / len(ids) < 0.6
+    result = core.recommend(RecommendRequest(customer_id=held[0], n=3))
+    assert result.strategy == "holdout"
+    assert core.choose(ChooseRequest(customer_id=held[0], slot="offer")).content_id == "offer_none"
+    assert core._in_holdout(held[0])  # stable
+
+
+def test_reload_picks_up_a_new_champion(home):
+    from training.tracking import configure
+
+    core = _core(home)
+    client = configure(home)
+    # Point the alias at a second version of the same model.
+    source = client.get_model_version("tailor-recommender", "1")
+    second = client.create_model_version("tailor-recommender", source.source, run_id=source.run_id)
+    client.set_registered_model_alias("tailor-recommender", "champion", second.version)
+    status = core.reload()
+    assert status.models["tailor-recommender"] == str(second.version)
+    customer = _quiet_customer(home)
+    assert core.recommend(RecommendRequest(customer_id=customer)).model_version == str(
+        second.version
+    )
