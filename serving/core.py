@@ -44,10 +44,10 @@ from models.content_features import content_features
 from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
 from models.registry import champion_version, load_version, registry_client, tracking_uri
-from models.selector import Selector, candidate_scores, choose
+from models.selector import Selector, choose
 from serving.decision_log import DecisionLog, DecisionRecord
 from serving.online import OnlineStore, Profile
-from serving.rules import RuleSet, load_rules
+from serving.rules import BUILTIN_NAMES, RuleSet, load_rules
 from serving.schemas import (
     CandidateScore,
     Choice,
@@ -58,7 +58,6 @@ from serving.schemas import (
     Recommendation,
     RecommendBatchRequest,
     RecommendBatchResponse,
-    RecommendedItem,
     RecommendRequest,
     RejectedEvent,
     SimilarItemsRequest,
@@ -94,6 +93,76 @@ class Catalog:
     popularity_order: np.ndarray  # item positions, most popular first
 
 
+@dataclass(frozen=True)
+class SelectorLayout:
+    """A selector's design matrix laid out once per load, so one decision costs a few
+    array writes and the boosters' predict — not a pandas frame per request.
+
+    Builds the same columns as :func:`models.selector.customer_design` followed by the
+    content features, in the model's own feature order.
+    """
+
+    selector: Selector
+    content_ids: dict[str, int]
+    content: np.ndarray  # active content × model features (content columns filled)
+    customer_columns: tuple[tuple[int, str], ...]  # (position, feature) read from a profile
+    country_columns: tuple[tuple[int, str], ...]  # (position, country code)
+
+    @classmethod
+    def build(cls, selector: Selector, content_features: pd.DataFrame) -> SelectorLayout:
+        names = list(selector.model.feature_names_ or [])
+        matrix = np.zeros((len(content_features), len(names)))
+        customer: list[tuple[int, str]] = []
+        country: list[tuple[int, str]] = []
+        for j, name in enumerate(names):
+            if name in content_features.columns:
+                matrix[:, j] = content_features[name].to_numpy(dtype=float)
+            elif name.startswith("country_"):
+                country.append((j, name.removeprefix("country_")))
+            else:
+                customer.append((j, name))
+        return cls(
+            selector,
+            {str(c): i for i, c in enumerate(content_features.index)},
+            matrix,
+            tuple(customer),
+            tuple(country),
+        )
+
+    def scores(self, profile: Profile, candidates: list[str]) -> np.ndarray:
+        """Predicted reward per ensemble member and candidate: (members, 1, k)."""
+        rows = [self.content_ids[c] for c in candidates]
+        design = self.content[rows].copy()
+        features = profile.features
+        for j, name in self.customer_columns:
+            if name.startswith("prior_sends_"):
+                value: Any = profile.responses.get(name.removeprefix("prior_sends_"), (0, 0))[0]
+            elif name.startswith("prior_clicks_"):
+                value = profile.responses.get(name.removeprefix("prior_clicks_"), (0, 0))[1]
+            else:
+                value = features.get(name)
+            design[:, j] = _number(value)
+        country = features.get("country")
+        for j, code in self.country_columns:
+            design[:, j] = 1.0 if country == code else 0.0
+        members = [b.predict(design, num_threads=1) for b in self.selector.model.boosters_]
+        return np.vstack(members)[:, None, :]
+
+
+def _number(value: Any) -> float:
+    """As ``pandas.to_numeric(errors="coerce")``: numbers and booleans, else NaN."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return float("nan")
+    return float("nan")
+
+
 @dataclass
 class Bundle:
     """Everything loaded for serving, swapped as a whole on reload."""
@@ -109,6 +178,7 @@ class Bundle:
     history_rows: dict[str, int] = field(default_factory=dict)
     content: pd.DataFrame = field(default_factory=pd.DataFrame)
     content_features: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layouts: dict[str, SelectorLayout] = field(default_factory=dict)
     rules: RuleSet = field(default_factory=RuleSet)
     feature_names: set[str] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)
@@ -247,6 +317,11 @@ class DecisionCore:
             except Exception as error:
                 reasons.append(f"content table unreadable: {error}")
                 new.content, new.content_features = old.content, old.content_features
+            for slot, selector in new.selectors.items():
+                try:
+                    new.layouts[slot] = SelectorLayout.build(selector, new.content_features)
+                except InputError as error:
+                    reasons.append(f"selector {slot} cannot score the active content: {error}")
             try:
                 new.rules = load_rules(self._rules_path(), new.feature_names)
             except InputError as error:
@@ -388,6 +463,7 @@ class DecisionCore:
         )
         allowed = self._allowed(bundle, request.filters)
         plans: list[tuple[str, str | None, str | None]] = []  # (strategy, rule, reason)
+        needed = bundle.rules.names("recommend")
         model_rows: list[int] = []
         trigger_items: dict[int, list[str]] = {}
         for i, person in enumerate(people):
@@ -401,9 +477,9 @@ class DecisionCore:
             if not profile.personalised:
                 plans.append(("consent", None, "no personalisation consent"))
                 continue
-            triggers = self._triggers(profile, now)
-            variables = _variables(profile, triggers, "recommend", request.context, now)
-            match = bundle.rules.match("recommend", variables)
+            triggers = self._triggers(profile, now) if needed else []
+            variables = _variables(profile, triggers, "recommend", request.context, now, needed)
+            match = bundle.rules.match("recommend", variables) if needed else None
             if match is not None and match.strategy == "popular":
                 plans.append((f"rule:{match.rule.name}", match.rule.name, None))
                 continue
@@ -448,19 +524,21 @@ class DecisionCore:
         results: list[Recommendation] = []
         records: list[DecisionRecord] = []
         for i, (person, (strategy, _rule, reason)) in enumerate(zip(people, plans, strict=True)):
-            items: list[RecommendedItem] = []
+            items: list[tuple[str, float | None]] = []
             exclude = set(purchased.get(person, [])) | set(request.filters.exclude_items)
             if i in trigger_items:
                 items = self._trigger_first(bundle, trigger_items[i], allowed, exclude, n)
             if i in scored:
                 ids, scores = scored[i]
                 assert bundle.catalog is not None
-                for position, score in zip(ids, scores, strict=True):
+                have = {x[0] for x in items}
+                for position, score in zip(ids.tolist(), scores.tolist(), strict=True):
                     if len(items) >= n or position < 0:
                         break
                     item = str(bundle.catalog.item_ids[position])
-                    if item not in {x.item_id for x in items}:
-                        items.append(RecommendedItem(item_id=item, score=float(score), rank=0))
+                    if item not in have:
+                        items.append((item, score))
+                        have.add(item)
             elif strategy == "model" or i in trigger_items:
                 reason = model_error or "no model"
                 if strategy == "model":
@@ -469,12 +547,11 @@ class DecisionCore:
                 items = self._fill_popular(bundle, items, allowed, exclude, n)
                 if not items and bundle.catalog is None:
                     reason = reason or "no feature snapshot loaded"
-            for rank, entry in enumerate(items, start=1):
-                entry.rank = rank
-            result = Recommendation(
+            result = Recommendation.model_construct(
                 customer_id=asked[i],
                 decision_id=decision_ids[i],
-                items=items,
+                items=[x[0] for x in items],
+                scores=[x[1] for x in items],
                 strategy=strategy,
                 model_version=bundle.recommender_version if i in scored else None,
                 snapshot=bundle.snapshot_id,
@@ -489,9 +566,9 @@ class DecisionCore:
                     customer_id=person,
                     slot="recommend",
                     strategy=strategy,
-                    chosen=[x.item_id for x in items],
+                    chosen=result.items,
                     propensity=1.0,
-                    candidates=[[x.item_id, x.score] for x in items],
+                    candidates=result.scores,
                     versions=bundle.versions("recommend"),
                     context=request.context,
                 )
@@ -556,16 +633,16 @@ class DecisionCore:
 
     def _trigger_first(
         self, bundle: Bundle, items: list[str], allowed: np.ndarray, exclude: set[str], n: int
-    ) -> list[RecommendedItem]:
-        out: list[RecommendedItem] = []
+    ) -> list[tuple[str, float | None]]:
+        out: list[tuple[str, float | None]] = []
         catalog = bundle.catalog
         for item in items:
-            if item in exclude or any(x.item_id == item for x in out):
+            if item in exclude or any(x[0] == item for x in out):
                 continue
             if catalog is not None and item in catalog.position:
                 if not allowed[catalog.position[item]]:
                     continue
-            out.append(RecommendedItem(item_id=item, score=None, rank=0))
+            out.append((item, None))
             if len(out) >= n:
                 break
         return out
@@ -573,22 +650,22 @@ class DecisionCore:
     def _fill_popular(
         self,
         bundle: Bundle,
-        items: list[RecommendedItem],
+        items: list[tuple[str, float | None]],
         allowed: np.ndarray,
         exclude: set[str],
         n: int,
-    ) -> list[RecommendedItem]:
+    ) -> list[tuple[str, float | None]]:
         catalog = bundle.catalog
         if catalog is None:
             return items
-        have = {x.item_id for x in items}
+        have = {x[0] for x in items}
         out = list(items)
         for position in catalog.popularity_order:
             if len(out) >= n:
                 break
             item = str(catalog.item_ids[position])
             if allowed[position] and item not in exclude and item not in have:
-                out.append(RecommendedItem(item_id=item, score=None, rank=0))
+                out.append((item, None))
                 have.add(item)
         return out
 
@@ -628,7 +705,7 @@ class DecisionCore:
         allowed = self._allowed(bundle, request.filters)
         exclude = set(request.filters.exclude_items) | {request.item_id}
         model = bundle.recommender
-        items: list[RecommendedItem] = []
+        items: list[tuple[str, float | None]] = []
         strategy = "fallback:category_popular"
         if model is not None:
             position = catalog.position[request.item_id]
@@ -638,18 +715,17 @@ class DecisionCore:
                     continue
                 item = str(catalog.item_ids[idx])
                 if allowed[idx] and item not in exclude:
-                    items.append(RecommendedItem(item_id=item, score=float(score), rank=0))
+                    items.append((item, float(score)))
             strategy = "model"
         if len(items) < n:
             same = allowed & (
                 catalog.categories == catalog.categories[catalog.position[request.item_id]]
             )
             items = self._fill_popular(bundle, items, same, exclude, n)
-        for rank, entry in enumerate(items, start=1):
-            entry.rank = rank
         return SimilarItemsResponse(
             item_id=request.item_id,
-            items=items,
+            items=[x[0] for x in items],
+            scores=[x[1] for x in items],
             strategy=strategy,
             model_version=bundle.recommender_version if strategy == "model" else None,
         )
@@ -693,8 +769,9 @@ class DecisionCore:
             strategy = "consent" if profile.known else "fallback:cold_start"
             reason = None if profile.known else "customer not in the snapshot"
         else:
+            needed = bundle.rules.names(slot)
             triggers = self._triggers(profile, now)
-            variables = _variables(profile, triggers, slot, request.context, now)
+            variables = _variables(profile, triggers, slot, request.context, now, needed)
             match = bundle.rules.match(slot, variables, candidates=candidates)
             if match is not None and match.content_id is not None:
                 default = match.content_id
@@ -769,20 +846,12 @@ class DecisionCore:
         k = len(candidates)
         if selector is None:
             return "fallback:default", None, np.zeros(k), "no selector loaded"
-        row = dict(profile.features)
-        for name in selector.model.feature_names_ or []:
-            for prefix, which in (("prior_sends_", 0), ("prior_clicks_", 1)):
-                if name.startswith(prefix):
-                    counts = profile.responses.get(name.removeprefix(prefix), (0, 0))
-                    row[name] = float(counts[which])
-        frame = pd.DataFrame([row])
-        # Columns as the selector was trained; lines it never saw scored from their text.
-        features = bundle.content_features.reindex(columns=selector.content.columns)
+        layout = bundle.layouts.get(slot)
+        if layout is None:
+            return "fallback:default", None, np.zeros(k), "selector has no content layout"
         try:
             remaining = self.config.deadline_ms / 1000.0 - (time.monotonic() - started)
-            future = self._pool.submit(
-                candidate_scores, selector.model, frame, features, candidates
-            )
+            future = self._pool.submit(layout.scores, profile, candidates)
             members = future.result(timeout=max(remaining, 0.001))
         except FutureTimeout:
             return "fallback:default", None, np.zeros(k), "deadline passed"
@@ -847,13 +916,12 @@ class DecisionCore:
 
     # ================================================================== helpers
     def _triggers(self, profile: Profile, now: float) -> list[ActiveTrigger]:
-        last = profile.features.get("last_purchase_ts")
         return active_triggers(
             profile.recent,
             profile.snapshot_triggers,
             now=now,
             config=self.settings.features.triggers,
-            snapshot_last_purchase=None if last is None else pd.Timestamp(last).timestamp(),
+            snapshot_last_purchase=profile.snapshot_last_purchase_ts,
         )
 
     def _in_holdout(self, person: str) -> bool:
@@ -943,9 +1011,11 @@ def _variables(
     slot: str,
     context: dict[str, Any],
     now: float,
+    names: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """What a rule's expression sees."""
-    variables = _live_features(profile, now)
+    """What a rule's expression sees (features only when ``names`` asks for some)."""
+    needs_features = names is None or bool(names - BUILTIN_NAMES)
+    variables = _live_features(profile, now) if needs_features else {}
     variables.update(
         segments=list(profile.segments),
         triggers=sorted({t.trigger for t in triggers}),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic_core import to_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -92,11 +93,11 @@ class DecisionLog:
                 r.customer_id,
                 r.slot,
                 r.strategy,
-                json.dumps(r.chosen),
+                to_json(r.chosen).decode(),
                 r.propensity,
-                json.dumps(r.candidates),
-                json.dumps(r.versions),
-                json.dumps(r.context, default=str),
+                to_json(r.candidates).decode(),
+                to_json(r.versions).decode(),
+                to_json(r.context, fallback=str).decode(),
             )
             for r in records
         ]

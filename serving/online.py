@@ -18,6 +18,7 @@ Readers never block: WAL readers see the previous snapshot until the load commit
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sqlite3
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS profiles (
     segments TEXT NOT NULL,
     personalised INTEGER NOT NULL,
     consent_email INTEGER NOT NULL,
-    sendable INTEGER NOT NULL
+    sendable INTEGER NOT NULL,
+    last_purchase_ts REAL
 );
 CREATE TABLE IF NOT EXISTS identity (source_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot_triggers (
@@ -106,13 +108,20 @@ class Profile:
     known: bool
     personalised: bool
     sendable: bool
-    features: dict[str, Any] = field(default_factory=dict)
+    raw_features: str = "{}"
     segments: list[str] = field(default_factory=list)
     snapshot_triggers: list[dict[str, Any]] = field(default_factory=list)
     recent: list[tuple[float, str, str | None]] = field(default_factory=list)
     responses: dict[str, tuple[int, int]] = field(default_factory=dict)
     last_event_ts: float | None = None
     last_purchase_ts: float | None = None
+    snapshot_last_purchase_ts: float | None = None
+
+    @functools.cached_property
+    def features(self) -> dict[str, Any]:
+        """The snapshot's feature row (decoded on first use: most decisions never read it)."""
+        decoded: dict[str, Any] = json.loads(self.raw_features)
+        return decoded
 
 
 class OnlineStore:
@@ -124,6 +133,14 @@ class OnlineStore:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         con = connect_sqlite(self.path)
+        columns = [row[1] for row in con.execute("PRAGMA table_info(profiles)")]
+        if columns and "last_purchase_ts" not in columns:
+            # Derived state from an older layout: rebuilt by the next load.
+            for (table,) in con.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'"
+            ).fetchall():
+                if not table.startswith("sqlite_"):
+                    con.execute(f"DROP TABLE {table}")
         con.executescript(SCHEMA)
         con.close()
 
@@ -174,6 +191,9 @@ class OnlineStore:
                 int(bool(record.get("personalised", False))),
                 int(bool(record.get("consent_email", False))),
                 int(bool(sendable)),
+                None
+                if _missing(record.get("last_purchase_ts"))
+                else _epoch(record["last_purchase_ts"]),
             )
             for cid, sendable, record in zip(
                 customers["customer_id"].astype(str),
@@ -228,7 +248,7 @@ class OnlineStore:
                     "stock",
                 ):
                     con.execute(f"DELETE FROM {table}")
-                con.executemany("INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?)", profile_rows)
+                con.executemany("INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?, ?)", profile_rows)
                 con.executemany(
                     "INSERT INTO identity VALUES (?, ?)",
                     [(k, v) for k, v in canonical.items() if k != v],
@@ -367,19 +387,21 @@ class OnlineStore:
         payload = json.dumps(ids)
         con = self.con
         rows = con.execute(
-            "SELECT p.customer_id, p.features, p.segments, p.personalised, p.sendable "
-            "FROM profiles p WHERE p.customer_id IN (SELECT value FROM json_each(?))",
+            "SELECT p.customer_id, p.features, p.segments, p.personalised, p.sendable, "
+            "p.last_purchase_ts FROM profiles p "
+            "WHERE p.customer_id IN (SELECT value FROM json_each(?))",
             (payload,),
         ).fetchall()
         out: dict[str, Profile] = {}
-        for cid, features, segments, personalised, sendable in rows:
+        for cid, features, segments, personalised, sendable, last_purchase in rows:
             out[cid] = Profile(
                 customer_id=cid,
                 known=True,
                 personalised=bool(personalised),
                 sendable=bool(sendable),
-                features=json.loads(features) if personalised else {},
+                raw_features=features if personalised else "{}",
                 segments=json.loads(segments) if personalised else [],
+                snapshot_last_purchase_ts=last_purchase if personalised else None,
             )
         for cid in ids:
             if cid not in out:

@@ -49,6 +49,7 @@ class Rule:
     expression: str
     priority: int
     program: Any  # cel.Program
+    names: frozenset[str] = frozenset()
     content_id: str | None = None
     fallback_content_id: str | None = None
     strategy: str | None = None
@@ -73,6 +74,10 @@ class RuleSet:
         ordered = sorted(enumerate(self.rules), key=lambda p: (-p[1].priority, p[0]))
         return [rule for _, rule in ordered if rule.slot == slot]
 
+    def names(self, slot: str) -> frozenset[str]:
+        """Every name the rules of ``slot`` read (what a caller must provide)."""
+        return frozenset().union(*(r.names for r in self.rules if r.slot == slot))
+
     def match(
         self, slot: str, variables: dict[str, Any], *, candidates: list[str] | None = None
     ) -> Match | None:
@@ -83,8 +88,10 @@ class RuleSet:
         A condition that cannot be evaluated (a missing value) does not match.
         """
         for rule in self.for_slot(slot):
+            # Only the names the expression uses: converting values to CEL costs time.
+            scope = {n: variables[n] for n in rule.names if n in variables}
             try:
-                if rule.program.execute(variables) is not True:
+                if rule.program.execute(scope) is not True:
                     continue
             except (RuntimeError, ValueError, TypeError):
                 continue
@@ -173,6 +180,7 @@ def compile_rules(data: dict[str, Any], feature_names: set[str] | list[str]) -> 
                 expression=expression,
                 priority=priority,
                 program=program,
+                names=frozenset(program.variables()),
                 content_id=None if content is None else str(content),
                 fallback_content_id=(
                     None

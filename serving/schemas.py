@@ -40,16 +40,13 @@ class RecommendRequest(BaseModel):
     )
 
 
-class RecommendedItem(BaseModel):
-    item_id: str
-    score: float | None
-    rank: int
-
-
 class Recommendation(BaseModel):
     customer_id: str
     decision_id: str
-    items: list[RecommendedItem]
+    items: list[str] = Field(description="Item ids, best first.")
+    scores: list[float | None] = Field(
+        description="The model's score of each item (null where a rule or fallback placed it)."
+    )
     strategy: str = Field(description="model | rule:<name> | fallback:<reason> | consent | holdout")
     model_version: str | None = None
     snapshot: str | None = None
@@ -83,7 +80,8 @@ class SimilarItemsRequest(BaseModel):
 
 class SimilarItemsResponse(BaseModel):
     item_id: str
-    items: list[RecommendedItem]
+    items: list[str]
+    scores: list[float | None]
     strategy: str
     model_version: str | None = None
 

@@ -10,6 +10,7 @@ them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from features.settings import TriggerConfig
@@ -47,47 +48,47 @@ def active_triggers(
     snapshot_last_purchase : float, optional
         The snapshot's last purchase time, to tell a newer purchase.
     """
-    events = sorted((e for e in recent if e[0] < now), key=lambda e: e[0])
     ttl = {name: hours * HOUR for name, hours in config.ttl_hours.items()}
-    out: list[ActiveTrigger] = []
-
+    lookback = config.browse_lookback_days * DAY
+    # One pass: the latest time of each kind of answer per item, and the views.
     last_cart: dict[str, float] = {}
-    for ts, kind, item in events:
-        if kind == "add_to_cart" and item is not None:
-            last_cart[item] = ts
-    for item, cart_ts in last_cart.items():
-        answered = any(
-            ts > cart_ts and kind in ("purchase", "remove_from_cart") and i == item
-            for ts, kind, i in events
-        )
-        fired = cart_ts + config.cart_abandon_hours * HOUR
-        if not answered:
-            out.append(ActiveTrigger("cart_abandoned", item, fired, fired + ttl["cart_abandoned"]))
-
+    cart_answered: dict[str, float] = {}  # latest purchase / remove_from_cart
+    browse_answered: dict[str, float] = {}  # latest add_to_cart / purchase
+    bought: dict[str, float] = {}
+    last_purchase = -math.inf
     views: dict[str, list[float]] = {}
-    for ts, kind, item in events:
-        if (
-            kind == "product_view"
-            and item is not None
-            and now - ts <= config.browse_lookback_days * DAY
-        ):
+    for ts, kind, item in recent:
+        if ts >= now:
+            continue
+        if kind == "purchase":
+            last_purchase = max(last_purchase, ts)
+        if item is None:
+            continue
+        if kind == "add_to_cart":
+            last_cart[item] = max(last_cart.get(item, -math.inf), ts)
+            browse_answered[item] = max(browse_answered.get(item, -math.inf), ts)
+        elif kind == "purchase":
+            cart_answered[item] = max(cart_answered.get(item, -math.inf), ts)
+            browse_answered[item] = max(browse_answered.get(item, -math.inf), ts)
+            bought[item] = max(bought.get(item, -math.inf), ts)
+        elif kind == "remove_from_cart":
+            cart_answered[item] = max(cart_answered.get(item, -math.inf), ts)
+        elif kind == "product_view" and now - ts <= lookback:
             views.setdefault(item, []).append(ts)
+    out: list[ActiveTrigger] = []
+    for item, cart_ts in last_cart.items():
+        if cart_answered.get(item, -math.inf) > cart_ts:
+            continue
+        fired = cart_ts + config.cart_abandon_hours * HOUR
+        out.append(ActiveTrigger("cart_abandoned", item, fired, fired + ttl["cart_abandoned"]))
     for item, times in views.items():
         if len(times) < config.browse_min_views:
             continue
-        first = times[0]
-        nth = times[config.browse_min_views - 1]
-        answered = any(
-            ts >= first and kind in ("add_to_cart", "purchase") and i == item
-            for ts, kind, i in events
-        )
-        fired = nth + config.browse_abandon_hours * HOUR
-        if not answered:
-            out.append(
-                ActiveTrigger("browse_abandoned", item, fired, fired + ttl["browse_abandoned"])
-            )
-
-    purchases = [(ts, i) for ts, kind, i in events if kind == "purchase"]
+        times.sort()
+        if browse_answered.get(item, -math.inf) >= times[0]:
+            continue
+        fired = times[config.browse_min_views - 1] + config.browse_abandon_hours * HOUR
+        out.append(ActiveTrigger("browse_abandoned", item, fired, fired + ttl["browse_abandoned"]))
     for row in snapshot_triggers:
         name = str(row["trigger"])
         if name in LIVE_TRIGGERS:
@@ -95,11 +96,9 @@ def active_triggers(
         item = None if row.get("item_id") is None else str(row["item_id"])
         fired = float(row["fired_at"])  # type: ignore[arg-type]
         expires = float(row["expires_at"])  # type: ignore[arg-type]
-        if name == "lapsing" and any(
-            snapshot_last_purchase is None or ts > snapshot_last_purchase for ts, _ in purchases
-        ):
+        if name == "lapsing" and last_purchase > (snapshot_last_purchase or -math.inf):
             continue
-        if name == "back_in_stock" and any(ts >= fired and i == item for ts, i in purchases):
+        if name == "back_in_stock" and item is not None and bought.get(item, -math.inf) >= fired:
             continue
         out.append(ActiveTrigger(name, item, fired, expires))
     active = [t for t in out if t.fired_at <= now < t.expires_at]

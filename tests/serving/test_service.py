@@ -157,7 +157,7 @@ def test_every_endpoint_answers(server, people):
     ).json()
     assert [r["strategy"] for r in batch["results"]] == ["model", "fallback:cold_start"]
 
-    similar = _post(server, "/similar_items", {"item_id": body["items"][0]["item_id"], "n": 4})
+    similar = _post(server, "/similar_items", {"item_id": body["items"][0], "n": 4})
     assert similar.status_code == 200 and len(similar.json()["items"]) == 4
 
     choice = _post(server, "/choose", {"customer_id": customer, "slot": "subject"}).json()
