@@ -1,0 +1,335 @@
+"""Serving speed: the decision service against a no-op BentoML endpoint, side by side.
+
+    python -m bench.serving [--home PATH] [--seconds 8] [--workers 1]
+
+Builds (or reuses, with ``--home``) a trained home with ``tailor demo --no-serve``,
+starts the real service (``bentoml serve serving.service:Tailor``) and a no-op
+BentoML service with the same workers and auth middleware (``bench.noop_service``),
+one after the other on loopback, and drives each with an asyncio load generator
+(aiohttp, one connection per concurrent client) at concurrency 1, 16 and 64:
+
+* ``/recommend`` (n=10, default filters) and ``/choose`` (offer slot) on the service,
+  ``/recommend`` on the no-op — latency percentiles and requests per second;
+* ``/recommend_batch`` with 1,000 recipients per call and filters (in stock, exclude
+  purchased, a category allow-list of half the categories) — recipients per second.
+
+The load generator runs on the same machine as the server, so absolute numbers
+are those of a shared machine; the ratios to the no-op are the comparable part.
+Targets: /recommend p50 overhead over the no-op at concurrency 1 ≤ 3 ms;
+throughput at concurrency 16 ≥ 70 % of the no-op's; /recommend_batch ≥ 20,000
+recipients/s with filters. The server's peak RSS (all its processes) is sampled
+every 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import psutil
+
+from bench.results import record, table
+from features.snapshot import latest_snapshot, load_snapshot
+
+KEY = "bench-serving-key"
+HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build_home(home: Path, customers: int) -> None:
+    print(f"building a trained home in {home} ({customers:,} customers) …", flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "demo",
+            "--no-serve",
+            "--customers",
+            str(customers),
+            "--tune-budget",
+            "1",
+        ],
+        env={**os.environ, "TAILOR_HOME": str(home)},
+        cwd=REPO,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+class Server:
+    """A ``bentoml serve`` process with its peak RSS sampled."""
+
+    def __init__(self, target: str, home: Path, workers: int) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        env = {
+            **os.environ,
+            "TAILOR_HOME": str(home),
+            "TAILOR_SERVING__API_KEYS": json.dumps({KEY: ["decide", "ingest", "admin"]}),
+            "TAILOR_SERVING__WORKERS": str(workers),
+            "TAILOR_SERVING__BATCH_LIMIT": "10000",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "BENTOML_LOGGING__ACCESS__ENABLED": "false",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", target, "--port", str(self.port)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        deadline = time.monotonic() + 180
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            self.stop()
+            raise RuntimeError(f"{target} did not become ready")
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        root = psutil.Process(self.process.pid)
+        while not self._stop.is_set():
+            try:
+                processes = [root, *root.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in processes)
+                self.peak_rss = max(self.peak_rss, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+
+
+async def _drive(
+    url: str, path: str, body: Callable[[int], dict[str, Any]], concurrency: int, seconds: float
+) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
+        # Warm up: every connection once.
+        await asyncio.gather(
+            *(session.post(url + path, data=json.dumps(body(i))) for i in range(concurrency))
+        )
+        stop = time.perf_counter() + seconds
+
+        async def client(k: int) -> None:
+            nonlocal errors
+            i = k
+            while time.perf_counter() < stop:
+                started = time.perf_counter()
+                async with session.post(url + path, data=json.dumps(body(i))) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - started)
+                i += concurrency
+
+        begun = time.perf_counter()
+        await asyncio.gather(*(client(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - begun
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": float(len(ms)),
+        "rps": len(ms) / elapsed,
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "p99": float(np.percentile(ms, 99)),
+        "errors": float(errors),
+    }
+
+
+def drive(url: str, path: str, body: Callable[[int], dict[str, Any]], c: int, s: float) -> dict:
+    return asyncio.run(_drive(url, path, body, c, s))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=None, help="a trained home (kept)")
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=10, help="/recommend_batch calls")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+
+    scratch = None
+    home = args.home
+    if home is None:
+        scratch = Path(tempfile.mkdtemp(prefix="tailor-bench-serving-"))
+        home = scratch / "home"
+    if not (home / "features").exists():
+        build_home(home, args.customers)
+    shutil.rmtree(home / "online", ignore_errors=True)
+    snapshot = load_snapshot(latest_snapshot(home / "features"))
+    people = [str(c) for c in snapshot.customers["customer_id"]]
+    categories = sorted(snapshot.items["category"].dropna().astype(str).unique())
+    allowed = categories[: max(1, len(categories) // 2)]
+    rng = random.Random(0)
+    rng.shuffle(people)
+
+    def recommend(i: int) -> dict[str, Any]:
+        return {"customer_id": people[i % len(people)], "n": 10}
+
+    def choose(i: int) -> dict[str, Any]:
+        return {"customer_id": people[i % len(people)], "slot": "offer"}
+
+    rows: list[list[object]] = []
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    levels = (1, 16, 64)
+
+    noop = Server("bench.noop_service:Noop", home, args.workers)
+    try:
+        for c in levels:
+            results[("noop /recommend", c)] = drive(
+                noop.url, "/recommend", recommend, c, args.seconds
+            )
+            print("noop", c, results[("noop /recommend", c)], flush=True)
+    finally:
+        noop.stop()
+    noop_rss = noop.peak_rss
+
+    service = Server("serving.service:Tailor", home, args.workers)
+    try:
+        for c in levels:
+            for name, path, body in (
+                ("Tailor /recommend", "/recommend", recommend),
+                ("Tailor /choose", "/choose", choose),
+            ):
+                results[(name, c)] = drive(service.url, path, body, c, args.seconds)
+                print(name, c, results[(name, c)], flush=True)
+        size = 1000
+        filters = {"in_stock_only": True, "exclude_purchased": True, "categories": allowed}
+
+        def batch(i: int) -> dict[str, Any]:
+            start = (i * size) % len(people)
+            cycle = people * (size // len(people) + 2)
+            ids = cycle[start : start + size]
+            return {"customer_ids": ids, "n": 10, "filters": filters}
+
+        timings = []
+        import urllib.request
+
+        for i in range(args.batches):
+            request = urllib.request.Request(
+                service.url + "/recommend_batch",
+                data=json.dumps(batch(i)).encode(),
+                headers=HEADERS,
+                method="POST",
+            )
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=120) as response:
+                payload = json.loads(response.read())
+            timings.append(time.perf_counter() - started)
+            assert len(payload["results"]) == size
+        batch_rate = size * len(timings) / sum(timings)
+    finally:
+        service.stop()
+
+    for (name, c), r in results.items():
+        base = results[("noop /recommend", c)]
+        rows.append(
+            [
+                name,
+                c,
+                int(r["requests"]),
+                round(r["rps"]),
+                round(r["p50"], 2),
+                round(r["p95"], 2),
+                round(r["p99"], 2),
+                round(r["p50"] - base["p50"], 2),
+                round(r["rps"] / base["rps"], 2),
+                int(r["errors"]),
+            ]
+        )
+    rows.sort(key=lambda row: (row[0] != "noop /recommend", str(row[0]), int(row[1])))  # type: ignore[call-overload]
+    body = table(
+        [
+            "endpoint",
+            "concurrency",
+            "requests",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "p50 − no-op ms",
+            "× no-op req/s",
+            "errors",
+        ],
+        rows,
+    )
+    overhead = results[("Tailor /recommend", 1)]["p50"] - results[("noop /recommend", 1)]["p50"]
+    share = results[("Tailor /recommend", 16)]["rps"] / results[("noop /recommend", 16)]["rps"]
+    summary = table(
+        ["target", "measured", "met"],
+        [
+            [
+                "/recommend p50 overhead at concurrency 1 ≤ 3 ms",
+                f"{overhead:.2f} ms",
+                overhead <= 3,
+            ],
+            [
+                "/recommend req/s at concurrency 16 ≥ 70 % of the no-op's",
+                f"{share:.0%}",
+                share >= 0.7,
+            ],
+            [
+                "/recommend_batch ≥ 20,000 recipients/s with filters",
+                f"{batch_rate:,.0f} recipients/s ({size:,} per call)",
+                batch_rate >= 20_000,
+            ],
+            ["server peak RSS (all processes), Tailor", f"{service.peak_rss / 2**20:,.0f} MiB", ""],
+            ["server peak RSS (all processes), no-op", f"{noop_rss / 2**20:,.0f} MiB", ""],
+        ],
+    )
+    text = (
+        f"{len(snapshot.customers):,} customers, {len(snapshot.items):,} items; "
+        f"{args.workers} worker(s); load generator on the same machine "
+        f"(asyncio + aiohttp), {args.seconds:.0f} s per row.\n\n{body}\n\n{summary}\n"
+    )
+    print(text)
+    if not args.no_record:
+        record("Serving", text)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
