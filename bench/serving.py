@@ -280,7 +280,7 @@ def main() -> None:
             ]
         )
     rows.sort(key=lambda row: (row[0] != "noop /recommend", str(row[0]), int(row[1])))  # type: ignore[call-overload]
-    body = table(
+    report = table(
         [
             "endpoint",
             "concurrency",
@@ -322,7 +322,7 @@ def main() -> None:
     text = (
         f"{len(snapshot.customers):,} customers, {len(snapshot.items):,} items; "
         f"{args.workers} worker(s); load generator on the same machine "
-        f"(asyncio + aiohttp), {args.seconds:.0f} s per row.\n\n{body}\n\n{summary}\n"
+        f"(asyncio + aiohttp), {args.seconds:.0f} s per row.\n\n{report}\n\n{summary}\n"
     )
     print(text)
     if not args.no_record:
