@@ -313,8 +313,8 @@ def _compute(
         CREATE TEMP TABLE sparse AS
         SELECT ts, event_type, customer_id, anonymous_id, item_id,
                coalesce(price, 0) * coalesce(quantity, 1) AS value,
-               CASE WHEN event_type = 'purchase' THEN coalesce(order_id, event_id) END
-                   AS order_key,
+               -- no order id: the purchase is an order of its own (see ``orders``)
+               CASE WHEN event_type = 'purchase' THEN order_id END AS order_key,
                CASE WHEN event_type = 'stock_change' THEN properties END AS properties
         FROM events
         WHERE ts < $as_of AND event_type IN ('login', 'identify', 'purchase', 'stock_change')
@@ -377,7 +377,7 @@ def _compute(
     step("customer aggregates")
     _pair_stats(con, config, as_of, params)
     affinity = fetch_frame(con, _affinity_sql())
-    items = _item_features(con)
+    items = _item_features(con, as_of)
     interactions, user_ids, item_ids = _interactions(con, items)
     step("items, interactions, affinity")
     customers_out = _customer_table(base, behaviour, affinity, as_of, config.windows_days)
@@ -614,9 +614,13 @@ def _customer_behaviour(
         WHERE s.event_type = 'purchase' AND i.personalised
         """
     )
+    # Orders: purchases grouped by order id; a purchase without one is its own order.
+    # (Event ids are unique, so this is grouping by coalesce(order_id, event_id)
+    # without reading the event id column, the widest in the store.)
     con.execute(
-        "CREATE TEMP TABLE orders AS SELECT pid, order_key, min(ts) AS ts "
-        "FROM purchases GROUP BY pid, order_key"
+        "CREATE TEMP TABLE orders AS SELECT pid, order_key, min(ts) AS ts FROM purchases "
+        "WHERE order_key IS NOT NULL GROUP BY pid, order_key "
+        "UNION ALL SELECT pid, order_key, ts FROM purchases WHERE order_key IS NULL"
     )
 
     def of(event_type: str, column: str) -> str:
@@ -704,31 +708,36 @@ def _pair_stats(
     as_of: datetime,
     params: dict[str, Any],
 ) -> None:
-    """``pair_stats``: one pass over the events with an item, per (person, item).
+    """Two passes over the events with an item.
 
-    Holds the decayed, weighted interaction strength ``w`` (used for profiled people
-    only: the interaction matrix and category affinity) and the windowed counts that
-    item popularity sums over everyone (``pid`` is null for an unresolved visitor)."""
+    ``pair_stats``, per (person, item): the decayed, weighted interaction strength
+    ``w`` (used for profiled people only: the interaction matrix and category
+    affinity) and the last event (``pid`` is null for an unresolved visitor).
+    ``item_counts``, per (item, event type, recency): 2 = within 7 days, 1 = within
+    30, 0 = older. A few thousand groups, so far cheaper than windowed counts per
+    (person, item) pair."""
     weight = _weight_case(config.interaction_weights)
     s7, s30 = (_timestamp(as_of - timedelta(days=d)) for d in (7, 30))
-    view, cart, buy = _is("product_view"), _is("add_to_cart"), _is("purchase")
+    items = f"item_id IS NOT NULL AND et IS DISTINCT FROM {TYPE_CODES['stock_change']}"
     con.execute(
         f"""
         CREATE TEMP TABLE pair_stats AS
         SELECT pid, item_id, personal,
                sum({weight} * pow(0.5, {_AGE_DAYS} / {config.half_life_days!r})) AS w,
-               count_if({view} AND ts >= {s7}) AS views_7d,
-               count_if({view} AND ts >= {s30}) AS views_30d,
-               count_if({cart} AND ts >= {s7}) AS carts_7d,
-               count_if({cart} AND ts >= {s30}) AS carts_30d,
-               count_if({buy} AND ts >= {s7}) AS purchases_7d,
-               count_if({buy} AND ts >= {s30}) AS purchases_30d,
-               count_if(ts >= {s30}) > 0 AS recent
-        FROM ev
-        WHERE item_id IS NOT NULL AND et IS DISTINCT FROM {TYPE_CODES["stock_change"]}
+               max(ts) AS last_ts
+        FROM ev WHERE {items}
         GROUP BY pid, item_id, personal
         """,
         params,
+    )
+    con.execute(
+        f"""
+        CREATE TEMP TABLE item_counts AS
+        SELECT item_id, et, (ts >= {s7})::INTEGER + (ts >= {s30})::INTEGER AS recency,
+               count(*) AS n
+        FROM ev WHERE {items} AND {_is("product_view", "add_to_cart", "purchase")}
+        GROUP BY ALL
+        """
     )
 
 
@@ -837,19 +846,33 @@ def _local_hours(utc_hours: pd.Series, timezones: pd.Series, as_of: datetime) ->
     return out
 
 
-def _item_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+def _item_features(con: duckdb.DuckDBPyConnection, as_of: datetime) -> pd.DataFrame:
+    s30 = _timestamp(as_of - timedelta(days=30))
+    view, cart, buy = _is("product_view"), _is("add_to_cart"), _is("purchase")
     items = fetch_frame(
         con,
-        """
-        WITH stats AS (
+        f"""
+        WITH counts AS (
             SELECT item_id,
-                   sum(views_7d) AS views_7d, sum(views_30d) AS views_30d,
-                   sum(carts_7d) AS carts_7d, sum(carts_30d) AS carts_30d,
-                   sum(purchases_7d) AS purchases_7d, sum(purchases_30d) AS purchases_30d,
+                   sum(n) FILTER (WHERE {view} AND recency = 2) AS views_7d,
+                   sum(n) FILTER (WHERE {view} AND recency >= 1) AS views_30d,
+                   sum(n) FILTER (WHERE {cart} AND recency = 2) AS carts_7d,
+                   sum(n) FILTER (WHERE {cart} AND recency >= 1) AS carts_30d,
+                   sum(n) FILTER (WHERE {buy} AND recency = 2) AS purchases_7d,
+                   sum(n) FILTER (WHERE {buy} AND recency >= 1) AS purchases_30d
+            FROM item_counts GROUP BY item_id
+        ), stats AS (
+            SELECT item_id,
+                   coalesce(c.views_7d, 0) AS views_7d, coalesce(c.views_30d, 0) AS views_30d,
+                   coalesce(c.carts_7d, 0) AS carts_7d, coalesce(c.carts_30d, 0) AS carts_30d,
+                   coalesce(c.purchases_7d, 0) AS purchases_7d,
+                   coalesce(c.purchases_30d, 0) AS purchases_30d,
                    -- one row per (person, item): counting rows counts distinct people
-                   count(pid) FILTER (WHERE recent) AS buyers_or_viewers_30d
-            FROM pair_stats
-            GROUP BY item_id
+                   p.buyers_or_viewers_30d
+            FROM (SELECT item_id, count(pid) FILTER (WHERE last_ts >= {s30})
+                      AS buyers_or_viewers_30d
+                  FROM pair_stats GROUP BY item_id) p
+            LEFT JOIN counts c USING (item_id)
         ), prior AS (
             SELECT (sum(purchases_30d) + 1.0) / (sum(views_30d) + 1.0) AS rate FROM stats
         )
