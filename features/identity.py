@@ -6,21 +6,34 @@ merges are transitive (connected components). A ``login`` / ``identify`` event
 links an anonymous id to a customer, so that device's earlier browsing is
 attributed to the customer; an anonymous id seen with two different people (a
 shared device) merges nobody and is recorded as a conflict instead.
+
+The text work is vectorised (Arrow compute); only values outside ASCII take
+Python's own string methods, so the result is exactly Python's ``str.strip`` /
+``str.lower`` / ``re`` semantics. The id work is SQL (DuckDB) and one sparse
+connected-components call.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from features.store import fetch_frame
+
 MAPPING_COLUMNS = ["source_type", "source_id", "canonical_id"]
 NANP_REGIONS = frozenset({"US", "CA"})
+# The ASCII characters Python's str.isspace() accepts: what str.strip() removes and
+# what the ``\s`` of a ``re`` pattern matches, among ASCII text.
+_ASCII_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
 
 
 @dataclass
@@ -47,10 +60,26 @@ class Identity:
         return pd.Series(rows["canonical_id"].to_numpy(), index=rows["source_id"].to_numpy())
 
 
+def _text(values: pd.Series) -> tuple[pa.Array, np.ndarray]:
+    """The values as an Arrow string array, and a mask of those outside ASCII."""
+    array = pa.array(values.astype("string[pyarrow]"), type=pa.large_string())
+    ascii_ = pc.fill_null(pc.string_is_ascii(array), True)
+    return array, ~np.asarray(ascii_, dtype=bool)
+
+
+def _series(array: pa.Array, index: pd.Index) -> pd.Series:
+    return pd.Series(array, index=index, dtype="string[pyarrow]")
+
+
 def normalise_email(emails: pd.Series) -> pd.Series:
     """Trim and lower-case; values without an ``@`` become NA."""
-    text = emails.astype("string").str.strip().str.lower()
-    return text.where(text.str.contains("@", regex=False).fillna(False))
+    array, other = _text(emails)
+    text = pc.ascii_lower(pc.ascii_trim(array, characters=_ASCII_SPACE))
+    out = _series(pc.if_else(pc.match_substring(text, "@"), text, None), emails.index)
+    if other.any():
+        rest = emails[other].astype(str).str.strip().str.lower()
+        out[other] = rest.where(rest.str.contains("@", regex=False))
+    return out
 
 
 def normalise_phone(phones: pd.Series, region: str = "US") -> pd.Series:
@@ -63,43 +92,56 @@ def normalise_phone(phones: pd.Series, region: str = "US") -> pd.Series:
     region : str
         ISO region assumed for numbers written without a country code.
     """
-    text = phones.astype("string").str.strip()
-    digits = text.str.replace(r"[\s().\-]", "", regex=True)
-    fast = pd.Series(pd.NA, index=text.index, dtype="string")
+    array, other = _text(phones)
+    text = pc.ascii_trim(array, characters=_ASCII_SPACE)
+    digits = pc.replace_substring_regex(text, r"[\t\n\x0b\x0c\r\x1c-\x1f ().\-]", "")
     # Already international ("+44 20 7946 0958"): E.164 is "+" and the digits.
-    international = digits.str.fullmatch(r"\+[1-9]\d{7,14}").fillna(False)
-    fast[international] = digits[international]
+    fast = pc.if_else(pc.match_substring_regex(digits, r"^\+[1-9][0-9]{7,14}$"), digits, None)
     if region in NANP_REGIONS:
         # North American numbers written with 10 digits (or 1 + 10): E.164 is +1 and
         # the 10 digits; parse only what this does not cover.
-        ten = digits.str.fullmatch(r"1?[2-9]\d{2}[2-9]\d{6}").fillna(False)
-        fast[ten] = "+1" + digits[ten].str.slice(-10)
+        ten = pc.match_substring_regex(digits, r"^1?[2-9][0-9]{2}[2-9][0-9]{6}$")
+        last_ten = pc.binary_join_element_wise(
+            pa.scalar("+1", pa.large_string()),
+            pc.utf8_slice_codeunits(digits, -10),
+            pa.scalar("", pa.large_string()),
+        )
+        fast = pc.if_else(pc.and_(ten, pc.is_null(fast)), last_ten, fast)
+    out = _series(fast, phones.index)
+    raw = _series(text, phones.index)
+    if other.any():
+        # Outside ASCII, Python's own rules (``\s`` and ``\d`` are Unicode there).
+        out[other] = _python_fast_phone(phones[other].astype(str).str.strip(), region)
+        raw[other] = phones[other].astype(str).str.strip()
     table: dict[str, str | None] = {}
-    for raw in text[fast.isna()].dropna().unique():  # one parse per distinct number
+    for value in raw[out.isna() & raw.notna()].unique():  # one parse per distinct number
         try:
-            parsed = phonenumbers.parse(str(raw), region)
+            parsed = phonenumbers.parse(str(value), region)
         except phonenumbers.NumberParseException:
-            table[str(raw)] = None
+            table[str(value)] = None
             continue
-        table[str(raw)] = (
+        table[str(value)] = (
             phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
             if phonenumbers.is_possible_number(parsed)
             else None
         )
-    return fast.fillna(text.map(table).astype("string"))
+    if table:
+        out = out.fillna(raw.map(table).astype("string[pyarrow]"))
+    return out
 
 
-def pseudonymise(values: pd.Index | pd.Series) -> np.ndarray:
-    """SHA-256 (hex) of each value, vectorised: lets the identity table join on emails and
-    phones without holding them (no PII outside the customer table)."""
-    frame = pd.DataFrame({"v": np.asarray(values, dtype=object)})
-    con = duckdb.connect()
-    try:
-        con.register("t", frame)
-        digests = con.execute("SELECT sha256(v) AS d FROM t").fetchnumpy()["d"]
-    finally:
-        con.close()
-    return np.asarray(digests, dtype=object)
+def _python_fast_phone(text: pd.Series, region: str) -> pd.Series:
+    """The E.164 shortcuts with Python's ``re`` (for text outside ASCII)."""
+
+    def shortcut(value: str) -> str | None:
+        digits = re.sub(r"[\s().\-]", "", value)
+        if re.fullmatch(r"\+[1-9]\d{7,14}", digits):
+            return digits
+        if region in NANP_REGIONS and re.fullmatch(r"1?[2-9]\d{2}[2-9]\d{6}", digits):
+            return "+1" + digits[-10:]
+        return None
+
+    return pd.Series([shortcut(v) for v in text], index=text.index, dtype="string[pyarrow]")
 
 
 def resolve_identities(
@@ -129,98 +171,118 @@ def resolve_identities(
         The canonical id of a person is the smallest customer id among their
         records, so it is stable while records are only added.
     """
-    ids = pd.concat(
-        [
-            customers["customer_id"].astype("string"),
-            links["customer_id"].astype("string"),
-            (extra_customer_ids if extra_customer_ids is not None else pd.Series([])).astype(
-                "string"
-            ),
-        ]
-    ).dropna()
-    customer_ids = np.sort(ids.unique().astype(str))
-    n = len(customer_ids)
-    position = pd.Series(np.arange(n), index=customer_ids)
 
-    records = customers.assign(
-        email=normalise_email(customers["email"]),
-        phone=normalise_phone(customers["phone"], phone_region),
+    def strings(values: pd.Series) -> pa.Array:
+        return pa.array(values.astype("string[pyarrow]"), type=pa.large_string())
+
+    records = pa.table(
+        {
+            "seq": np.arange(len(customers)),
+            "customer_id": strings(customers["customer_id"]),
+            "email": strings(normalise_email(customers["email"])),
+            "phone": strings(normalise_phone(customers["phone"], phone_region)),
+        }
     )
-    rows = position.reindex(records["customer_id"].astype(str)).to_numpy()
-    key_frames = []
-    for key in ("email", "phone"):
-        values = records[key]
-        keep = values.notna().to_numpy()
-        key_frames.append(
-            pd.DataFrame({"row": rows[keep], "key": key + ":" + values[keep].astype(str)})
+    pairs = pa.table({c: strings(links[c]) for c in ("customer_id", "anonymous_id")})
+    extra = pa.table(
+        {
+            "customer_id": strings(
+                extra_customer_ids if extra_customer_ids is not None else pd.Series([], dtype=str)
+            )
+        }
+    )
+    con = duckdb.connect()
+    try:
+        for name, frame in (("records", records), ("pairs", pairs), ("extra", extra)):
+            con.register(name, frame)
+        # Every customer id, numbered in id order (byte order of UTF-8 = code point order).
+        con.execute(
+            """
+            CREATE TABLE ids AS
+            SELECT customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS pos
+            FROM (SELECT customer_id FROM records UNION SELECT customer_id FROM pairs
+                  UNION SELECT customer_id FROM extra)
+            WHERE customer_id IS NOT NULL
+            """
         )
-    keyed = pd.concat(key_frames, ignore_index=True)
-    key_codes, key_values = pd.factorize(keyed["key"])
-    # Bipartite graph customers ↔ keys; components are people.
-    graph = sp.coo_matrix(
-        (np.ones(len(keyed)), (keyed["row"].to_numpy(), n + key_codes)),
-        shape=(n + len(key_values), n + len(key_values)),
-    )
-    _, labels = connected_components(graph, directed=False)
-    customer_labels = labels[:n]
-    # Smallest customer id in each component (ids are sorted, so the first seen).
-    first = pd.Series(np.arange(n)).groupby(customer_labels).transform("min").to_numpy()
-    canonical_of = pd.Series(customer_ids[first], index=customer_ids)
-
-    key_canonical = pd.Series(canonical_of.to_numpy()[keyed["row"].to_numpy()], index=keyed["key"])
-    key_canonical = key_canonical[~key_canonical.index.duplicated()]
-
-    anonymous, conflicts = _attach_anonymous(links, canonical_of)
-    mapping = pd.concat(
-        [
-            _mapping("customer", canonical_of.index, canonical_of.to_numpy()),
-            _mapping("anonymous", anonymous.index, anonymous.to_numpy()),
-            *[
-                _mapping(
-                    kind,
-                    pseudonymise(keys.index.str.slice(len(kind) + 1)),
-                    keys.to_numpy(),
-                )
-                for kind in ("email", "phone")
-                for keys in [key_canonical[key_canonical.index.str.startswith(kind + ":")]]
-            ],
-        ],
-        ignore_index=True,
-    )
+        con.execute(
+            """
+            CREATE TABLE keyed AS
+            SELECT i.pos, k.kind, k.value, k.seq FROM (
+                SELECT seq, customer_id, 'email' AS kind, email AS value FROM records
+                WHERE email IS NOT NULL
+                UNION ALL
+                SELECT seq, customer_id, 'phone' AS kind, phone AS value FROM records
+                WHERE phone IS NOT NULL) k
+            JOIN ids i USING (customer_id)
+            """
+        )
+        con.execute(
+            "CREATE TABLE keys AS SELECT kind, value, min(seq) AS first_seq, min(pos) AS pos, "
+            "(row_number() OVER () - 1)::INTEGER AS code FROM keyed GROUP BY kind, value"
+        )
+        n = _count(con, "ids")
+        edges = con.execute(
+            "SELECT k.pos, c.code FROM keyed k JOIN keys c USING (kind, value)"
+        ).fetchnumpy()
+        # Bipartite graph customers ↔ keys; components are people.
+        size = n + _count(con, "keys")
+        graph = sp.coo_matrix(
+            (
+                np.ones(len(edges["pos"]), dtype=np.int8),
+                (np.asarray(edges["pos"]), n + np.asarray(edges["code"])),
+            ),
+            shape=(size, size),
+        )
+        _, labels = connected_components(graph, directed=False)
+        # Smallest customer id in each component: ids are numbered in id order.
+        first = np.full(labels.max() + 1 if size else 0, n, dtype=np.int64)
+        np.minimum.at(first, labels[:n], np.arange(n))
+        con.register("canonical_pos", pa.table({"pos": np.arange(n), "to": first[labels[:n]]}))
+        con.execute(
+            "CREATE TABLE person AS SELECT i.pos, i.customer_id, c.customer_id AS canonical_id "
+            "FROM ids i JOIN canonical_pos x ON x.pos = i.pos JOIN ids c ON c.pos = x.to"
+        )
+        # Anonymous ids: attached to the one person they logged in as, or a conflict.
+        con.execute(
+            """
+            CREATE TABLE linked AS
+            SELECT anonymous_id, canonical_id, count(*) OVER (PARTITION BY anonymous_id) AS n
+            FROM (SELECT DISTINCT p.anonymous_id, c.canonical_id
+                  FROM pairs p JOIN person c USING (customer_id)
+                  WHERE p.anonymous_id IS NOT NULL)
+            """
+        )
+        mapping = fetch_frame(
+            con,
+            """
+            SELECT source_type, source_id, canonical_id FROM (
+                SELECT 'customer' AS source_type, customer_id AS source_id, canonical_id,
+                       0 AS part, pos AS ord FROM person
+                UNION ALL
+                SELECT 'anonymous', anonymous_id, canonical_id, 1,
+                       row_number() OVER (ORDER BY anonymous_id) FROM linked WHERE n = 1
+                UNION ALL
+                -- Emails and phones only as digests, in order of first appearance.
+                SELECT k.kind, sha256(k.value), p.canonical_id,
+                       CASE k.kind WHEN 'email' THEN 2 ELSE 3 END, k.first_seq
+                FROM keys k JOIN person p USING (pos))
+            ORDER BY part, ord
+            """,
+        )
+        conflicts = fetch_frame(
+            con,
+            "SELECT anonymous_id, string_agg(canonical_id, ',' ORDER BY canonical_id) "
+            "AS canonical_ids, count(*) AS n_customers FROM linked WHERE n > 1 "
+            "GROUP BY anonymous_id ORDER BY anonymous_id",
+        )
+    finally:
+        con.close()
+    if conflicts.empty:
+        conflicts = pd.DataFrame(columns=["anonymous_id", "canonical_ids", "n_customers"])
     return Identity(mapping=mapping, conflicts=conflicts)
 
 
-def _attach_anonymous(
-    links: pd.DataFrame, canonical_of: pd.Series
-) -> tuple[pd.Series, pd.DataFrame]:
-    pairs = links[["customer_id", "anonymous_id"]].dropna().astype(str)
-    pairs = pairs.assign(canonical_id=canonical_of.reindex(pairs["customer_id"]).to_numpy())
-    people = pairs.drop_duplicates(["anonymous_id", "canonical_id"])
-    count = people.groupby("anonymous_id")["canonical_id"].transform("size")
-    single = people[count == 1]
-    shared = people[count > 1]
-    conflicts = (
-        shared.sort_values("canonical_id")
-        .groupby("anonymous_id", sort=True)["canonical_id"]
-        .agg(canonical_ids=",".join, n_customers="size")
-        .reset_index()
-    )
-    if conflicts.empty:
-        conflicts = pd.DataFrame(columns=["anonymous_id", "canonical_ids", "n_customers"])
-    anonymous = pd.Series(
-        single["canonical_id"].to_numpy(), index=single["anonymous_id"].to_numpy()
-    )
-    return anonymous.sort_index(), conflicts
-
-
-def _mapping(
-    source_type: str, source_ids: pd.Index | np.ndarray, canonical_ids: np.ndarray
-) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "source_type": source_type,
-            "source_id": np.asarray(source_ids).astype(str).astype(object),
-            "canonical_id": np.asarray(canonical_ids, dtype=object),
-        },
-        columns=MAPPING_COLUMNS,
-    )
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    ((count,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+    return int(count)

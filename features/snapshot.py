@@ -35,7 +35,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 
 from features.contracts import EVENT_TYPES
@@ -50,7 +51,7 @@ from features.errors import InputError, NotFoundError
 from features.identity import Identity, resolve_identities
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
-from features.store import INGESTED_AT, EventStore, connect
+from features.store import INGESTED_AT, EventStore, connect, fetch_frame
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +217,6 @@ def compute_snapshot(
         con.register("customers", _conform(customers, CUSTOMERS.arrow_schema(), keep_extra=False))
         history = _conform(catalog_history, CATALOG.arrow_schema())
         if INGESTED_AT not in history.column_names:
-            import pyarrow as pa
-
             history = history.append_column(
                 INGESTED_AT,
                 pa.array(
@@ -232,8 +231,6 @@ def compute_snapshot(
 
 
 def _conform(frame: pd.DataFrame | None, schema: Any, keep_extra: bool = True) -> Any:
-    import pyarrow as pa
-
     if frame is None:
         return schema.empty_table()
     frame = frame.copy()
@@ -251,6 +248,28 @@ def _conform(frame: pd.DataFrame | None, schema: Any, keep_extra: bool = True) -
 
 
 # --------------------------------------------------------------------------- computation
+# The resolved event table stores an event type as its position in EVENT_TYPES (a
+# one-byte code instead of a string); the SQL names types through ``_is``.
+TYPE_CODES = {name: code for code, name in enumerate(EVENT_TYPES)}
+
+
+def _is(*event_types: str) -> str:
+    """SQL predicate on the type code ``et``: ``_is("purchase")`` → ``et = 6``."""
+    codes = ", ".join(str(TYPE_CODES[t]) for t in event_types)
+    return f"et IN ({codes})"
+
+
+def _timestamp(moment: datetime) -> str:
+    """A UTC timestamp literal (microsecond precision)."""
+    return f"TIMESTAMPTZ '{moment.astimezone(UTC).isoformat()}'"
+
+
+# Hour of the day of a UTC timestamp, by integer arithmetic on microseconds (exact,
+# and far cheaper than calendar functions on ten million rows).
+_UTC_HOUR = "((epoch_us(ts) % 86400000000 + 86400000000) % 86400000000) // 3600000000"
+_AGE_DAYS = "(epoch_us($as_of) - epoch_us(ts)) / 86400e6"
+
+
 def _compute(
     con: duckdb.DuckDBPyConnection,
     as_of: datetime,
@@ -259,14 +278,27 @@ def _compute(
     phone_region: str,
     progress: Progress | None,
 ) -> Snapshot:
+    """The snapshot in stages; each stage's seconds go to the manifest.
+
+    The events are read twice: one selective pass for the few types needed row by
+    row (logins, purchases, stock changes), and one pass that resolves every event to
+    a person number and stores it as a narrow integer-coded table, ``ev``. Every
+    aggregate after that reads ``ev`` (in memory), not the store.
+    """
     if as_of.tzinfo is None:
         raise InputError("as_of", as_of, "must be timezone-aware (UTC)")
     as_of = as_of.astimezone(UTC)
     started = time.perf_counter()
+    stages: dict[str, float] = {}
+    mark = started
 
-    def step(message: str) -> None:
+    def step(stage: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        stages[stage] = round(now - mark, 3)
+        mark = now
         if progress is not None:
-            progress(f"{message} ({time.perf_counter() - started:.1f} s)")
+            progress(f"{stage} ({stages[stage]:.2f} s)")
 
     params = {"as_of": as_of}
     # Identity: customer records + login/identify links before as_of.
@@ -274,64 +306,54 @@ def _compute(
         "CREATE TEMP TABLE customer_records AS SELECT *, "
         "json_extract_string(attributes, '$.timezone') AS timezone FROM customers"
     )
-    customers = con.execute("SELECT customer_id, email, phone FROM customer_records").df()
-    # One scan for both: every customer id seen, with the anonymous ids it logged in from.
-    con.execute(
-        "CREATE TEMP TABLE seen AS SELECT DISTINCT customer_id, CASE WHEN event_type IN "
-        "('login', 'identify') THEN anonymous_id END AS anonymous_id "
-        "FROM events WHERE ts < $as_of AND customer_id IS NOT NULL",
-        params,
-    )
-    links = con.execute("SELECT * FROM seen WHERE anonymous_id IS NOT NULL").df()
-    seen = con.execute("SELECT DISTINCT customer_id FROM seen").df()["customer_id"]
-    identity = resolve_identities(
-        customers, links, extra_customer_ids=seen, phone_region=phone_region
-    )
-    con.register("idmap", identity.mapping)
-    step("identity resolved")
-
-    base = _consent_base(con, config)
-    con.register("people", base)
-    # Events carry a person number (``pid``, the rank of the canonical id) instead of
-    # the id: every aggregate below groups and joins on integers, and the string id
-    # comes back from ``person`` only in the (small) outputs. pid order is id order.
-    con.execute(
-        "CREATE TEMP TABLE person AS SELECT (row_number() OVER (ORDER BY customer_id) - 1)"
-        "::INTEGER AS pid, customer_id, personalised FROM people"
-    )
-    # One lookup for every id an event may carry; one join resolves it.
+    # The few event types needed row by row, in one selective pass (the type filter
+    # is pushed into the scan, so the other rows are barely read).
     con.execute(
         """
-        CREATE TEMP TABLE ids AS
-        SELECT m.source_type = 'customer' AS is_customer, m.source_id, p.pid, p.personalised
-        FROM idmap m JOIN person p ON p.customer_id = m.canonical_id
-        WHERE m.source_type IN ('customer', 'anonymous')
-        """
-    )
-    con.execute(
-        """
-        CREATE TEMP TABLE ev AS
-        SELECT e.ts, e.event_type, e.item_id, e.price, e.quantity,
-               CASE WHEN e.event_type = 'purchase' THEN coalesce(e.order_id, e.event_id) END
-                   AS order_key,
-               CASE WHEN e.event_type = 'stock_change' THEN e.properties END AS properties,
-               i.pid, coalesce(i.personalised, false) AS personal,
-               (epoch_us($as_of) - epoch_us(e.ts)) / 86400e6 AS age_days
-        FROM events e
-        LEFT JOIN ids i ON i.is_customer = (e.customer_id IS NOT NULL)
-                       AND i.source_id = coalesce(e.customer_id, e.anonymous_id)
-        WHERE e.ts < $as_of
+        CREATE TEMP TABLE sparse AS
+        SELECT ts, event_type, customer_id, anonymous_id, item_id,
+               coalesce(price, 0) * coalesce(quantity, 1) AS value,
+               -- no order id: the purchase is an order of its own (see ``orders``)
+               CASE WHEN event_type = 'purchase' THEN order_id END AS order_key,
+               CASE WHEN event_type = 'stock_change' THEN properties END AS properties
+        FROM events
+        WHERE ts < $as_of AND event_type IN ('login', 'identify', 'purchase', 'stock_change')
         """,
         params,
     )
-    # Only customers who consented to personalisation are profiled.
-    con.execute("CREATE TEMP VIEW evp AS SELECT * FROM ev WHERE personal")
+    customers = fetch_frame(con, "SELECT customer_id, email, phone FROM customer_records")
+    links = fetch_frame(
+        con,
+        "SELECT DISTINCT customer_id, anonymous_id FROM sparse "
+        "WHERE event_type IN ('login', 'identify') "
+        "AND customer_id IS NOT NULL AND anonymous_id IS NOT NULL",
+    )
+    identity = resolve_identities(customers, links, phone_region=phone_region)
+    base = _number_people(con, identity, config, numbered=None)
+    step("identity")
+
+    _resolve_events(con, params)
+    # A customer id with neither a record nor a login link is a person of its own;
+    # such ids are numbered after the others, and their events updated in place.
+    unnumbered = fetch_frame(
+        con, "SELECT DISTINCT unnumbered FROM ev WHERE unnumbered IS NOT NULL"
+    )["unnumbered"]
+    if len(unnumbered):
+        identity = resolve_identities(
+            customers, links, extra_customer_ids=unnumbered, phone_region=phone_region
+        )
+        numbered = fetch_frame(con, "SELECT * FROM person")
+        base = _number_people(con, identity, config, numbered=numbered)
+        con.execute(
+            "UPDATE ev SET pid = i.pid, personal = i.personalised FROM ids i "
+            "WHERE i.is_customer AND ev.unnumbered = i.source_id"
+        )
     # Unsubscribes decide sendability for everyone, consented to profiling or not.
-    unsub = con.execute(
+    unsub = fetch_frame(
+        con,
         "SELECT customer_id, last_unsubscribe_ts FROM person JOIN (SELECT pid, max(ts) "
-        "AS last_unsubscribe_ts FROM ev WHERE event_type = 'unsubscribe' GROUP BY pid) "
-        "USING (pid)"
-    ).df()
+        f"AS last_unsubscribe_ts FROM ev WHERE {_is('unsubscribe')} GROUP BY pid) USING (pid)",
+    )
     base = _apply_unsubscribes(base, unsub)
     con.execute(
         f"""
@@ -349,20 +371,22 @@ def _compute(
         params,
     )
     events_read = con.execute("SELECT count(*) FROM ev").fetchone()
-    step("events read")
+    step("events resolved")
 
-    behaviour = _customer_behaviour(con, config, params)
-    affinity = con.execute(_affinity_sql(config)).df()
-    step("customer features")
+    behaviour = _customer_behaviour(con, config, as_of, params)
+    step("customer aggregates")
+    _pair_stats(con, config, as_of, params)
+    affinity = fetch_frame(con, _affinity_sql())
+    items = _item_features(con, as_of)
+    interactions, user_ids, item_ids = _interactions(con, items)
+    step("items, interactions, affinity")
     customers_out = _customer_table(base, behaviour, affinity, as_of, config.windows_days)
-    items = _item_features(con)
-    step("item features")
-    interactions, user_ids, item_ids = _interactions(con, config, items)
-    step("interaction matrix")
+    step("customer table")
     personal = customers_out[customers_out["personalised"]]
     memberships = segments.evaluate(personal)
+    step("segments")
     triggers = _triggers(con, config, params)
-    step("segments and triggers")
+    step("triggers")
 
     manifest = {
         "format": SNAPSHOT_FORMAT,
@@ -389,6 +413,7 @@ def _compute(
         "trigger_counts": triggers["trigger"].value_counts().to_dict(),
         "config": json.loads(config.model_dump_json()),
         "seconds": round(time.perf_counter() - started, 3),
+        "stage_seconds": stages,
     }
     return Snapshot(
         as_of=as_of,
@@ -409,6 +434,84 @@ def _schema(frame: pd.DataFrame) -> dict[str, str]:
     return {str(c): str(t) for c, t in frame.dtypes.items()}
 
 
+def _number_people(
+    con: duckdb.DuckDBPyConnection,
+    identity: Identity,
+    config: FeatureConfig,
+    numbered: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """Register the identity, number its people and build the id lookup ``ids``.
+
+    A person number (``pid``) stands for the canonical id in every aggregate, so the
+    passes over the events group and join on integers. People already ``numbered``
+    keep their number; new ones are numbered after them, in id order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The consent base (:func:`_consent_base`), one row per person.
+    """
+    con.register("idmap", pa.Table.from_pandas(identity.mapping, preserve_index=False))
+    base = _consent_base(con, config)
+    ids = base["customer_id"].to_numpy()
+    if numbered is None:
+        pid = np.arange(len(ids), dtype=np.int32)
+    else:
+        known = pd.Series(numbered["pid"].to_numpy(), index=numbered["customer_id"].to_numpy())
+        found = np.array(known.reindex(ids).to_numpy(dtype=float, na_value=np.nan))
+        new = np.isnan(found)
+        found[new] = len(numbered) + np.arange(int(new.sum()))
+        pid = found.astype(np.int32)
+    con.register(
+        "person_frame",
+        pa.table(
+            {
+                "pid": pid,
+                "customer_id": pa.array(ids, pa.string()),
+                "personalised": base["personalised"].to_numpy(dtype=bool),
+            }
+        ),
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE person AS SELECT * FROM person_frame")
+    con.unregister("person_frame")
+    # One lookup for every id an event may carry; one join resolves it.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE ids AS
+        SELECT m.source_type = 'customer' AS is_customer, m.source_id, p.pid, p.personalised
+        FROM idmap m JOIN person p ON p.customer_id = m.canonical_id
+        WHERE m.source_type IN ('customer', 'anonymous')
+        """
+    )
+    return base
+
+
+def _resolve_events(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
+    """``ev``: every event before as_of with its person number, narrow and integer-coded.
+
+    ``personal``: the person consented to profiling (only such events build profiles).
+    ``unnumbered``: the customer id of an event no id in ``ids`` resolves (else null).
+    """
+    codes = ", ".join(f"('{name}', {code})" for name, code in TYPE_CODES.items())
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE event_codes AS "
+        f"SELECT event_type, et::UTINYINT AS et FROM (VALUES {codes}) t(event_type, et)"
+    )
+    con.execute(
+        """
+        CREATE TEMP TABLE ev AS
+        SELECT e.ts, c.et, e.item_id, i.pid, coalesce(i.personalised, false) AS personal,
+               CASE WHEN i.pid IS NULL THEN e.customer_id END AS unnumbered
+        FROM events e
+        LEFT JOIN event_codes c ON c.event_type = e.event_type
+        LEFT JOIN ids i ON i.is_customer = (e.customer_id IS NOT NULL)
+                       AND i.source_id = coalesce(e.customer_id, e.anonymous_id)
+        WHERE e.ts < $as_of
+        """,
+        params,
+    )
+
+
 def _consent_base(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> pd.DataFrame:
     """One row per canonical customer with consent state (conservative merge).
 
@@ -417,7 +520,8 @@ def _consent_base(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> pd.D
     customer record at all gets ``assume_consent_when_unknown``.
     """
     default = "true" if config.assume_consent_when_unknown else "false"
-    people = con.execute(
+    people = fetch_frame(
+        con,
         f"""
         WITH rec AS (
             SELECT m.canonical_id, c.*,
@@ -444,8 +548,8 @@ def _consent_base(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> pd.D
               WHERE source_type = 'customer') p
         LEFT JOIN grouped g ON g.canonical_id = p.customer_id
         ORDER BY p.customer_id
-        """
-    ).df()
+        """,
+    )
     people["personalised"] = people["consent_personalization"]
     return people
 
@@ -464,49 +568,77 @@ def _apply_unsubscribes(people: pd.DataFrame, unsub: pd.DataFrame) -> pd.DataFra
 
 
 def _weight_case(weights: dict[str, float]) -> str:
-    whens = " ".join(f"WHEN '{t}' THEN {float(w)!r}" for t, w in sorted(weights.items()))
-    return f"(CASE event_type {whens} ELSE 0.0 END)"
+    whens = " ".join(f"WHEN {TYPE_CODES[t]} THEN {float(w)!r}" for t, w in sorted(weights.items()))
+    return f"(CASE et {whens} ELSE 0.0 END)"
 
 
 def _customer_behaviour(
-    con: duckdb.DuckDBPyConnection, config: FeatureConfig, params: dict[str, Any]
+    con: duckdb.DuckDBPyConnection,
+    config: FeatureConfig,
+    as_of: datetime,
+    params: dict[str, Any],
 ) -> pd.DataFrame:
     """Behavioural aggregates per customer: one pass over the events into a narrow
-    (customer, event type) table, then everything per customer from that.
+    (customer, event type) table, one into (customer, hour of day), then everything
+    per customer from those and from the purchases.
 
     The window counts (one column per event type and window) are that narrow table
     laid out wide by a numpy scatter on (person, event type): a reshape, no
-    arithmetic, and much cheaper than some 65 filtered sums in one SQL aggregate."""
+    arithmetic, and much cheaper than some 65 filtered sums in one SQL aggregate.
+    An event is in the N-day window when ``ts >= as_of - N days`` (its age is at most
+    N days): a timestamp comparison, exact at the boundary."""
     windows = sorted(set(config.windows_days) | {30, 90})
+    since = {w: _timestamp(as_of - timedelta(days=w)) for w in windows}
     con.execute(
-        "CREATE TEMP TABLE per_type AS SELECT pid, event_type, count(*) AS n, "
-        + "".join(f"count_if(age_days <= {w}) AS w{w}, " for w in windows)
-        + "min(ts) AS first_ts, max(ts) AS last_ts, "
-        "sum(coalesce(price, 0) * coalesce(quantity, 1)) AS value, "
-        "coalesce(sum(coalesce(price, 0) * coalesce(quantity, 1)) "
-        "FILTER (WHERE age_days <= 90), 0) AS value_90d "
-        "FROM evp GROUP BY pid, event_type"
+        "CREATE TEMP TABLE per_type AS SELECT pid, et, count(*) AS n, "
+        + "".join(f"count_if(ts >= {since[w]}) AS w{w}, " for w in windows)
+        + "min(ts) AS first_ts, max(ts) AS last_ts FROM ev WHERE personal GROUP BY pid, et"
+    )
+    con.execute(
+        f"""
+        CREATE TEMP TABLE hours AS
+        SELECT pid, hr, count_if({_is("email_open", "email_click")}) AS n_email,
+               count(*) AS n_all
+        FROM (SELECT pid, et, {_UTC_HOUR} AS hr FROM ev WHERE personal)
+        GROUP BY pid, hr
+        """
+    )
+    # Purchases of profiled customers, row by row (their value and order).
+    con.execute(
+        """
+        CREATE TEMP TABLE purchases AS
+        SELECT i.pid, s.ts, s.item_id, s.value, s.order_key
+        FROM sparse s
+        JOIN ids i ON i.is_customer = (s.customer_id IS NOT NULL)
+                  AND i.source_id = coalesce(s.customer_id, s.anonymous_id)
+        WHERE s.event_type = 'purchase' AND i.personalised
+        """
+    )
+    # Orders: purchases grouped by order id; a purchase without one is its own order.
+    # (Event ids are unique, so this is grouping by coalesce(order_id, event_id)
+    # without reading the event id column, the widest in the store.)
+    con.execute(
+        "CREATE TEMP TABLE orders AS SELECT pid, order_key, min(ts) AS ts FROM purchases "
+        "WHERE order_key IS NOT NULL GROUP BY pid, order_key "
+        "UNION ALL SELECT pid, order_key, ts FROM purchases WHERE order_key IS NULL"
     )
 
     def of(event_type: str, column: str) -> str:
-        return f"coalesce(sum({column}) FILTER (WHERE event_type = '{event_type}'), 0)"
+        return f"coalesce(sum({column}) FILTER (WHERE {_is(event_type)}), 0)"
 
-    frame = con.execute(
+    frame = fetch_frame(
+        con,
         f"""
-        WITH orders AS (
-            SELECT pid, order_key, min(ts) AS ts
-            FROM evp WHERE event_type = 'purchase' GROUP BY pid, order_key
-        ), order_stats AS (
+        WITH order_stats AS (
             SELECT pid, count(*) AS orders, median(gap) AS gap FROM (
                 SELECT pid, (epoch(ts) - epoch(lag(ts) OVER (PARTITION BY pid ORDER BY ts)))
                        / 86400.0 AS gap
                 FROM orders)
             GROUP BY pid
-        ), hours AS (
-            SELECT pid, hour(ts) AS hr,
-                   count_if(event_type IN ('email_open', 'email_click')) AS n_email,
-                   count(*) AS n_all
-            FROM evp GROUP BY pid, hr
+        ), money AS (
+            SELECT pid, sum(value) AS monetary,
+                   coalesce(sum(value) FILTER (WHERE ts >= {since[90]}), 0) AS monetary_90d
+            FROM purchases GROUP BY pid
         ), send_hour AS (
             SELECT pid,
                    CASE WHEN max(n_email) > 0 THEN arg_max(hr, n_email * 24 + (23 - hr))
@@ -518,14 +650,12 @@ def _customer_behaviour(
                    max(last_ts) AS last_event_ts,
                    (epoch_us($as_of) - epoch_us(max(last_ts))) / 86400e6
                        AS days_since_last_event,
-                   min(first_ts) FILTER (WHERE event_type = 'purchase') AS first_purchase_ts,
-                   max(last_ts) FILTER (WHERE event_type = 'purchase') AS last_purchase_ts,
+                   min(first_ts) FILTER (WHERE {_is("purchase")}) AS first_purchase_ts,
+                   max(last_ts) FILTER (WHERE {_is("purchase")}) AS last_purchase_ts,
                    (epoch_us($as_of)
-                    - epoch_us(max(last_ts) FILTER (WHERE event_type = 'purchase'))) / 86400e6
+                    - epoch_us(max(last_ts) FILTER (WHERE {_is("purchase")}))) / 86400e6
                        AS recency_days,
                    {of("purchase", "n")}::BIGINT AS frequency,
-                   {of("purchase", "value")}::DOUBLE AS monetary,
-                   {of("purchase", "value_90d")}::DOUBLE AS monetary_90d,
                    {of("email_sent", "w90")}::BIGINT AS _sends_90d,
                    {of("email_open", "w90")}::BIGINT AS _opens_90d,
                    {of("email_click", "w90")}::BIGINT AS _clicks_90d,
@@ -534,26 +664,32 @@ def _customer_behaviour(
                         + 10 * {of("purchase", "w30")}) AS engagement_score
             FROM per_type GROUP BY pid
         )
-        SELECT p.customer_id, c.*, coalesce(o.orders, 0) AS orders,
+        SELECT c.pid, p.customer_id, c.first_event_ts, c.last_event_ts,
+               c.days_since_last_event, c.first_purchase_ts, c.last_purchase_ts,
+               c.recency_days, c.frequency,
+               coalesce(m.monetary, 0)::DOUBLE AS monetary,
+               coalesce(m.monetary_90d, 0)::DOUBLE AS monetary_90d,
+               c._sends_90d, c._opens_90d, c._clicks_90d, c.engagement_score,
+               coalesce(o.orders, 0) AS orders,
                o.gap AS purchase_gap_median_days, h.preferred_send_hour_utc
         FROM per_customer c
         JOIN person p USING (pid)
+        LEFT JOIN money m USING (pid)
         LEFT JOIN order_stats o USING (pid)
         LEFT JOIN send_hour h USING (pid)
         """,
         params,
-    ).df()
-    types = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+    )
     narrow = con.execute(
-        f"SELECT pid, list_position([{types}], event_type) - 1 AS type, "
+        "SELECT pid, et, "
         + ", ".join(f"w{w}" for w in config.windows_days)
-        + f" FROM per_type WHERE event_type IN ({types})"
+        + " FROM per_type WHERE et IS NOT NULL"
     ).fetchnumpy()
     people = con.execute("SELECT count(*) FROM person").fetchone()
     wide = np.zeros(
         (people[0] if people else 0, len(EVENT_TYPES), len(config.windows_days)), dtype=np.int64
     )
-    wide[narrow["pid"], narrow["type"]] = np.column_stack(
+    wide[narrow["pid"], narrow["et"]] = np.column_stack(
         [narrow[f"w{w}"] for w in config.windows_days]
     )
     names = [f"{t}_{w}d" for t in EVENT_TYPES for w in config.windows_days]
@@ -566,21 +702,58 @@ def _customer_behaviour(
     return pd.concat([frame.iloc[:, :at], counts, frame.iloc[:, at:]], axis=1)
 
 
-def _affinity_sql(config: FeatureConfig) -> str:
+def _pair_stats(
+    con: duckdb.DuckDBPyConnection,
+    config: FeatureConfig,
+    as_of: datetime,
+    params: dict[str, Any],
+) -> None:
+    """Two passes over the events with an item.
+
+    ``pair_stats``, per (person, item): the decayed, weighted interaction strength
+    ``w`` (used for profiled people only: the interaction matrix and category
+    affinity) and the last event (``pid`` is null for an unresolved visitor).
+    ``item_counts``, per (item, event type, recency): 2 = within 7 days, 1 = within
+    30, 0 = older. A few thousand groups, so far cheaper than windowed counts per
+    (person, item) pair."""
     weight = _weight_case(config.interaction_weights)
-    return f"""
+    s7, s30 = (_timestamp(as_of - timedelta(days=d)) for d in (7, 30))
+    items = f"item_id IS NOT NULL AND et IS DISTINCT FROM {TYPE_CODES['stock_change']}"
+    con.execute(
+        f"""
+        CREATE TEMP TABLE pair_stats AS
+        SELECT pid, item_id, personal,
+               sum({weight} * pow(0.5, {_AGE_DAYS} / {config.half_life_days!r})) AS w,
+               max(ts) AS last_ts
+        FROM ev WHERE {items}
+        GROUP BY pid, item_id, personal
+        """,
+        params,
+    )
+    con.execute(
+        f"""
+        CREATE TEMP TABLE item_counts AS
+        SELECT item_id, et, (ts >= {s7})::INTEGER + (ts >= {s30})::INTEGER AS recency,
+               count(*) AS n
+        FROM ev WHERE {items} AND {_is("product_view", "add_to_cart", "purchase")}
+        GROUP BY ALL
+        """
+    )
+
+
+def _affinity_sql() -> str:
+    return """
         WITH w AS (
-            SELECT e.pid, c.category,
-                   sum({weight} * pow(0.5, e.age_days / {config.half_life_days!r})) AS w
-            FROM evp e JOIN catalog_now c ON e.item_id = c.item_id
-            WHERE c.category IS NOT NULL
-            GROUP BY e.pid, c.category
-            HAVING w > 0
+            SELECT s.pid, c.category, sum(s.w) AS w
+            FROM pair_stats s JOIN catalog_now c ON s.item_id = c.item_id
+            WHERE s.personal AND c.category IS NOT NULL
+            GROUP BY s.pid, c.category
+            HAVING sum(s.w) > 0
         )
         SELECT p.customer_id, w.category, w.w / sum(w.w) OVER (PARTITION BY w.pid) AS affinity,
                row_number() OVER (PARTITION BY w.pid ORDER BY w.w DESC, w.category) AS rank
         FROM w JOIN person p USING (pid)
-        ORDER BY w.pid, rank
+        ORDER BY p.customer_id, rank
     """
 
 
@@ -606,9 +779,10 @@ def _customer_table(
         table["aov"] = np.where(table["orders"] > 0, table["monetary"] / table["orders"], np.nan)
     buyers = table["aov"].notna() & table["personalised"]
     table["aov_percentile"] = np.nan
-    table.loc[buyers, "aov_percentile"] = (
-        table.loc[buyers, "aov"].round(2).rank(pct=True, method="max")
-    )
+    # Ranked at cents, from the spend rounded to cents: a float sum varies in its last
+    # digits with the order of summation, which must not turn a tie into two values.
+    cents = (table.loc[buyers, "monetary"].round(2) / table.loc[buyers, "orders"]).round(2)
+    table.loc[buyers, "aov_percentile"] = cents.rank(pct=True, method="max")
     table["days_since_last_event"] = table["days_since_last_event"].astype("float64")
 
     top = affinity[affinity["rank"] == 1].set_index("customer_id")
@@ -672,21 +846,33 @@ def _local_hours(utc_hours: pd.Series, timezones: pd.Series, as_of: datetime) ->
     return out
 
 
-def _item_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    items = con.execute(
-        """
-        WITH stats AS (
+def _item_features(con: duckdb.DuckDBPyConnection, as_of: datetime) -> pd.DataFrame:
+    s30 = _timestamp(as_of - timedelta(days=30))
+    view, cart, buy = _is("product_view"), _is("add_to_cart"), _is("purchase")
+    items = fetch_frame(
+        con,
+        f"""
+        WITH counts AS (
             SELECT item_id,
-                   count_if(event_type = 'product_view' AND age_days <= 7) AS views_7d,
-                   count_if(event_type = 'product_view' AND age_days <= 30) AS views_30d,
-                   count_if(event_type = 'add_to_cart' AND age_days <= 7) AS carts_7d,
-                   count_if(event_type = 'add_to_cart' AND age_days <= 30) AS carts_30d,
-                   count_if(event_type = 'purchase' AND age_days <= 7) AS purchases_7d,
-                   count_if(event_type = 'purchase' AND age_days <= 30) AS purchases_30d,
-                   count(DISTINCT pid) FILTER (WHERE age_days <= 30) AS buyers_or_viewers_30d,
-                   max(ts) AS last_event_ts
-            FROM ev WHERE item_id IS NOT NULL AND event_type <> 'stock_change'
-            GROUP BY item_id
+                   sum(n) FILTER (WHERE {view} AND recency = 2) AS views_7d,
+                   sum(n) FILTER (WHERE {view} AND recency >= 1) AS views_30d,
+                   sum(n) FILTER (WHERE {cart} AND recency = 2) AS carts_7d,
+                   sum(n) FILTER (WHERE {cart} AND recency >= 1) AS carts_30d,
+                   sum(n) FILTER (WHERE {buy} AND recency = 2) AS purchases_7d,
+                   sum(n) FILTER (WHERE {buy} AND recency >= 1) AS purchases_30d
+            FROM item_counts GROUP BY item_id
+        ), stats AS (
+            SELECT item_id,
+                   coalesce(c.views_7d, 0) AS views_7d, coalesce(c.views_30d, 0) AS views_30d,
+                   coalesce(c.carts_7d, 0) AS carts_7d, coalesce(c.carts_30d, 0) AS carts_30d,
+                   coalesce(c.purchases_7d, 0) AS purchases_7d,
+                   coalesce(c.purchases_30d, 0) AS purchases_30d,
+                   -- one row per (person, item): counting rows counts distinct people
+                   p.buyers_or_viewers_30d
+            FROM (SELECT item_id, count(pid) FILTER (WHERE last_ts >= {s30})
+                      AS buyers_or_viewers_30d
+                  FROM pair_stats GROUP BY item_id) p
+            LEFT JOIN counts c USING (item_id)
         ), prior AS (
             SELECT (sum(purchases_30d) + 1.0) / (sum(views_30d) + 1.0) AS rate FROM stats
         )
@@ -710,33 +896,29 @@ def _item_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                c.item_id IS NOT NULL AS in_catalog
         FROM catalog_now c FULL OUTER JOIN stats s ON c.item_id = s.item_id
         ORDER BY item_id
-        """
-    ).df()
+        """,
+    )
     return items
 
 
 def _interactions(
-    con: duckdb.DuckDBPyConnection, config: FeatureConfig, items: pd.DataFrame
+    con: duckdb.DuckDBPyConnection, items: pd.DataFrame
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    weight = _weight_case(config.interaction_weights)
+    """The interaction matrix from ``pair_stats``: rows are profiled customers with at
+    least one weighted interaction, in id order; columns are ``items`` in order."""
     item_ids = items["item_id"].astype(str).to_numpy()
     con.register("item_pos", pd.DataFrame({"item_id": item_ids, "col": np.arange(len(item_ids))}))
     con.execute(
-        f"""
-        CREATE TEMP TABLE pairs AS
-        SELECT pid, item_id,
-               sum({weight} * pow(0.5, age_days / {config.half_life_days!r})) AS w
-        FROM evp WHERE item_id IS NOT NULL AND event_type <> 'stock_change'
-        GROUP BY pid, item_id HAVING w > 0
+        """
+        CREATE TEMP TABLE users AS
+        SELECT pid, customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS r
+        FROM person WHERE pid IN (SELECT pid FROM pair_stats WHERE personal AND w > 0)
         """
     )
-    # Rows are customers in id order; dense_rank over the same order gives the row.
-    user_ids = con.execute(
-        "SELECT customer_id FROM person WHERE pid IN (SELECT pid FROM pairs) ORDER BY pid"
-    ).fetchnumpy()["customer_id"]
+    user_ids = con.execute("SELECT customer_id FROM users ORDER BY r").fetchnumpy()["customer_id"]
     coo = con.execute(
-        "SELECT dense_rank() OVER (ORDER BY p.pid) - 1 AS r, x.col AS c, p.w "
-        "FROM pairs p JOIN item_pos x ON p.item_id = x.item_id"
+        "SELECT u.r, x.col AS c, s.w FROM pair_stats s JOIN users u USING (pid) "
+        "JOIN item_pos x ON s.item_id = x.item_id WHERE s.personal AND s.w > 0"
     ).fetchnumpy()
     matrix = sp.csr_matrix(
         (np.asarray(coo["w"], dtype=np.float32), (np.asarray(coo["r"]), np.asarray(coo["c"]))),
@@ -752,10 +934,50 @@ def _triggers(
 ) -> pd.DataFrame:
     t = config.triggers
     ttl = {name: hours * 3600.0 for name, hours in t.ttl_hours.items()}
+    # Items back in stock at as_of: the last restock (out of stock, then in), from
+    # stock_change events and from changes of in_stock between catalog ingests.
+    con.execute(
+        f"""
+        CREATE TEMP TABLE restocks AS
+        WITH stock AS (
+            SELECT item_id, ts, json_extract_string(properties, '$.in_stock') IN ('true', '1')
+                   AS in_stock
+            FROM sparse WHERE event_type = 'stock_change'
+            UNION ALL
+            SELECT item_id, {INGESTED_AT} AS ts, in_stock FROM catalog_history
+            WHERE in_stock IS NOT NULL AND {INGESTED_AT} < $as_of
+        ), stock_seq AS (
+            SELECT item_id, ts, in_stock,
+                   lag(in_stock) OVER (PARTITION BY item_id ORDER BY ts) AS was_in_stock,
+                   row_number() OVER (PARTITION BY item_id ORDER BY ts DESC) AS latest
+            FROM stock
+        ), last_restock AS (
+            SELECT item_id, max(ts) AS restock_ts FROM stock_seq
+            WHERE in_stock AND was_in_stock = false GROUP BY item_id
+        )
+        SELECT r.item_id, r.restock_ts FROM last_restock r
+        JOIN stock_seq s ON s.item_id = r.item_id AND s.latest = 1 AND s.in_stock
+        """,
+        params,
+    )
+    # The profiled events the triggers read: carts, removals, purchases, and the views
+    # recent enough for a browse or of an item back in stock.
+    con.execute(
+        f"""
+        CREATE TEMP TABLE tev AS
+        SELECT pid, item_id, et, ts, {_AGE_DAYS} AS age_days FROM ev
+        WHERE personal AND (
+            {_is("add_to_cart", "remove_from_cart", "purchase")}
+            OR ({_is("product_view")} AND ({_AGE_DAYS} <= {t.browse_lookback_days!r}
+                                          OR item_id IN (SELECT item_id FROM restocks))))
+        """,
+        params,
+    )
+    cart, view = _is("add_to_cart"), _is("product_view")
     sql = f"""
     WITH carts AS (
-        SELECT pid, item_id, max(ts) AS cart_ts FROM evp
-        WHERE event_type = 'add_to_cart' GROUP BY pid, item_id
+        SELECT pid, item_id, max(ts) AS cart_ts FROM tev
+        WHERE {cart} GROUP BY pid, item_id
     ), cart AS (
         SELECT 'cart_abandoned' AS trigger, c.pid, c.item_id,
                c.cart_ts + to_seconds({t.cart_abandon_hours * 3600.0!r}) AS fired_at,
@@ -763,13 +985,13 @@ def _triggers(
                    AS expires_at
         FROM carts c
         WHERE NOT EXISTS (
-            SELECT 1 FROM evp p WHERE p.pid = c.pid AND p.item_id = c.item_id
-              AND p.event_type IN ('purchase', 'remove_from_cart') AND p.ts > c.cart_ts)
+            SELECT 1 FROM tev p WHERE p.pid = c.pid AND p.item_id = c.item_id
+              AND p.{_is("purchase", "remove_from_cart")} AND p.ts > c.cart_ts)
     ), views AS (
         SELECT pid, item_id, ts,
                row_number() OVER (PARTITION BY pid, item_id ORDER BY ts) AS n,
                min(ts) OVER (PARTITION BY pid, item_id) AS first_view
-        FROM evp WHERE event_type = 'product_view' AND age_days <= {t.browse_lookback_days!r}
+        FROM tev WHERE {view} AND age_days <= {t.browse_lookback_days!r}
     ), browse AS (
         SELECT 'browse_abandoned' AS trigger, v.pid, v.item_id,
                v.ts + to_seconds({t.browse_abandon_hours * 3600.0!r}) AS fired_at,
@@ -778,11 +1000,8 @@ def _triggers(
         FROM views v
         WHERE v.n = {t.browse_min_views}
           AND NOT EXISTS (
-            SELECT 1 FROM evp p WHERE p.pid = v.pid AND p.item_id = v.item_id
-              AND p.event_type IN ('add_to_cart', 'purchase') AND p.ts >= v.first_view)
-    ), orders AS (
-        SELECT pid, order_key, min(ts) AS ts FROM evp
-        WHERE event_type = 'purchase' GROUP BY pid, order_key
+            SELECT 1 FROM tev p WHERE p.pid = v.pid AND p.item_id = v.item_id
+              AND p.{_is("add_to_cart", "purchase")} AND p.ts >= v.first_view)
     ), gaps AS (
         SELECT pid, max(ts) AS last_ts, median(gap) AS gap FROM (
             SELECT pid, ts, epoch(ts) - epoch(lag(ts) OVER (PARTITION BY pid ORDER BY ts)) AS gap
@@ -794,35 +1013,17 @@ def _triggers(
                last_ts + to_seconds({t.lapsing_gap_multiple!r} * gap + {ttl["lapsing"]!r})
                    AS expires_at
         FROM gaps
-    ), stock AS (
-        SELECT item_id, ts, json_extract_string(properties, '$.in_stock') IN ('true', '1')
-               AS in_stock
-        FROM ev WHERE event_type = 'stock_change'
-        UNION ALL
-        SELECT item_id, {INGESTED_AT} AS ts, in_stock FROM catalog_history
-        WHERE in_stock IS NOT NULL AND {INGESTED_AT} < $as_of
-    ), stock_seq AS (
-        SELECT item_id, ts, in_stock,
-               lag(in_stock) OVER (PARTITION BY item_id ORDER BY ts) AS was_in_stock,
-               row_number() OVER (PARTITION BY item_id ORDER BY ts DESC) AS latest
-        FROM stock
-    ), restocks AS (
-        SELECT item_id, max(ts) AS restock_ts FROM stock_seq
-        WHERE in_stock AND was_in_stock = false GROUP BY item_id
-    ), still_in_stock AS (
-        SELECT item_id FROM stock_seq WHERE latest = 1 AND in_stock
     ), back AS (
         SELECT DISTINCT 'back_in_stock' AS trigger, v.pid, r.item_id,
                r.restock_ts AS fired_at,
                r.restock_ts + to_seconds({ttl["back_in_stock"]!r}) AS expires_at
         FROM restocks r
-        JOIN still_in_stock s ON s.item_id = r.item_id
-        JOIN evp v ON v.item_id = r.item_id AND v.event_type = 'product_view'
+        JOIN tev v ON v.item_id = r.item_id AND v.{view}
              AND v.ts < r.restock_ts
              AND v.ts >= r.restock_ts - to_seconds({t.back_in_stock_lookback_days * 86400.0!r})
         WHERE NOT EXISTS (
-            SELECT 1 FROM evp p WHERE p.pid = v.pid AND p.item_id = r.item_id
-              AND p.event_type = 'purchase' AND p.ts >= r.restock_ts)
+            SELECT 1 FROM tev p WHERE p.pid = v.pid AND p.item_id = r.item_id
+              AND p.{_is("purchase")} AND p.ts >= r.restock_ts)
     ), fired AS (
         SELECT * FROM cart UNION ALL SELECT * FROM browse
         UNION ALL SELECT * FROM lapsing UNION ALL SELECT * FROM back
@@ -832,7 +1033,7 @@ def _triggers(
     WHERE fired_at <= $as_of AND expires_at > $as_of
     ORDER BY customer_id, trigger, item_id
     """
-    return con.execute(sql, params).df()
+    return fetch_frame(con, sql, params)
 
 
 # --------------------------------------------------------------------------- persistence
@@ -855,7 +1056,7 @@ def write_snapshot(snapshot: Snapshot, root: Path) -> Path:
     snapshot.triggers.to_parquet(tmp / "triggers.parquet", index=False)
     snapshot.identity.mapping.to_parquet(tmp / "identity.parquet", index=False)
     snapshot.identity.conflicts.to_parquet(tmp / "identity_conflicts.parquet", index=False)
-    sp.save_npz(tmp / "interactions.npz", snapshot.interactions)
+    sp.save_npz(tmp / "interactions.npz", snapshot.interactions, compressed=False)
     pd.DataFrame({"customer_id": snapshot.user_ids}).to_parquet(tmp / "users.parquet")
     pd.DataFrame({"item_id": snapshot.item_ids}).to_parquet(tmp / "item_index.parquet")
     (tmp / "manifest.json").write_text(json.dumps(snapshot.manifest, indent=2, default=str))

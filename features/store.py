@@ -266,3 +266,48 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_STR = pd.StringDtype("pyarrow", na_value=float("nan"))
+_NULLABLE = {
+    pa.int8(): "Int8",
+    pa.int16(): "Int16",
+    pa.int32(): "Int32",
+    pa.int64(): "Int64",
+    pa.uint8(): "UInt8",
+    pa.uint16(): "UInt16",
+    pa.uint32(): "UInt32",
+    pa.uint64(): "UInt64",
+    pa.bool_(): "boolean",
+}
+
+
+def fetch_frame(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, object] | None = None
+) -> pd.DataFrame:
+    """The result of ``query`` as pandas, through Arrow.
+
+    The dtypes are those of DuckDB's ``.df()`` (``str``; ``Int64`` / ``boolean`` for
+    columns holding nulls, numpy types otherwise; decimals as ``float64``), but no
+    Python object is made per string, which is several times faster on results of
+    hundreds of thousands of strings.
+    """
+    table = con.sql(query, params=params).to_arrow_table()
+    names = table.column_names
+    columns = {name: _series(c) for name, c in zip(names, table.columns, strict=True)}
+    return pd.DataFrame(columns, columns=names)
+
+
+def _series(column: pa.ChunkedArray) -> pd.Series:
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        if column.null_count == len(column):  # no string at all: .df() gives objects
+            return pd.Series([None] * len(column), dtype=object)
+        return pd.Series(column, dtype=_STR)
+    if pa.types.is_decimal(kind):
+        return pd.Series(column.cast(pa.float64()).to_numpy(), dtype="float64")
+    if kind in _NULLABLE and column.null_count:
+        return pd.Series(
+            column.to_pandas(types_mapper={kind: pd.api.types.pandas_dtype(_NULLABLE[kind])}.get)
+        )
+    return pd.Series(column.to_pandas())
