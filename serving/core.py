@@ -183,6 +183,7 @@ class Bundle:
     feature_names: set[str] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)
     loaded_at: datetime | None = None
+    registered_at: dict[str, float] = field(default_factory=dict)  # name → epoch seconds
 
     def versions(self, slot: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"snapshot": self.snapshot_id}
@@ -232,6 +233,7 @@ class DecisionCore:
         self._stock_lock = threading.Lock()
         self.last_check = 0.0
         self.counters: Counter[str] = Counter()
+        self._registered: dict[tuple[str, str], float] = {}
 
     # ================================================================== loading
     def reload(self, *, force: bool = False) -> Status:
@@ -329,6 +331,14 @@ class DecisionCore:
                 new.rules = old.rules
             new.reasons = reasons
             new.loaded_at = datetime.now(UTC)
+            loaded = {RECOMMENDER_NAME: new.recommender_version} | {
+                SELECTOR_PREFIX + s: v for s, v in new.selector_versions.items()
+            }
+            new.registered_at = {
+                name: self._registered[(name, version)]
+                for name, version in loaded.items()
+                if version is not None and (name, version) in self._registered
+            }
             self.bundle = new
             self.last_check = time.monotonic()
             return self.status()
@@ -363,6 +373,10 @@ class DecisionCore:
             for name in [RECOMMENDER_NAME, *(SELECTOR_PREFIX + s for s in SLOTS)]:
                 version = champion_version(client, name)
                 out[name] = None if version is None else str(version.version)
+                if version is not None and version.creation_timestamp:
+                    self._registered[(name, str(version.version))] = (
+                        version.creation_timestamp / 1000.0
+                    )
             return out
         except Exception as error:
             logger.warning("registry unreachable: %s", error)
@@ -409,6 +423,10 @@ class DecisionCore:
             },
             snapshot=bundle.snapshot_id,
             snapshot_age_hours=age,
+            model_age_hours={
+                name: (time.time() - registered) / 3600.0
+                for name, registered in bundle.registered_at.items()
+            },
             loaded_at=None if bundle.loaded_at is None else bundle.loaded_at.isoformat(),
         )
 
@@ -556,6 +574,7 @@ class DecisionCore:
                 model_version=bundle.recommender_version if i in scored else None,
                 snapshot=bundle.snapshot_id,
                 fallback_reason=reason if strategy.startswith("fallback") else None,
+                sendable=profiles[person].sendable,
             )
             results.append(result)
             self.counters[strategy.split(":")[0]] += 1
@@ -813,6 +832,7 @@ class DecisionCore:
             model_version=model_version,
             snapshot=bundle.snapshot_id,
             fallback_reason=reason if strategy.startswith("fallback") else None,
+            sendable=profile.sendable,
         )
         self.counters[strategy.split(":")[0]] += 1
         self.decisions.append(

@@ -51,6 +51,9 @@ class Recommendation(BaseModel):
     model_version: str | None = None
     snapshot: str | None = None
     fallback_reason: str | None = None
+    sendable: bool = Field(
+        True, description="False: no email consent or unsubscribed — do not email this person."
+    )
 
 
 class RecommendBatchRequest(BaseModel):
@@ -115,6 +118,9 @@ class Choice(BaseModel):
     model_version: str | None = None
     snapshot: str | None = None
     fallback_reason: str | None = None
+    sendable: bool = Field(
+        True, description="False: no email consent or unsubscribed — do not email this person."
+    )
 
 
 class EventsRequest(BaseModel):
@@ -161,4 +167,7 @@ class Status(BaseModel):
     models: dict[str, str | None]
     snapshot: str | None
     snapshot_age_hours: float | None
+    model_age_hours: dict[str, float | None] = Field(
+        default_factory=dict, description="Hours since each loaded champion was registered."
+    )
     loaded_at: str | None

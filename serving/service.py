@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections import Counter
 from http import HTTPStatus
 from typing import Any
 
@@ -49,6 +51,11 @@ strategy_counter = bentoml.metrics.Counter(
 )
 snapshot_age = bentoml.metrics.Gauge(
     name="tailor_snapshot_age_hours", documentation="Age of the loaded feature snapshot"
+)
+model_age = bentoml.metrics.Gauge(
+    name="tailor_model_age_hours",
+    documentation="Hours since the loaded champion was registered",
+    labelnames=["model"],
 )
 
 
@@ -93,8 +100,14 @@ class Tailor:
         return self.core.ready()
 
     def _observe(self, endpoint: str, strategies: list[str]) -> None:
-        for strategy in strategies:
-            strategy_counter.labels(endpoint=endpoint, strategy=strategy.split(":")[0]).inc()
+        for family, count in Counter(s.split(":")[0] for s in strategies).items():
+            strategy_counter.labels(endpoint=endpoint, strategy=family).inc(count)
+        bundle = self.core.bundle
+        now = time.time()
+        if bundle.as_of is not None:
+            snapshot_age.set((now - bundle.as_of.timestamp()) / 3600.0)
+        for name, registered in bundle.registered_at.items():
+            model_age.labels(model=name).set((now - registered) / 3600.0)
         self.core.maybe_reload()
 
     @bentoml.api(route="/recommend")
@@ -206,8 +219,7 @@ class Tailor:
         """Load new champions and the newest snapshot; requests keep being served."""
         with self._lock:
             status = self.core.reload()
-        if status.snapshot_age_hours is not None:
-            snapshot_age.set(status.snapshot_age_hours)
+        self._observe("reload", [])
         return status
 
     @app.get("/status")

@@ -516,3 +516,25 @@ def test_the_serving_layout_scores_exactly_like_the_training_design(home):
                 candidates,
             )
             np.testing.assert_allclose(layout.scores(profile, candidates), expected, rtol=1e-9)
+
+
+def test_an_unsubscribe_makes_the_customer_not_sendable_at_once(home):
+    core = _core(home)
+    customer = _quiet_customer(home)
+    assert core.recommend(RecommendRequest(customer_id=customer)).sendable is True
+    core.ingest_events(
+        [
+            {
+                "event_id": "unsub",
+                "ts": _iso(10),
+                "event_type": "unsubscribe",
+                "customer_id": customer,
+            }
+        ]
+    )
+    assert core.recommend(RecommendRequest(customer_id=customer)).sendable is False
+    assert core.choose(ChooseRequest(customer_id=customer, slot="offer")).sendable is False
+    assert core.customer(customer).sendable is False
+    status = core.status()
+    assert set(status.model_age_hours) == set(status.models)
+    assert all(0 <= age < 24 * 365 for age in status.model_age_hours.values())

@@ -181,6 +181,7 @@ def test_every_endpoint_answers(server, people):
 
     metrics = server.client.get("/metrics").text
     assert 'tailor_decisions_total{endpoint="recommend"' in metrics
+    assert "tailor_snapshot_age_hours" in metrics and "tailor_model_age_hours" in metrics
 
     docs = server.client.get("/docs.json").json()
     assert {"/recommend", "/recommend_batch", "/similar_items", "/choose", "/events"} <= set(
