@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.snapshot import Snapshot
+from features.store import EventStore, connect
 from models.recommender import Recommender, mask_rows, top_k
 
 EVENT_WEIGHTS: dict[str, float] = {
@@ -373,3 +375,41 @@ def ranked_lists(
         known
     ]
     return out
+
+
+# ----------------------------------------------------------------------------- the log
+def interaction_log_from_store(
+    store: EventStore, snapshot: Snapshot
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The interaction log a recommender trains on, from the event store.
+
+    Events are put on canonical customer ids with the snapshot's identity table,
+    restricted to customers with personalisation consent and to product events
+    before the snapshot's ``as_of``; items carry the snapshot's category and price.
+    """
+    con = connect()
+    try:
+        store.register(con, "events", "events")
+        mapping = snapshot.identity.mapping
+        ids = mapping[mapping["source_type"].isin(["customer", "anonymous"])]
+        personal = snapshot.customers.loc[snapshot.customers["personalised"], ["customer_id"]]
+        con.register("ids", ids)
+        con.register("personal", personal)
+        log = con.execute(
+            """
+            SELECT m.canonical_id AS user_id, e.item_id, e.ts, e.event_type
+            FROM events e
+            JOIN ids m ON m.source_id = coalesce(e.customer_id, e.anonymous_id)
+                      AND m.source_type = CASE WHEN e.customer_id IS NULL
+                                               THEN 'anonymous' ELSE 'customer' END
+            JOIN personal p ON p.customer_id = m.canonical_id
+            WHERE e.ts < $as_of AND e.item_id IS NOT NULL AND e.event_type IN (
+                'product_view', 'add_to_wishlist', 'add_to_cart', 'checkout', 'purchase')
+            ORDER BY e.ts
+            """,
+            {"as_of": snapshot.as_of},
+        ).df()
+    finally:
+        con.close()
+    items = snapshot.items[["item_id", "category", "price"]]
+    return log, items

@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from features.errors import InputError, NotFoundError
-from models.candidates import Index
+from models.candidates import (
+    Index,
+    category_popularity_candidates,
+    generator_candidates,
+    own_history_candidates,
+    pair_features,
+    ranked_lists,
+    union_candidates,
+)
 from models.recommender import Recommender, load_recommender
 from models.reranker import LambdaRankReranker
 
@@ -43,6 +53,63 @@ class RecommenderPipeline:
         if self.reranker is not None:
             params["reranker"] = self.reranker.get_params()
         return params
+
+    def rank(
+        self,
+        users: np.ndarray,
+        history: sp.csr_matrix,
+        recent: sp.csr_matrix,
+        log: pd.DataFrame,
+        *,
+        as_of: pd.Timestamp,
+        n: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The two-stage ranking of ``users``: candidates from every generator, pair
+        features from ``log`` before ``as_of``, the reranker's order.
+
+        Parameters
+        ----------
+        users : numpy.ndarray of int
+            Rows of ``history`` (the index's users).
+        history, recent : scipy.sparse.csr_matrix, users × items of the index
+            Decayed interactions and the few most recent items
+            (:func:`models.candidates.interaction_matrix`, ``recent_history``).
+        log : pandas.DataFrame
+            ``user_id, item_id, ts, event_type``: what the pair features read.
+
+        Returns
+        -------
+        ids, scores : numpy.ndarray, shape (len(users), n)
+            Item columns best first (``-1`` padded) and their reranker scores.
+        """
+        candidates = generate_candidates(
+            self.generators,
+            users,
+            history,
+            recent,
+            self.categories,
+            k=int(self.settings.get("candidates_per_generator", 50)),
+            mode=str(self.settings.get("mode", "all")),
+        )
+        featured = pair_features(
+            candidates,
+            log,
+            self.index,
+            self.categories,
+            as_of=as_of,
+            prices=self.prices,
+            half_life_days=float(self.settings.get("half_life_days", 14.0)),
+        )
+        if self.reranker is not None and len(featured):
+            scores = self.reranker.predict(featured)
+        else:
+            scores = np.zeros(len(featured))
+        ids = ranked_lists(featured, scores, users, n)
+        lookup = pd.Series(scores, index=pd.MultiIndex.from_arrays([featured["u"], featured["i"]]))
+        rows = np.repeat(users, n)
+        wanted = pd.MultiIndex.from_arrays([rows, ids.ravel()])
+        found = lookup.reindex(wanted).to_numpy(dtype=np.float64).reshape(ids.shape)
+        return ids, np.where(ids >= 0, found, -np.inf)
 
     def save(self, path: Path) -> Path:
         path = Path(path)
@@ -101,3 +168,33 @@ def load_artifact(path: Path) -> Recommender | RecommenderPipeline:
     if json.loads(manifest.read_text()).get("class") == RecommenderPipeline.name:
         return RecommenderPipeline.load(path)
     return load_recommender(path)
+
+
+def generate_candidates(
+    generators: dict[str, Recommender],
+    users: np.ndarray,
+    history: sp.csr_matrix,
+    recent: sp.csr_matrix,
+    categories: np.ndarray,
+    *,
+    k: int,
+    mode: str,
+) -> pd.DataFrame:
+    """The reranker's candidates: each generator's top ``k``, item-kNN around the
+    few most recent items (the session's intent), the popular items of the user's top
+    category and, in ``all`` mode, the user's own items."""
+    exclude = history if mode == "new" else None
+    parts = [
+        generator_candidates(name, model, users, history, k=k, exclude=exclude)
+        for name, model in generators.items()
+    ]
+    if "item_knn" in generators:
+        parts.append(
+            generator_candidates(
+                "recent_knn", generators["item_knn"], users, recent, k=k, exclude=exclude
+            )
+        )
+    parts.append(category_popularity_candidates(users, history, categories, k=k, exclude=exclude))
+    if mode == "all":
+        parts.append(own_history_candidates(users, history, k=k))
+    return union_candidates(parts)

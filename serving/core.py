@@ -40,6 +40,7 @@ from features.online_log import OnlineEventLog
 from features.settings import Settings
 from features.snapshot import Snapshot, latest_snapshot, load_snapshot
 from features.store import EventStore
+from models.candidates import interaction_log_from_store, interaction_matrix, recent_history
 from models.content_features import content_features
 from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
@@ -171,6 +172,8 @@ class Bundle:
     as_of: datetime | None = None
     recommender: Recommender | None = None
     recommender_version: str | None = None
+    pipeline: RecommenderPipeline | None = None
+    ranked: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     selectors: dict[str, Selector] = field(default_factory=dict)
     selector_versions: dict[str, str] = field(default_factory=dict)
     catalog: Catalog | None = None
@@ -263,15 +266,19 @@ class DecisionCore:
             version = wanted.get(RECOMMENDER_NAME)
             if version is not None and version == old.recommender_version and not force:
                 new.recommender, new.recommender_version = old.recommender, version
+                new.pipeline = old.pipeline
             elif version is not None:
                 try:
-                    new.recommender = _scorer(self._load(RECOMMENDER_NAME, version))
+                    loaded = self._load(RECOMMENDER_NAME, version)
+                    new.recommender = _scorer(loaded)
+                    new.pipeline = loaded if isinstance(loaded, RecommenderPipeline) else None
                     new.recommender_version = version
                 except Exception as error:  # keep serving the old one
                     logger.exception("loading %s/%s failed", RECOMMENDER_NAME, version)
                     reasons.append(f"recommender {version} failed to load: {error}")
                     new.recommender = old.recommender
                     new.recommender_version = old.recommender_version
+                    new.pipeline = old.pipeline
             if new.recommender is None:
                 reasons.append(f"no {RECOMMENDER_NAME} champion: popular items only")
             # Selectors
@@ -303,12 +310,19 @@ class DecisionCore:
                     new.catalog, new.history, new.history_rows = _catalog_and_history(
                         source, new.recommender, self.settings
                     )
+                    if new.pipeline is not None and new.pipeline.reranker is not None:
+                        try:
+                            new.ranked = _rank_snapshot_users(new.pipeline, source, self.store)
+                        except Exception as error:
+                            logger.exception("two-stage ranking at load failed")
+                            reasons.append(f"reranker not applied: {error}")
             else:
                 new.catalog, new.history, new.history_rows = (
                     old.catalog,
                     old.history,
                     old.history_rows,
                 )
+                new.ranked = old.ranked
             if new.catalog is None:
                 reasons.append("no feature snapshot: no recommendations, default content only")
             try:
@@ -515,6 +529,20 @@ class DecisionCore:
 
         scored: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         model_error: str | None = None
+        if bundle.ranked and bundle.as_of is not None:
+            # The two-stage ranking computed at load, unless events posted since
+            # moved the customer: then the collaborative stage re-solves from them.
+            as_of = bundle.as_of.timestamp()
+            still = []
+            for row in model_rows:
+                cached = bundle.ranked.get(people[row])
+                if cached is not None and not any(
+                    ts >= as_of for ts, _, _ in profiles[people[row]].recent
+                ):
+                    scored[row] = cached
+                else:
+                    still.append(row)
+            model_rows = still
         if model_rows and bundle.recommender is not None and bundle.catalog is not None:
             remaining = max(deadline - (time.monotonic() - started), 0.001)
             future = self._pool.submit(
@@ -530,7 +558,7 @@ class DecisionCore:
             )
             try:
                 ids, scores = future.result(timeout=remaining)
-                scored = {row: (ids[k], scores[k]) for k, row in enumerate(model_rows)}
+                scored.update({row: (ids[k], scores[k]) for k, row in enumerate(model_rows)})
             except FutureTimeout:
                 model_error = f"deadline of {deadline * 1000:.0f} ms passed"
             except Exception as error:  # a model bug must not fail the request
@@ -554,7 +582,8 @@ class DecisionCore:
                     if len(items) >= n or position < 0:
                         break
                     item = str(bundle.catalog.item_ids[position])
-                    if item not in have:
+                    # Cached rankings were made before this request's filters.
+                    if item not in have and allowed[position] and item not in exclude:
                         items.append((item, score))
                         have.add(item)
             elif strategy == "model" or i in trigger_items:
@@ -1012,6 +1041,38 @@ def _catalog_and_history(
     )
     rows = {str(u): i for i, u in enumerate(snapshot.user_ids)}
     return catalog, history, rows
+
+
+RANKED_DEPTH = 100
+"""Items kept per customer from the two-stage ranking computed at load."""
+
+
+def _rank_snapshot_users(
+    pipeline: RecommenderPipeline, snapshot: Snapshot, store: EventStore, *, chunk: int = 2000
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The pipeline's two-stage ranking of every customer it knows with history, as of
+    the snapshot — the reranker's pair features need the whole log, so they are
+    computed once per load, not per request."""
+    log, _ = interaction_log_from_store(store, snapshot)
+    index = pipeline.index
+    generator = next(iter(pipeline.generators.values()))
+    if generator.item_ids_ is None or not np.array_equal(
+        np.asarray(generator.item_ids_).astype(str), index.item_ids.astype(str)
+    ):
+        raise InputError("pipeline", "index", "generators and index disagree on items")
+    as_of = pd.Timestamp(snapshot.as_of)
+    half_life = float(pipeline.settings.get("half_life_days", 14.0))
+    history = interaction_matrix(log, index, as_of=as_of, half_life_days=half_life)
+    recent = recent_history(log, index, as_of=as_of)
+    users = np.flatnonzero(np.diff(history.indptr) > 0)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for start in range(0, len(users), chunk):
+        block = users[start : start + chunk]
+        ids, scores = pipeline.rank(block, history, recent, log, as_of=as_of, n=RANKED_DEPTH)
+        for k, u in enumerate(block):
+            out[str(index.user_ids[u])] = (ids[k], scores[k])
+    logger.info("two-stage ranking of %d customers at load", len(out))
+    return out
 
 
 def _active_content(store: EventStore) -> pd.DataFrame:

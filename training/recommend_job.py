@@ -27,12 +27,8 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import InputError
-from features.snapshot import Snapshot
-from features.store import EventStore, connect
 from models.candidates import (
     Index,
-    category_popularity_candidates,
-    generator_candidates,
     interaction_matrix,
     item_categories,
     item_prices,
@@ -41,12 +37,11 @@ from models.candidates import (
     pair_features,
     ranked_lists,
     recent_history,
-    union_candidates,
 )
 from models.ease import EASERecommender
 from models.factorization import ALSRecommender, BPRRecommender
 from models.knn import ItemKNNRecommender
-from models.pipeline import RecommenderPipeline
+from models.pipeline import RecommenderPipeline, generate_candidates
 from models.popularity import PopularityRecommender
 from models.recommender import Recommender
 from models.reranker import LambdaRankReranker
@@ -358,22 +353,15 @@ def _candidates(
     categories: np.ndarray,
     config: RecommenderJobConfig,
 ) -> pd.DataFrame:
-    k = config.candidates_per_generator
-    exclude = history if config.mode == "new" else None
-    parts = [
-        generator_candidates(name, model, users, history, k=k, exclude=exclude)
-        for name, model in generators.items()
-    ]
-    # Neighbours of the few most recent items: the session's intent.
-    parts.append(
-        generator_candidates(
-            "recent_knn", generators["item_knn"], users, recent, k=k, exclude=exclude
-        )
+    return generate_candidates(
+        generators,
+        users,
+        history,
+        recent,
+        categories,
+        k=config.candidates_per_generator,
+        mode=config.mode,
     )
-    parts.append(category_popularity_candidates(users, history, categories, k=k, exclude=exclude))
-    if config.mode == "all":
-        parts.append(own_history_candidates(users, history, k=k))
-    return union_candidates(parts)
 
 
 def _fit_reranker(
@@ -461,40 +449,3 @@ def _report(
     ids: np.ndarray, relevant: sp.csr_matrix, config: RecommenderJobConfig, train: sp.csr_matrix
 ) -> dict[int, RankingReport]:
     return {k: ranking_metrics(ids, relevant, k, train=train) for k in config.ks}
-
-
-def interaction_log_from_store(
-    store: EventStore, snapshot: Snapshot
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The interaction log a recommender trains on, from the event store.
-
-    Events are put on canonical customer ids with the snapshot's identity table,
-    restricted to customers with personalisation consent and to product events
-    before the snapshot's ``as_of``; items carry the snapshot's category and price.
-    """
-    con = connect()
-    try:
-        store.register(con, "events", "events")
-        mapping = snapshot.identity.mapping
-        ids = mapping[mapping["source_type"].isin(["customer", "anonymous"])]
-        personal = snapshot.customers.loc[snapshot.customers["personalised"], ["customer_id"]]
-        con.register("ids", ids)
-        con.register("personal", personal)
-        log = con.execute(
-            """
-            SELECT m.canonical_id AS user_id, e.item_id, e.ts, e.event_type
-            FROM events e
-            JOIN ids m ON m.source_id = coalesce(e.customer_id, e.anonymous_id)
-                      AND m.source_type = CASE WHEN e.customer_id IS NULL
-                                               THEN 'anonymous' ELSE 'customer' END
-            JOIN personal p ON p.customer_id = m.canonical_id
-            WHERE e.ts < $as_of AND e.item_id IS NOT NULL AND e.event_type IN (
-                'product_view', 'add_to_wishlist', 'add_to_cart', 'checkout', 'purchase')
-            ORDER BY e.ts
-            """,
-            {"as_of": snapshot.as_of},
-        ).df()
-    finally:
-        con.close()
-    items = snapshot.items[["item_id", "category", "price"]]
-    return log, items

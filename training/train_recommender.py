@@ -15,10 +15,10 @@ import mlflow
 
 from features.snapshot import latest_snapshot, load_snapshot
 from features.store import EventStore
+from models.candidates import interaction_log_from_store
 from training.recommend_job import (
     JobResult,
     RecommenderJobConfig,
-    interaction_log_from_store,
     run_recommender_job,
 )
 from training.tracking import (

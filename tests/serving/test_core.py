@@ -538,3 +538,33 @@ def test_an_unsubscribe_makes_the_customer_not_sendable_at_once(home):
     status = core.status()
     assert set(status.model_age_hours) == set(status.models)
     assert all(0 <= age < 24 * 365 for age in status.model_age_hours.values())
+
+
+def test_known_customers_get_the_two_stage_ranking_of_the_champion(home):
+    from models.candidates import interaction_log_from_store, interaction_matrix, recent_history
+    from models.pipeline import RecommenderPipeline
+
+    core = _core(home)
+    pipeline = core.bundle.pipeline
+    assert isinstance(pipeline, RecommenderPipeline) and pipeline.reranker is not None
+    assert core.bundle.ranked, "the reranker's order is computed at load"
+    snapshot = _snapshot(home)
+    customer = _quiet_customer(home)
+    # Independently: the pipeline's own ranking of this one customer as of the snapshot.
+    log, _ = interaction_log_from_store(EventStore(home / "store"), snapshot)
+    as_of = pd.Timestamp(snapshot.as_of)
+    history = interaction_matrix(log, pipeline.index, as_of=as_of, half_life_days=14.0)
+    recent = recent_history(log, pipeline.index, as_of=as_of)
+    user = int(np.searchsorted(pipeline.index.user_ids, customer))
+    assert pipeline.index.user_ids[user] == customer
+    ids, scores = pipeline.rank(np.array([user]), history, recent, log, as_of=as_of, n=10)
+    expected = [str(pipeline.index.item_ids[i]) for i in ids[0] if i >= 0]
+    unfiltered = Filters(in_stock_only=False, exclude_purchased=False)
+    served = core.recommend(RecommendRequest(customer_id=customer, n=10, filters=unfiltered))
+    assert served.strategy == "model"
+    assert served.items == expected[:10]
+    np.testing.assert_allclose(served.scores, scores[0][: len(served.items)], rtol=1e-6)
+    # The ALS stage alone ranks differently: the reranker is what is served.
+    als = pipeline.generators["als"]
+    als_ids, _ = als.recommend(np.array([user]), history[[user]], n=10, exclude=None)
+    assert [str(pipeline.index.item_ids[i]) for i in als_ids[0]] != served.items
