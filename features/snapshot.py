@@ -18,6 +18,12 @@ Engagement score (last 30 days), documented weights::
 
     ln(1 + 1·opens + 3·clicks + 0.2·product views + 2·carts + 10·purchases)
 
+Price sensitivity, from the catalog version current at ``as_of``: the price index
+of an item is its list price over its category's median list price;
+``viewed_price_index_90d`` and ``purchased_price_index`` average it over a customer's
+product views (90 days) and purchases, and ``discount_purchase_share`` is the share of
+purchases paid at least 1 % below list price.
+
 Lifecycle stage, first match wins: ``loyal`` (more than 5 purchases in 90 days),
 ``new_subscriber`` (signed up within 14 days, no purchase ever), ``new`` (signed up
 or first purchase within 30 days), ``active`` (a purchase within 90 days),
@@ -73,6 +79,9 @@ NULLABLE_CUSTOMER_FEATURES = {
     "purchase_gap_median_days": "fewer than two orders",
     "email_open_rate_90d": "no email sent in 90 days",
     "email_click_rate_90d": "no email sent in 90 days",
+    "viewed_price_index_90d": "no product view of a priced, categorised item in 90 days",
+    "purchased_price_index": "never purchased a priced, categorised item",
+    "discount_purchase_share": "never purchased a priced, catalogued item at a known price",
     "top_category": "no interaction with a catalogued item",
     "top_category_affinity": "no interaction with a catalogued item",
     "preferred_send_hour_local": "timezone unknown",
@@ -141,6 +150,9 @@ def behaviour_feature_names(config: FeatureConfig) -> list[str]:
         "aov",
         "aov_percentile",
         "purchase_gap_median_days",
+        "viewed_price_index_90d",
+        "purchased_price_index",
+        "discount_purchase_share",
         *counts,
         "email_open_rate_90d",
         "email_click_rate_90d",
@@ -352,6 +364,7 @@ def _compute(
     step("events read")
 
     behaviour = _customer_behaviour(con, config, params)
+    behaviour = behaviour.merge(_price_sensitivity(con), on="customer_id", how="left")
     affinity = con.execute(_affinity_sql(config)).df()
     step("customer features")
     customers_out = _customer_table(base, behaviour, affinity, as_of, config.windows_days)
@@ -564,6 +577,43 @@ def _customer_behaviour(
     )
     at = list(frame.columns).index("engagement_score") + 1  # where the SQL had them
     return pd.concat([frame.iloc[:, :at], counts, frame.iloc[:, at:]], axis=1)
+
+
+def _price_sensitivity(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Observable price sensitivity per customer, from the catalog current at as_of.
+
+    A price index is an item's list price over the median list price of its category
+    (1.0: typical; 0.8: a fifth cheaper than typical), so customers who shop different
+    categories compare. ``viewed_price_index_90d`` is its mean over the product views
+    of the last 90 days, ``purchased_price_index`` over all purchases;
+    ``discount_purchase_share`` is the share of purchases (with a known paid price)
+    paid at least 1 % below the item's list price — bought on a discount or offer.
+    """
+    return con.execute(
+        """
+        WITH medians AS (
+            SELECT category, median(price) AS median_price FROM catalog_now
+            WHERE category IS NOT NULL AND price > 0 GROUP BY category
+        ), priced AS (
+            SELECT e.pid, e.event_type, e.age_days, e.price AS paid, c.price AS list_price,
+                   c.price / m.median_price AS price_index
+            FROM evp e
+            JOIN catalog_now c ON e.item_id = c.item_id
+            JOIN medians m ON m.category = c.category
+            WHERE e.event_type IN ('product_view', 'purchase') AND c.price > 0
+        )
+        SELECT p.customer_id,
+               avg(price_index) FILTER (WHERE event_type = 'product_view' AND age_days <= 90)
+                   AS viewed_price_index_90d,
+               avg(price_index) FILTER (WHERE event_type = 'purchase')
+                   AS purchased_price_index,
+               avg(CASE WHEN paid < 0.99 * list_price THEN 1.0 ELSE 0.0 END)
+                   FILTER (WHERE event_type = 'purchase' AND paid IS NOT NULL)
+                   AS discount_purchase_share
+        FROM priced JOIN person p USING (pid)
+        GROUP BY p.customer_id
+        """
+    ).df()
 
 
 def _affinity_sql(config: FeatureConfig) -> str:
