@@ -26,7 +26,7 @@ import pandas as pd
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.store import EventStore
-from models.selector import CUSTOMER_FEATURES, OutcomeModel, Policy, Selector
+from models.selector import CUSTOMER_FEATURES, Policy, Selector, slot_model
 from training.selector_job import (
     SelectorEvaluation,
     build_selector_data,
@@ -97,7 +97,7 @@ def train_selector(
     starts = data.table.groupby("campaign_id")["ts"].transform("min")
     holdout = (starts >= starts.quantile(1 - holdout_share)).to_numpy()
     say(f"{slot}: {len(data.table):,} logged decisions; {int(holdout.sum()):,} held out")
-    model = OutcomeModel(ensemble=5).fit(data.features[~holdout], data.rewards[~holdout])
+    model = slot_model(slot, ensemble=5).fit(data.features[~holdout], data.rewards[~holdout])
 
     client = configure(home)
     name = registered_name(slot)
