@@ -39,19 +39,17 @@ CUSTOMER_FEATURES = [
     "purchase_90d",
     "email_open_30d",
     "email_click_30d",
-    # Price sensitivity: which offer works depends on it (a discount for a bargain
-    # hunter, free shipping for a convenience seeker).
-    "viewed_price_index_90d",
-    "purchased_price_index",
-    "discount_purchase_share",
 ]
+#: Price sensitivity: which offer works depends on it (a discount for a bargain hunter,
+#: free shipping for a convenience seeker); it has no bearing on a subject line.
+PRICE_FEATURES = ["viewed_price_index_90d", "purchased_price_index", "discount_purchase_share"]
+#: Every numeric customer feature a selector may read.
+ALL_CUSTOMER_FEATURES = [*CUSTOMER_FEATURES, *PRICE_FEATURES]
 COUNTRIES = ("US", "CA", "GB", "AU", "DE")
 #: What an offer's effect depends on: how price-sensitive the customer is, what they
 #: spend, where they live.
 OFFER_CUSTOMER_FEATURES = [
-    "viewed_price_index_90d",
-    "purchased_price_index",
-    "discount_purchase_share",
+    *PRICE_FEATURES,
     "aov",
     *(f"country_{code}" for code in COUNTRIES),
 ]
@@ -309,11 +307,18 @@ def _one_hot(index: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def customer_design(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric customer features (NaN where unknown), country one-hot, and the
-    customer's past responses to each variant (``prior_*`` columns)."""
+def slot_customer_features(slot: str) -> list[str]:
+    """The numeric customer features a slot's training design holds: offers add
+    price sensitivity to the general ones."""
+    return ALL_CUSTOMER_FEATURES if slot == "offer" else CUSTOMER_FEATURES
+
+
+def customer_design(frame: pd.DataFrame, features: list[str] | None = None) -> pd.DataFrame:
+    """Numeric customer features (NaN where unknown; ``features``, default every one a
+    selector may read), country one-hot, and the customer's past responses to each
+    variant (``prior_*`` columns)."""
     design = pd.DataFrame(index=frame.index)
-    for column in CUSTOMER_FEATURES:
+    for column in ALL_CUSTOMER_FEATURES if features is None else features:
         values = frame[column] if column in frame.columns else np.nan
         design[column] = pd.to_numeric(pd.Series(values, index=frame.index), errors="coerce")
     country = frame["country"] if "country" in frame.columns else pd.Series("", index=frame.index)

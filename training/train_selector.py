@@ -26,7 +26,7 @@ import pandas as pd
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.store import EventStore
-from models.selector import CUSTOMER_FEATURES, Policy, Selector, slot_model
+from models.selector import ALL_CUSTOMER_FEATURES, Policy, Selector, slot_model
 from training.selector_job import (
     SelectorEvaluation,
     build_selector_data,
@@ -182,7 +182,7 @@ def train_selector(
                     {
                         "decision_id": ["example-1"],
                         "country": ["US"],
-                        **{c: [0.0] for c in CUSTOMER_FEATURES},
+                        **{c: [0.0] for c in ALL_CUSTOMER_FEATURES},
                         **{c: [0.0] for c in model.feature_names_ if c.startswith("prior_")},
                     }
                 ),
