@@ -10,8 +10,9 @@ ground truth that downstream code must recover and records all of it in
 - the same person under two customer records (email re-cased / padded, phone
   re-formatted), anonymous sessions linked by a ``login`` event, shared devices;
 - a browse funnel with realistic rates (product view -> cart about 9 %, cart ->
-  purchase about 35 %), price-sensitive purchasing, abandoned carts, repeat buyers,
-  lapsing customers and stock-outs;
+  purchase about 35 %), price-sensitive browsing (the more price-sensitive, the more
+  often a shopper opens the cheapest item of a listing rather than the priciest) and
+  purchasing, abandoned carts, repeat buyers, lapsing customers and stock-outs;
 - email campaigns whose subject line and offer are chosen by a known, non-uniform
   randomised logging policy with logged propensities, and whose opens, clicks and
   purchases follow closed-form models (subject-trait effects on opening, offer x
@@ -146,6 +147,7 @@ _BUY_BASE = 0.48  # P(purchase | cart kept) for a price at or below the referenc
 _HEAVY_BUY_MULT = 1.3
 _HEAVY_ACTIVITY_MULT = 6.0
 _VIEWS_MEAN = 3.5  # product views per session = 1 + Poisson(_VIEWS_MEAN)
+_LISTING_ITEMS = 3  # items a view is chosen from: the cheapest or the priciest of them
 
 # Email: subject lines (content_id, text, active) and offers.
 _SUBJECTS: tuple[tuple[str, str, bool], ...] = (
@@ -540,6 +542,22 @@ def _sample_items(s: _Sampler, cats: np.ndarray, u: np.ndarray) -> np.ndarray:
     return s.order[np.clip(pos, s.lo[cats], s.hi[cats] - 1)]
 
 
+def _price_shopped(cat: _Catalog, shown: np.ndarray, cheapest: np.ndarray) -> np.ndarray:
+    """The item a shopper opens from a listing: ``shown`` (k, n) holds k items drawn
+    from the category per view; the cheapest where ``cheapest`` (drawn with the
+    person's price sensitivity), else the priciest.
+
+    Price-sensitive shoppers sort by price and open sale items; the others trade up.
+    So a bargain hunter's views sit below the category's typical price and a
+    convenience seeker's above it -- the trace a price-sensitivity feature can read.
+    """
+    prices = cat.price[shown]
+    columns = np.arange(shown.shape[1])
+    low = shown[prices.argmin(axis=0), columns]
+    high = shown[prices.argmax(axis=0), columns]
+    return np.where(cheapest, low, high)
+
+
 def _sample_categories(pref: np.ndarray, person: np.ndarray, u: np.ndarray) -> np.ndarray:
     """One category per event from its person's preference row (flat searchsorted)."""
     n_persons, k = pref.shape
@@ -809,9 +827,9 @@ def _simulate_sessions(
     j = np.arange(n_v) - first_view[vs]
     person_v = sp[vs]
     vcat = _sample_categories(people.pref, person_v, rng.random(n_v))
-    item = _sample_items(
-        _sampler(cat.category, cat.popularity, len(cat.names)), vcat, rng.random(n_v)
-    )
+    popular = _sampler(cat.category, cat.popularity, len(cat.names))
+    shown = np.stack([_sample_items(popular, vcat, rng.random(n_v)) for _ in range(_LISTING_ITEMS)])
+    item = _price_shopped(cat, shown, rng.random(n_v) < people.sensitivity[person_v])
     heavy_v = people.heavy[person_v]
     p_cart = _CART_BASE * np.where(vcat == people.preferred[person_v], _CART_PREFERRED_MULT, 1.0)
     p_cart = p_cart * np.where(heavy_v, _HEAVY_BUY_MULT, 1.0)
@@ -1452,6 +1470,8 @@ def _truth(
             "price_effect": "P(purchase | kept cart) = purchase_given_kept_cart * "
             "exp(-2 * price_sensitivity * max(0, ln(price / reference_price)))",
             "reference_price": float(np.median(cat.price)),
+            "viewed_item": f"{_LISTING_ITEMS} items drawn from the category by popularity; "
+            "the cheapest with probability price_sensitivity, else the priciest",
             "heavy_buyer_multiplier": {
                 "cart_and_purchase": _HEAVY_BUY_MULT,
                 "activity": _HEAVY_ACTIVITY_MULT,

@@ -18,6 +18,12 @@ Engagement score (last 30 days), documented weights::
 
     ln(1 + 1·opens + 3·clicks + 0.2·product views + 2·carts + 10·purchases)
 
+Price sensitivity, from the catalog version current at ``as_of``: the price index
+of an item is its list price over its category's median list price;
+``viewed_price_index_90d`` and ``purchased_price_index`` average it over a customer's
+product views (90 days) and purchases, and ``discount_purchase_share`` is the share of
+purchases paid at least 1 % below list price.
+
 Lifecycle stage, first match wins: ``loyal`` (more than 5 purchases in 90 days),
 ``new_subscriber`` (signed up within 14 days, no purchase ever), ``new`` (signed up
 or first purchase within 30 days), ``active`` (a purchase within 90 days),
@@ -74,6 +80,9 @@ NULLABLE_CUSTOMER_FEATURES = {
     "purchase_gap_median_days": "fewer than two orders",
     "email_open_rate_90d": "no email sent in 90 days",
     "email_click_rate_90d": "no email sent in 90 days",
+    "viewed_price_index_90d": "no product view of a priced, categorised item in 90 days",
+    "purchased_price_index": "never purchased a priced, categorised item",
+    "discount_purchase_share": "never purchased a priced, catalogued item at a known price",
     "top_category": "no interaction with a catalogued item",
     "top_category_affinity": "no interaction with a catalogued item",
     "preferred_send_hour_local": "timezone unknown",
@@ -142,6 +151,9 @@ def behaviour_feature_names(config: FeatureConfig) -> list[str]:
         "aov",
         "aov_percentile",
         "purchase_gap_median_days",
+        "viewed_price_index_90d",
+        "purchased_price_index",
+        "discount_purchase_share",
         *counts,
         "email_open_rate_90d",
         "email_click_rate_90d",
@@ -311,7 +323,7 @@ def _compute(
     con.execute(
         """
         CREATE TEMP TABLE sparse AS
-        SELECT ts, event_type, customer_id, anonymous_id, item_id,
+        SELECT ts, event_type, customer_id, anonymous_id, item_id, price,
                coalesce(price, 0) * coalesce(quantity, 1) AS value,
                -- no order id: the purchase is an order of its own (see ``orders``)
                CASE WHEN event_type = 'purchase' THEN order_id END AS order_key,
@@ -370,10 +382,12 @@ def _compute(
         """,
         params,
     )
-    events_read = con.execute("SELECT count(*) FROM ev").fetchone()
+    events_read = con.execute("SELECT count(*) FROM ev").fetchall()[0]
     step("events resolved")
 
+    prices = _price_sensitivity(con, params)
     behaviour = _customer_behaviour(con, config, as_of, params)
+    behaviour = behaviour.merge(prices, on="customer_id", how="left")
     step("customer aggregates")
     _pair_stats(con, config, as_of, params)
     affinity = fetch_frame(con, _affinity_sql())
@@ -700,6 +714,53 @@ def _customer_behaviour(
     )
     at = list(frame.columns).index("engagement_score") + 1  # where the SQL had them
     return pd.concat([frame.iloc[:, :at], counts, frame.iloc[:, at:]], axis=1)
+
+
+def _price_sensitivity(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> pd.DataFrame:
+    """Observable price sensitivity per profiled customer, from the catalog current at as_of.
+
+    A price index is an item's list price over the median list price of its category
+    (1.0: typical; 0.8: a fifth cheaper than typical), so customers who shop different
+    categories compare. ``viewed_price_index_90d`` is its mean over the product views
+    of the last 90 days, ``purchased_price_index`` over all purchases;
+    ``discount_purchase_share`` is the share of purchases (with a known paid price)
+    paid at least 1 % below the item's list price — bought on a discount or offer.
+    """
+    return fetch_frame(
+        con,
+        f"""
+        WITH medians AS (
+            SELECT category, median(price) AS median_price FROM catalog_now
+            WHERE category IS NOT NULL AND price > 0 GROUP BY category
+        ), indexed AS (
+            SELECT c.item_id, c.price AS list_price, c.price / m.median_price AS price_index
+            FROM catalog_now c JOIN medians m ON m.category = c.category
+            WHERE c.price > 0
+        ), views AS (
+            SELECT e.pid, avg(x.price_index) AS viewed_price_index_90d
+            FROM ev e JOIN indexed x ON x.item_id = e.item_id
+            WHERE {_is("product_view")} AND e.personal AND {_AGE_DAYS} <= 90
+            GROUP BY e.pid
+        ), buys AS (
+            SELECT i.pid, avg(x.price_index) AS purchased_price_index,
+                   avg(CASE WHEN s.price < 0.99 * x.list_price THEN 1.0 ELSE 0.0 END)
+                       FILTER (WHERE s.price IS NOT NULL) AS discount_purchase_share
+            FROM sparse s
+            JOIN ids i ON i.is_customer = (s.customer_id IS NOT NULL)
+                      AND i.source_id = coalesce(s.customer_id, s.anonymous_id)
+            JOIN indexed x ON x.item_id = s.item_id
+            WHERE s.event_type = 'purchase' AND i.personalised
+            GROUP BY i.pid
+        )
+        SELECT p.customer_id, v.viewed_price_index_90d, b.purchased_price_index,
+               b.discount_purchase_share
+        FROM person p
+        LEFT JOIN views v ON v.pid = p.pid
+        LEFT JOIN buys b ON b.pid = p.pid
+        WHERE v.pid IS NOT NULL OR b.pid IS NOT NULL
+        """,
+        params,
+    )
 
 
 def _pair_stats(

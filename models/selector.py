@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError, NotFoundError
+from models.content_features import OFFER_FEATURES
 
 CUSTOMER_FEATURES = [
     "engagement_score",
@@ -39,7 +40,19 @@ CUSTOMER_FEATURES = [
     "email_open_30d",
     "email_click_30d",
 ]
+#: Price sensitivity: which offer works depends on it (a discount for a bargain hunter,
+#: free shipping for a convenience seeker); it has no bearing on a subject line.
+PRICE_FEATURES = ["viewed_price_index_90d", "purchased_price_index", "discount_purchase_share"]
+#: Every numeric customer feature a selector may read.
+ALL_CUSTOMER_FEATURES = [*CUSTOMER_FEATURES, *PRICE_FEATURES]
 COUNTRIES = ("US", "CA", "GB", "AU", "DE")
+#: What an offer's effect depends on: how price-sensitive the customer is, what they
+#: spend, where they live.
+OFFER_CUSTOMER_FEATURES = [
+    *PRICE_FEATURES,
+    "aov",
+    *(f"country_{code}" for code in COUNTRIES),
+]
 
 PolicyKind = Literal["greedy", "epsilon_greedy", "softmax", "thompson", "constant"]
 ARTIFACT_FORMAT = 1
@@ -56,6 +69,9 @@ class OutcomeModel:
         Boosters fitted on bootstrap resamples (1: a single booster on all rows).
     random_state : int
         Seed of the bootstrap and of LightGBM.
+    columns : list of str, optional
+        The design columns the model uses (None: every column given to ``fit``);
+        the others are ignored, at fit and at predict time.
     """
 
     def __init__(
@@ -67,6 +83,7 @@ class OutcomeModel:
         min_child_samples: int = 50,
         ensemble: int = 1,
         random_state: int = 0,
+        columns: list[str] | None = None,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -74,6 +91,7 @@ class OutcomeModel:
         self.min_child_samples = min_child_samples
         self.ensemble = ensemble
         self.random_state = random_state
+        self.columns = columns
 
     boosters_: list[lgb.Booster]
     feature_names_: list[str]
@@ -94,6 +112,11 @@ class OutcomeModel:
             raise InputError("rewards", float(rewards.mean()), "needs both outcomes to learn")
         # 0/1 rewards (open, click, conversion): a probability; others (margin): a mean.
         self.objective_ = "binary" if np.isin(rewards, (0.0, 1.0)).all() else "regression"
+        if self.columns is not None:
+            missing = [c for c in self.columns if c not in features.columns]
+            if missing:
+                raise InputError("features", missing, "missing columns the model is set to use")
+            features = features[list(self.columns)]
         self.feature_names_ = [str(c) for c in features.columns]
         values = features.to_numpy(dtype=np.float64)
         rng = np.random.default_rng(self.random_state)
@@ -170,6 +193,30 @@ class OutcomeModel:
     def _check_fitted(self) -> None:
         if not hasattr(self, "boosters_"):
             raise NotFoundError("OutcomeModel is not fitted; call fit() first")
+
+
+def slot_model(slot: str, *, ensemble: int = 1, random_state: int = 0) -> OutcomeModel:
+    """The outcome model a slot is fitted with.
+
+    An offer changes conversion by a few points, and which offer wins depends on one
+    trait of the customer (price sensitivity) seen through a few noisy features, in a
+    log of some thousands of opened emails. A general model over every customer
+    feature fits noise there and scores the offers nearly alike for everyone; so an
+    offer model sees only the features its effect can depend on
+    (:data:`OFFER_CUSTOMER_FEATURES` and the offer's own), with shallow trees and large
+    leaves. Other slots (subject lines: opens and clicks, driven by engagement and the
+    line's text) use every feature.
+    """
+    if slot == "offer":
+        return OutcomeModel(
+            n_estimators=600,
+            num_leaves=4,
+            min_child_samples=200,
+            ensemble=ensemble,
+            random_state=random_state,
+            columns=[*OFFER_CUSTOMER_FEATURES, *OFFER_FEATURES],
+        )
+    return OutcomeModel(ensemble=ensemble, random_state=random_state)
 
 
 @dataclass(frozen=True)
@@ -262,11 +309,18 @@ def _one_hot(index: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def customer_design(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric customer features (NaN where unknown), country one-hot, and the
-    customer's past responses to each variant (``prior_*`` columns)."""
+def slot_customer_features(slot: str) -> list[str]:
+    """The numeric customer features a slot's training design holds: offers add
+    price sensitivity to the general ones."""
+    return ALL_CUSTOMER_FEATURES if slot == "offer" else CUSTOMER_FEATURES
+
+
+def customer_design(frame: pd.DataFrame, features: list[str] | None = None) -> pd.DataFrame:
+    """Numeric customer features (NaN where unknown; ``features``, default every one a
+    selector may read), country one-hot, and the customer's past responses to each
+    variant (``prior_*`` columns)."""
     design = pd.DataFrame(index=frame.index)
-    for column in CUSTOMER_FEATURES:
+    for column in ALL_CUSTOMER_FEATURES if features is None else features:
         values = frame[column] if column in frame.columns else np.nan
         design[column] = pd.to_numeric(pd.Series(values, index=frame.index), errors="coerce")
     country = frame["country"] if "country" in frame.columns else pd.Series("", index=frame.index)

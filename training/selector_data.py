@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from models.selector import CUSTOMER_FEATURES
+from models.selector import ALL_CUSTOMER_FEATURES
 
 REWARDS = ("open", "click", "conversion", "margin")
 DEFAULT_REWARD = {"subject": "click", "offer": "conversion"}
@@ -108,7 +108,7 @@ def with_customer_features(
     once per campaign, as of the campaign's first send, so the cost is one snapshot
     per campaign, not per row.
     """
-    columns = columns or CUSTOMER_FEATURES
+    columns = columns or ALL_CUSTOMER_FEATURES
     # One snapshot per campaign wave, as of the wave's first send: earlier than
     # every send of the wave, so no feature sees a send's own aftermath.
     wave_start = table.groupby("campaign_id")["ts"].transform("min")

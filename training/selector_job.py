@@ -22,7 +22,12 @@ from features.settings import FeatureConfig
 from features.snapshot import build_snapshot
 from features.store import EventStore
 from models.content_features import content_features
-from models.selector import OutcomeModel, candidate_scores, customer_design
+from models.selector import (
+    OutcomeModel,
+    candidate_scores,
+    customer_design,
+    slot_customer_features,
+)
 from training.ope import Estimate, beats, deterministic_policy, evaluate_policy
 from training.selector_data import (
     DEFAULT_REWARD,
@@ -91,7 +96,7 @@ def build_selector_data(
     content_table = content_features(slot_content)
     design = pd.concat(
         [
-            customer_design(table).reset_index(drop=True),
+            customer_design(table, slot_customer_features(slot)).reset_index(drop=True),
             content_table.reindex(table["content_id"].astype(str)).reset_index(drop=True),
         ],
         axis=1,

@@ -26,7 +26,7 @@ import pandas as pd
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.store import EventStore
-from models.selector import CUSTOMER_FEATURES, OutcomeModel, Policy, Selector
+from models.selector import ALL_CUSTOMER_FEATURES, Policy, Selector, slot_model
 from training.selector_job import (
     SelectorEvaluation,
     build_selector_data,
@@ -97,7 +97,7 @@ def train_selector(
     starts = data.table.groupby("campaign_id")["ts"].transform("min")
     holdout = (starts >= starts.quantile(1 - holdout_share)).to_numpy()
     say(f"{slot}: {len(data.table):,} logged decisions; {int(holdout.sum()):,} held out")
-    model = OutcomeModel(ensemble=5).fit(data.features[~holdout], data.rewards[~holdout])
+    model = slot_model(slot, ensemble=5).fit(data.features[~holdout], data.rewards[~holdout])
 
     client = configure(home)
     name = registered_name(slot)
@@ -182,7 +182,7 @@ def train_selector(
                     {
                         "decision_id": ["example-1"],
                         "country": ["US"],
-                        **{c: [0.0] for c in CUSTOMER_FEATURES},
+                        **{c: [0.0] for c in ALL_CUSTOMER_FEATURES},
                         **{c: [0.0] for c in model.feature_names_ if c.startswith("prior_")},
                     }
                 ),

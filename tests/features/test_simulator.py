@@ -376,6 +376,16 @@ def test_price_sensitive_customers_buy_cheaper_items(store: SimulatedStore) -> N
     ratio = buys["price"] / buys["item_id"].map(store.catalog.set_index("item_id")["price"])
     assert np.allclose(ratio, 1.0)  # organic purchases pay list price
     assert buys.loc[sensitivity > 0.6, "price"].mean() < buys.loc[sensitivity < 0.3, "price"].mean()
+    # They browse cheaper too: relative to the category's median price, bargain hunters'
+    # product views sit below it and convenience seekers' above it.
+    views = events[(events["event_type"] == "product_view") & events["customer_id"].notna()]
+    catalog = store.catalog.set_index("item_id")
+    median = store.catalog.groupby("category")["price"].median()
+    index = views["item_id"].map(catalog["price"]) / views["item_id"].map(catalog["category"]).map(
+        median
+    )
+    by_type = index.groupby(views["customer_id"].map(store.truth["customer_type"])).mean()
+    assert by_type["bargain_hunter"] < 0.95 < 1.05 < by_type["convenience_seeker"], by_type
 
 
 def test_lapsing_customers_stop_browsing(store: SimulatedStore) -> None:

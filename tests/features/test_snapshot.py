@@ -536,6 +536,63 @@ def test_snapshot_round_trip(tmp_path):
     assert set(loaded.manifest["features"]["customers"]) == set(s.customers.columns)
 
 
+def test_price_sensitivity_features_by_hand():
+    # Category medians: home 10, toys 25; price index i1 1.0, i2 0.8, i3 1.2.
+    log = events(
+        {
+            "ts": hours_before(10),
+            "event_type": "product_view",
+            "customer_id": "c1",
+            "item_id": "i2",
+        },
+        {
+            "ts": hours_before(20),
+            "event_type": "product_view",
+            "customer_id": "c1",
+            "item_id": "i2",
+        },
+        {
+            "ts": hours_before(30),
+            "event_type": "product_view",
+            "customer_id": "c1",
+            "item_id": "i3",
+        },
+        # 100 days old: outside the 90-day window of the viewed index
+        {
+            "ts": hours_before(2400),
+            "event_type": "product_view",
+            "customer_id": "c1",
+            "item_id": "i3",
+        },
+        # after as_of: never read
+        {
+            "ts": hours_before(-1),
+            "event_type": "product_view",
+            "customer_id": "c1",
+            "item_id": "i3",
+        },
+        *(
+            {
+                "ts": hours_before(5),
+                "event_type": "purchase",
+                "customer_id": "c1",
+                "item_id": item,
+                "price": paid,
+                "quantity": 1,
+                "order_id": "o1",
+            }
+            for item, paid in (("i2", 16.0), ("i1", 10.0), ("i3", None))
+        ),
+    )
+    c1 = row(snap(log), "c1")
+    assert c1["viewed_price_index_90d"] == pytest.approx((0.8 + 0.8 + 1.2) / 3)
+    assert c1["purchased_price_index"] == pytest.approx((0.8 + 1.0 + 1.2) / 3)
+    # i2 bought at 16 against a list price of 20; i1 at list; i3's paid price unknown.
+    assert c1["discount_purchase_share"] == pytest.approx(0.5)
+    c2 = row(snap(log), "c2")
+    assert np.isnan(c2[["viewed_price_index_90d", "purchased_price_index"]].astype(float)).all()
+
+
 def test_nullable_feature_list_names_real_columns():
     s = snap(events({"ts": hours_before(1), "event_type": "page_view", "customer_id": "c1"}))
     assert set(NULLABLE_CUSTOMER_FEATURES) <= set(s.customers.columns)

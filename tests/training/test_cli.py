@@ -108,13 +108,13 @@ def test_demo_simulates_ingests_and_summarises(tmp_path, repo_root):
 
     configure(tmp_path / "home")
     selector = mlflow.pyfunc.load_model("models:/tailor-selector-offer@champion")
-    from models.selector import CUSTOMER_FEATURES
+    from models.selector import ALL_CUSTOMER_FEATURES
 
     frame = pd.DataFrame(
         {
             "decision_id": ["x-1", "x-2"],
             "country": ["US", "GB"],
-            **{c: [1.0, 0.0] for c in CUSTOMER_FEATURES},
+            **{c: [1.0, 0.0] for c in ALL_CUSTOMER_FEATURES},
             **{
                 f"prior_{kind}_{offer}": [0.0, 1.0]
                 for kind in ("sends", "clicks")
