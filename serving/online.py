@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.contracts import EVENT_TYPES
 from features.online_log import connect_sqlite
 from features.snapshot import Snapshot
 from features.store import EventStore, connect
@@ -79,19 +80,7 @@ CREATE TABLE IF NOT EXISTS stock (item_id TEXT PRIMARY KEY, in_stock INTEGER, ts
 """
 
 # Events that matter to a live profile (the rest are only logged).
-PROFILE_EVENTS = (
-    "page_view",
-    "product_view",
-    "add_to_cart",
-    "remove_from_cart",
-    "add_to_wishlist",
-    "checkout",
-    "purchase",
-    "email_sent",
-    "email_open",
-    "email_click",
-    "unsubscribe",
-)
+PROFILE_EVENTS = tuple(e for e in EVENT_TYPES if e not in ("login", "identify", "stock_change"))
 CLICK_WINDOW = timedelta(hours=72)
 """A click within this long after a send credits the send (as in training)."""
 

@@ -144,14 +144,6 @@ class Tailor:
     ) -> RecommendBatchResponse:
         """Ranked items for many customers (a campaign send), up to the batch limit."""
         try:
-            if len(customer_ids) > SETTINGS.serving.batch_limit:
-                raise BatchTooLarge(
-                    "customer_ids",
-                    len(customer_ids),
-                    f"at most {SETTINGS.serving.batch_limit} recipients per call (batch_limit)",
-                )
-            if not customer_ids:
-                raise InputError("customer_ids", [], "give at least one customer")
             request = RecommendBatchRequest(
                 customer_ids=customer_ids, n=n, filters=filters or Filters(), context=context or {}
             )
