@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -48,7 +48,7 @@ from models.registry import champion_version, load_version, registry_client, tra
 from models.selector import Selector, choose
 from serving.decision_log import DecisionLog, DecisionRecord
 from serving.online import OnlineStore, Profile
-from serving.rules import BUILTIN_NAMES, RuleSet, load_rules
+from serving.rules import BUILTIN_NAMES, Match, RuleSet, load_rules
 from serving.schemas import (
     CandidateScore,
     Choice,
@@ -66,13 +66,15 @@ from serving.schemas import (
     Status,
     TriggerView,
 )
-from serving.triggers import ActiveTrigger, active_triggers
+from serving.triggers import ActiveTrigger, profile_triggers, trigger_events
 
 logger = logging.getLogger(__name__)
 
 RECOMMENDER_NAME = "tailor-recommender"
 SELECTOR_PREFIX = "tailor-selector-"
 SLOTS = ("subject", "offer")
+MEMO_NAMES = frozenset({"segments", "triggers", "known", "slot", "context"})
+"""Rules reading only these are matched once per distinct value of them in a batch."""
 
 
 class BatchTooLarge(InputError):
@@ -92,6 +94,7 @@ class Catalog:
     categories: np.ndarray
     in_stock: np.ndarray
     popularity_order: np.ndarray  # item positions, most popular first
+    item_list: list[str]  # item_ids as Python strings (indexing numpy strings is slow)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,26 @@ def _number(value: Any) -> float:
     return float("nan")
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """The champion's two-stage ranking of every customer with history, computed at
+    load: row ``rows[customer]`` of ``ids`` (item positions, -1 padded) and ``scores``."""
+
+    ids: np.ndarray  # customers × RANKED_DEPTH, int32
+    scores: np.ndarray  # customers × RANKED_DEPTH, float32
+    rows: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, customer: str) -> tuple[np.ndarray, np.ndarray] | None:
+        row = self.rows.get(customer)
+        return None if row is None else (self.ids[row], self.scores[row])
+
+
+NO_RANKING = Ranked(np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), {})
+
+
 @dataclass
 class Bundle:
     """Everything loaded for serving, swapped as a whole on reload."""
@@ -173,7 +196,7 @@ class Bundle:
     recommender: Recommender | None = None
     recommender_version: str | None = None
     pipeline: RecommenderPipeline | None = None
-    ranked: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    ranked: Ranked = NO_RANKING
     selectors: dict[str, Selector] = field(default_factory=dict)
     selector_versions: dict[str, str] = field(default_factory=dict)
     catalog: Catalog | None = None
@@ -459,7 +482,7 @@ class DecisionCore:
         )
         decision_ids = [request.decision_id or _new_id()]
         deadline = self.config.deadline_ms / 1000.0
-        return self._recommend(batch, decision_ids, "recommend", deadline)[0]
+        return Recommendation(**self._recommend(batch, decision_ids, "recommend", deadline)[0])
 
     def recommend_batch(self, request: RecommendBatchRequest) -> RecommendBatchResponse:
         if len(request.customer_ids) > self.config.batch_limit:
@@ -468,11 +491,11 @@ class DecisionCore:
                 len(request.customer_ids),
                 f"at most {self.config.batch_limit} recipients per call (batch_limit)",
             )
-        ids = [_new_id() for _ in request.customer_ids]
+        ids = _new_ids(len(request.customer_ids))
         deadline = self.config.batch_deadline_ms / 1000.0
         results = self._recommend(request, ids, "recommend_batch", deadline)
-        return RecommendBatchResponse(
-            results=results, strategies=dict(Counter(r.strategy for r in results))
+        return RecommendBatchResponse.model_validate(  # one validation for the whole batch
+            {"results": results, "strategies": Counter(r["strategy"] for r in results)}
         )
 
     def _recommend(
@@ -481,7 +504,8 @@ class DecisionCore:
         decision_ids: list[str],
         endpoint: str,
         deadline: float,
-    ) -> list[Recommendation]:
+    ) -> list[dict[str, Any]]:
+        """Recommendation fields per recipient (dicts: the caller validates them once)."""
         started = time.monotonic()
         bundle = self.bundle
         n = request.n or self.config.default_n
@@ -489,18 +513,28 @@ class DecisionCore:
         asked = request.customer_ids
         canonical = self.online.resolve(asked)
         people = [canonical[c] for c in asked]
-        profiles = self.online.profiles(sorted(set(people)))
+        as_of = bundle.as_of.timestamp() if bundle.as_of is not None else 0.0
+        needed = bundle.rules.names("recommend")
+        profiles = self.online.profiles(
+            sorted(set(people)),
+            recent=trigger_events(now, as_of, self.settings.features.triggers),
+            responses=False,
+            features=bool(needed - BUILTIN_NAMES),
+        )
         purchased = (
             self.online.purchased(sorted(set(people))) if request.filters.exclude_purchased else {}
         )
         allowed = self._allowed(bundle, request.filters)
         plans: list[tuple[str, str | None, str | None]] = []  # (strategy, rule, reason)
-        needed = bundle.rules.names("recommend")
+        # Rules over segments and trigger names alone are matched once per distinct
+        # combination: a campaign batch has few of them.
+        memo: dict[tuple[Any, ...], Match | None] | None = {} if needed <= MEMO_NAMES else None
         model_rows: list[int] = []
         trigger_items: dict[int, list[str]] = {}
+        holdout = self.config.holdout_share > 0
         for i, person in enumerate(people):
             profile = profiles[person]
-            if self._in_holdout(person):
+            if holdout and self._in_holdout(person):
                 plans.append(("holdout", None, None))
                 continue
             if not profile.known and not profile.personalised:
@@ -510,8 +544,22 @@ class DecisionCore:
                 plans.append(("consent", None, "no personalisation consent"))
                 continue
             triggers = self._triggers(profile, now) if needed else []
-            variables = _variables(profile, triggers, "recommend", request.context, now, needed)
-            match = bundle.rules.match("recommend", variables) if needed else None
+            match = None
+            if needed:
+                key = (
+                    tuple(profile.segments),
+                    tuple(sorted({t.trigger for t in triggers})),
+                    profile.known,
+                )
+                if memo is not None and key in memo:
+                    match = memo[key]
+                else:
+                    variables = _variables(
+                        profile, triggers, "recommend", request.context, now, needed
+                    )
+                    match = bundle.rules.match("recommend", variables)
+                    if memo is not None:
+                        memo[key] = match
             if match is not None and match.strategy == "popular":
                 plans.append((f"rule:{match.rule.name}", match.rule.name, None))
                 continue
@@ -527,22 +575,36 @@ class DecisionCore:
             plans.append(("model", match.rule.name if match else None, None))
             model_rows.append(i)
 
-        scored: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        scored: dict[int, tuple[list[int], list[float]]] = {}
         model_error: str | None = None
+        exclude_items = set(request.filters.exclude_items)
         if bundle.ranked and bundle.as_of is not None:
             # The two-stage ranking computed at load, unless events posted since
             # moved the customer: then the collaborative stage re-solves from them.
-            as_of = bundle.as_of.timestamp()
-            still = []
+            still, cached_rows, ranked_rows = [], [], []
             for row in model_rows:
-                cached = bundle.ranked.get(people[row])
-                if cached is not None and not any(
+                at = bundle.ranked.rows.get(people[row])
+                if at is not None and not any(
                     ts >= as_of for ts, _, _ in profiles[people[row]].recent
                 ):
-                    scored[row] = cached
+                    cached_rows.append(row)
+                    ranked_rows.append(at)
                 else:
                     still.append(row)
             model_rows = still
+            if cached_rows:
+                # This request's filters over the cached rankings, for all rows at once:
+                # each row keeps its first allowed items, enough to survive its
+                # exclusions and the trigger items placed before them.
+                slack = [
+                    len(purchased.get(people[row], ()))
+                    + len(exclude_items)
+                    + len(trigger_items.get(row, ()))
+                    for row in cached_rows
+                ]
+                scored.update(
+                    _filter_ranked(bundle.ranked, ranked_rows, allowed, n, slack, cached_rows)
+                )
         if model_rows and bundle.recommender is not None and bundle.catalog is not None:
             remaining = max(deadline - (time.monotonic() - started), 0.001)
             future = self._pool.submit(
@@ -558,7 +620,9 @@ class DecisionCore:
             )
             try:
                 ids, scores = future.result(timeout=remaining)
-                scored.update({row: (ids[k], scores[k]) for k, row in enumerate(model_rows)})
+                scored.update(
+                    {row: (ids[k].tolist(), scores[k].tolist()) for k, row in enumerate(model_rows)}
+                )
             except FutureTimeout:
                 model_error = f"deadline of {deadline * 1000:.0f} ms passed"
             except Exception as error:  # a model bug must not fail the request
@@ -567,60 +631,71 @@ class DecisionCore:
         elif model_rows:
             model_error = "no recommender loaded"
 
-        results: list[Recommendation] = []
+        results: list[dict[str, Any]] = []
         records: list[DecisionRecord] = []
+        popular: list[str] | None = None
+        versions = bundle.versions("recommend")
+        names = bundle.catalog.item_list if bundle.catalog is not None else []
         for i, (person, (strategy, _rule, reason)) in enumerate(zip(people, plans, strict=True)):
-            items: list[tuple[str, float | None]] = []
-            exclude = set(purchased.get(person, [])) | set(request.filters.exclude_items)
+            chosen: list[str] = []
+            chosen_scores: list[float | None] = []
+            bought = purchased.get(person)
+            exclude = exclude_items.union(bought) if bought else exclude_items
             if i in trigger_items:
-                items = self._trigger_first(bundle, trigger_items[i], allowed, exclude, n)
+                for item, _ in self._trigger_first(bundle, trigger_items[i], allowed, exclude, n):
+                    chosen.append(item)
+                    chosen_scores.append(None)
             if i in scored:
-                ids, scores = scored[i]
-                assert bundle.catalog is not None
-                have = {x[0] for x in items}
-                for position, score in zip(ids.tolist(), scores.tolist(), strict=True):
-                    if len(items) >= n or position < 0:
+                have = set(chosen)
+                for position, score in zip(*scored[i], strict=True):
+                    if position < 0 or len(chosen) >= n:
                         break
-                    item = str(bundle.catalog.item_ids[position])
-                    # Cached rankings were made before this request's filters.
-                    if item not in have and allowed[position] and item not in exclude:
-                        items.append((item, score))
+                    item = names[position]
+                    if item not in have and item not in exclude:
+                        chosen.append(item)
+                        chosen_scores.append(score)
                         have.add(item)
             elif strategy == "model" or i in trigger_items:
                 reason = model_error or "no model"
                 if strategy == "model":
                     strategy = "fallback:popular"
-            if len(items) < n:
-                items = self._fill_popular(bundle, items, allowed, exclude, n)
+            if len(chosen) < n:
+                if popular is None and bundle.catalog is not None:
+                    popular = _popular(bundle.catalog, allowed)
+                items = list(zip(chosen, chosen_scores, strict=True))
+                items = self._fill_popular(bundle, items, allowed, exclude, n, popular)
+                chosen = [x[0] for x in items]
+                chosen_scores = [x[1] for x in items]
                 if not items and bundle.catalog is None:
                     reason = reason or "no feature snapshot loaded"
-            result = Recommendation.model_construct(
-                customer_id=asked[i],
-                decision_id=decision_ids[i],
-                items=[x[0] for x in items],
-                scores=[x[1] for x in items],
-                strategy=strategy,
-                model_version=bundle.recommender_version if i in scored else None,
-                snapshot=bundle.snapshot_id,
-                fallback_reason=reason if strategy.startswith("fallback") else None,
-                sendable=profiles[person].sendable,
+            results.append(
+                {
+                    "customer_id": asked[i],
+                    "decision_id": decision_ids[i],
+                    "items": chosen,
+                    "scores": chosen_scores,
+                    "strategy": strategy,
+                    "model_version": bundle.recommender_version if i in scored else None,
+                    "snapshot": bundle.snapshot_id,
+                    "fallback_reason": reason if strategy.startswith("fallback") else None,
+                    "sendable": profiles[person].sendable,
+                }
             )
-            results.append(result)
-            self.counters[strategy.split(":")[0]] += 1
             records.append(
                 DecisionRecord(
-                    decision_id=result.decision_id,
-                    endpoint=endpoint,
-                    customer_id=person,
-                    slot="recommend",
-                    strategy=strategy,
-                    chosen=result.items,
-                    propensity=1.0,
-                    candidates=result.scores,
-                    versions=bundle.versions("recommend"),
-                    context=request.context,
+                    decision_ids[i],
+                    endpoint,
+                    person,
+                    "recommend",
+                    strategy,
+                    chosen,
+                    1.0,
+                    chosen_scores,
+                    versions,
+                    request.context,
                 )
             )
+        self.counters.update(r["strategy"].split(":")[0] for r in results)
         self.decisions.append(records)
         return results
 
@@ -702,17 +777,20 @@ class DecisionCore:
         allowed: np.ndarray,
         exclude: set[str],
         n: int,
+        popular: list[str] | None = None,
     ) -> list[tuple[str, float | None]]:
-        catalog = bundle.catalog
-        if catalog is None:
+        """Tops ``items`` up to ``n`` with the most popular allowed items (``popular``:
+        those items in order, when the caller computed them once for a batch)."""
+        if bundle.catalog is None:
             return items
+        if popular is None:
+            popular = _popular(bundle.catalog, allowed)
         have = {x[0] for x in items}
         out = list(items)
-        for position in catalog.popularity_order:
+        for item in popular:
             if len(out) >= n:
                 break
-            item = str(catalog.item_ids[position])
-            if allowed[position] and item not in exclude and item not in have:
+            if item not in exclude and item not in have:
                 out.append((item, None))
                 have.add(item)
         return out
@@ -965,13 +1043,7 @@ class DecisionCore:
 
     # ================================================================== helpers
     def _triggers(self, profile: Profile, now: float) -> list[ActiveTrigger]:
-        return active_triggers(
-            profile.recent,
-            profile.snapshot_triggers,
-            now=now,
-            config=self.settings.features.triggers,
-            snapshot_last_purchase=profile.snapshot_last_purchase_ts,
-        )
+        return profile_triggers(profile, now, self.settings.features.triggers)
 
     def _in_holdout(self, person: str) -> bool:
         share = self.config.holdout_share
@@ -987,7 +1059,48 @@ class DecisionCore:
 
 # ====================================================================== module helpers
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    return _new_ids(1)[0]
+
+
+def _new_ids(count: int) -> list[str]:
+    """Decision ids: 16 hex digits of time (ns), then 16 random ones — unique across
+    workers, and in time order, so the decision log's id index grows at one end."""
+    stamp = f"{time.time_ns():016x}"
+    noise = os.urandom(8 * count).hex()
+    return [stamp + noise[16 * k : 16 * k + 16] for k in range(count)]
+
+
+def _filter_ranked(
+    ranked: Ranked,
+    at: list[int],
+    allowed: np.ndarray,
+    n: int,
+    slack: list[int],
+    keys: list[int],
+) -> dict[int, tuple[list[int], list[float]]]:
+    """Rows ``at`` of the cached ranking with disallowed items dropped, each cut to
+    ``n`` plus its ``slack`` items; keyed by ``keys``."""
+    ids = ranked.ids[at]
+    scores = ranked.scores[at]
+    ok = ids >= 0
+    ok[ok] = allowed[ids[ok]]
+    limit = n + np.asarray(slack)[:, None]
+    keep = ok & (np.cumsum(ok, axis=1) <= limit)
+    ends = np.cumsum(keep.sum(axis=1)).tolist()
+    flat_ids = ids[keep].tolist()
+    flat_scores = scores[keep].tolist()
+    out: dict[int, tuple[list[int], list[float]]] = {}
+    start = 0
+    for key, end in zip(keys, ends, strict=True):
+        out[key] = (flat_ids[start:end], flat_scores[start:end])
+        start = end
+    return out
+
+
+def _popular(catalog: Catalog, allowed: np.ndarray) -> list[str]:
+    """Allowed items, most popular first."""
+    order = catalog.popularity_order
+    return [catalog.item_list[p] for p in order[allowed[order]].tolist()]
 
 
 def _iso(epoch: float) -> str:
@@ -1029,6 +1142,7 @@ def _catalog_and_history(
         categories=categories.to_numpy(dtype=str),
         in_stock=in_stock,
         popularity_order=order,
+        item_list=[str(i) for i in item_ids],
     )
     # Snapshot interactions re-indexed to the model's columns (unknown items dropped).
     matrix = snapshot.interactions.tocoo()
@@ -1049,7 +1163,7 @@ RANKED_DEPTH = 100
 
 def _rank_snapshot_users(
     pipeline: RecommenderPipeline, snapshot: Snapshot, store: EventStore, *, chunk: int = 2000
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+) -> Ranked:
     """The pipeline's two-stage ranking of every customer it knows with history, as of
     the snapshot — the reranker's pair features need the whole log, so they are
     computed once per load, not per request."""
@@ -1065,14 +1179,17 @@ def _rank_snapshot_users(
     history = interaction_matrix(log, index, as_of=as_of, half_life_days=half_life)
     recent = recent_history(log, index, as_of=as_of)
     users = np.flatnonzero(np.diff(history.indptr) > 0)
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ids = np.full((len(users), RANKED_DEPTH), -1, dtype=np.int32)
+    scores = np.zeros((len(users), RANKED_DEPTH), dtype=np.float32)
     for start in range(0, len(users), chunk):
         block = users[start : start + chunk]
-        ids, scores = pipeline.rank(block, history, recent, log, as_of=as_of, n=RANKED_DEPTH)
-        for k, u in enumerate(block):
-            out[str(index.user_ids[u])] = (ids[k], scores[k])
-    logger.info("two-stage ranking of %d customers at load", len(out))
-    return out
+        got, got_scores = pipeline.rank(block, history, recent, log, as_of=as_of, n=RANKED_DEPTH)
+        width = min(got.shape[1], RANKED_DEPTH)
+        ids[start : start + len(block), :width] = got[:, :width]
+        scores[start : start + len(block), :width] = got_scores[:, :width]
+    rows = {str(index.user_ids[u]): k for k, u in enumerate(users)}
+    logger.info("two-stage ranking of %d customers at load", len(rows))
+    return Ranked(ids=ids, scores=scores, rows=rows)
 
 
 def _active_content(store: EventStore) -> pd.DataFrame:

@@ -97,7 +97,7 @@ class Profile:
     known: bool
     personalised: bool
     sendable: bool
-    raw_features: str = "{}"
+    raw_features: str | None = "{}"  # None: read without features
     segments: list[str] = field(default_factory=list)
     snapshot_triggers: list[dict[str, Any]] = field(default_factory=list)
     recent: list[tuple[float, str, str | None]] = field(default_factory=list)
@@ -109,8 +109,34 @@ class Profile:
     @functools.cached_property
     def features(self) -> dict[str, Any]:
         """The snapshot's feature row (decoded on first use: most decisions never read it)."""
+        if self.raw_features is None:
+            raise RuntimeError(f"profile of {self.customer_id!r} was read without features")
         decoded: dict[str, Any] = json.loads(self.raw_features)
         return decoded
+
+
+@dataclass(frozen=True)
+class RecentSelection:
+    """Which recent events a decision reads: every event from ``every_since``, and
+    the ``kinds`` from ``since`` (epoch seconds). Reading fewer rows is most of what
+    makes a campaign batch fast; both bounds make one index range per customer."""
+
+    every_since: float
+    since: float
+    kinds: tuple[str, ...]
+
+    def sql(self) -> tuple[str, tuple[Any, ...]]:
+        kinds = ", ".join("?" for _ in self.kinds) or "NULL"
+        return (
+            f" AND ts >= ? AND (ts >= ? OR event_type IN ({kinds}))",
+            (min(self.every_since, self.since), self.every_since, *self.kinds),
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def _segments(text: str) -> tuple[str, ...]:
+    """Decoded segment lists (few distinct ones: decoded once each)."""
+    return tuple(json.loads(text))
 
 
 class OnlineStore:
@@ -371,25 +397,39 @@ class OnlineStore:
         """Canonical customer id of each given id (itself when unmapped)."""
         return self._canonical_ids(pd.Series(list(ids), dtype=object))
 
-    def profiles(self, ids: list[str], *, with_recent: bool = True) -> dict[str, Profile]:
-        """Profiles of canonical ids (every id gets one; unknown ones are cold)."""
+    def profiles(
+        self,
+        ids: list[str],
+        *,
+        recent: RecentSelection | None = None,
+        responses: bool = True,
+        features: bool = True,
+    ) -> dict[str, Profile]:
+        """Profiles of canonical ids (every id gets one; unknown ones are cold).
+
+        ``recent`` narrows the recent events read (all of them by default);
+        ``responses=False`` skips the per-content send and click counts and
+        ``features=False`` the feature row: a campaign batch of recommendations whose
+        rules read neither saves most of what is read.
+        """
         payload = json.dumps(ids)
         con = self.con
         rows = con.execute(
-            "SELECT p.customer_id, p.features, p.segments, p.personalised, p.sendable, "
+            f"SELECT p.customer_id, {'p.features' if features else 'NULL'}, p.segments, "
+            "p.personalised, p.sendable, "
             "p.last_purchase_ts FROM profiles p "
             "WHERE p.customer_id IN (SELECT value FROM json_each(?))",
             (payload,),
         ).fetchall()
         out: dict[str, Profile] = {}
-        for cid, features, segments, personalised, sendable, last_purchase in rows:
+        for cid, raw, segments, personalised, sendable, last_purchase in rows:
             out[cid] = Profile(
                 customer_id=cid,
                 known=True,
                 personalised=bool(personalised),
                 sendable=bool(sendable),
-                raw_features=features if personalised else "{}",
-                segments=json.loads(segments) if personalised else [],
+                raw_features=(raw if personalised else "{}") if features else None,
+                segments=list(_segments(segments)) if personalised else [],
                 snapshot_last_purchase_ts=last_purchase if personalised else None,
             )
         for cid in ids:
@@ -418,19 +458,20 @@ class OnlineStore:
             out[cid].snapshot_triggers.append(
                 {"trigger": trigger, "item_id": item, "fired_at": fired, "expires_at": expires}
             )
-        for cid, content, sends, clicks in con.execute(
-            "SELECT customer_id, content_id, sends, clicks FROM responses "
-            "WHERE customer_id IN (SELECT value FROM json_each(?))",
-            (payload,),
-        ):
-            out[cid].responses[content] = (int(sends), int(clicks))
-        if with_recent:
-            for cid, ts, kind, item in con.execute(
-                "SELECT customer_id, ts, event_type, item_id FROM recent "
-                "WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY ts",
+        if responses:
+            for cid, content, sends, clicks in con.execute(
+                "SELECT customer_id, content_id, sends, clicks FROM responses "
+                "WHERE customer_id IN (SELECT value FROM json_each(?))",
                 (payload,),
             ):
-                out[cid].recent.append((float(ts), str(kind), item))
+                out[cid].responses[content] = (int(sends), int(clicks))
+        where, parameters = ("", ()) if recent is None else recent.sql()
+        for cid, ts, kind, item in con.execute(
+            "SELECT customer_id, ts, event_type, item_id FROM recent "
+            f"WHERE customer_id IN (SELECT value FROM json_each(?)){where} ORDER BY ts",
+            (payload, *parameters),
+        ):
+            out[cid].recent.append((ts, kind, item))
         return out
 
     def purchased(self, ids: list[str]) -> dict[str, list[str]]:

@@ -14,10 +14,31 @@ import math
 from dataclasses import dataclass
 
 from features.settings import TriggerConfig
+from serving.online import Profile, RecentSelection
 
 HOUR = 3600.0
 DAY = 86400.0
 LIVE_TRIGGERS = ("cart_abandoned", "browse_abandoned")
+TRIGGER_EVENTS = ("add_to_cart", "remove_from_cart", "product_view", "purchase")
+
+
+def trigger_events(now: float, as_of: float, config: TriggerConfig) -> RecentSelection:
+    """The recent events :func:`active_triggers` needs at ``now`` — and every event
+    since the snapshot (``as_of``), which live scoring reads.
+
+    A cart older than its delay plus time to live cannot be active, a view older than
+    the browse lookback does not count, and what answers a cart or a browse comes
+    after it, inside the same window. A purchase answers back-in-stock only after the
+    trigger fired, so within its time to live; lapsing reads the live last purchase
+    time instead (``last_purchase`` of :func:`active_triggers`). Tested equal to
+    reading everything.
+    """
+    window = max(
+        config.browse_lookback_days * DAY,
+        (config.cart_abandon_hours + config.ttl_hours["cart_abandoned"]) * HOUR,
+        config.ttl_hours["back_in_stock"] * HOUR,
+    )
+    return RecentSelection(every_since=as_of, since=now - window, kinds=TRIGGER_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,7 @@ def active_triggers(
     now: float,
     config: TriggerConfig,
     snapshot_last_purchase: float | None = None,
+    last_purchase: float | None = None,
 ) -> list[ActiveTrigger]:
     """Triggers active at ``now`` (epoch seconds), newest first.
 
@@ -47,7 +69,11 @@ def active_triggers(
         expires_at``; epoch seconds).
     snapshot_last_purchase : float, optional
         The snapshot's last purchase time, to tell a newer purchase.
+    last_purchase : float, optional
+        The latest purchase known live (it may be older than ``recent`` reaches).
     """
+    if not recent and not snapshot_triggers:
+        return []
     ttl = {name: hours * HOUR for name, hours in config.ttl_hours.items()}
     lookback = config.browse_lookback_days * DAY
     # One pass: the latest time of each kind of answer per item, and the views.
@@ -55,13 +81,13 @@ def active_triggers(
     cart_answered: dict[str, float] = {}  # latest purchase / remove_from_cart
     browse_answered: dict[str, float] = {}  # latest add_to_cart / purchase
     bought: dict[str, float] = {}
-    last_purchase = -math.inf
+    latest_purchase = -math.inf if last_purchase is None else last_purchase
     views: dict[str, list[float]] = {}
     for ts, kind, item in recent:
         if ts >= now:
             continue
         if kind == "purchase":
-            last_purchase = max(last_purchase, ts)
+            latest_purchase = max(latest_purchase, ts)
         if item is None:
             continue
         if kind == "add_to_cart":
@@ -96,10 +122,28 @@ def active_triggers(
         item = None if row.get("item_id") is None else str(row["item_id"])
         fired = float(row["fired_at"])  # type: ignore[arg-type]
         expires = float(row["expires_at"])  # type: ignore[arg-type]
-        if name == "lapsing" and last_purchase > (snapshot_last_purchase or -math.inf):
+        if name == "lapsing" and latest_purchase > (snapshot_last_purchase or -math.inf):
             continue
         if name == "back_in_stock" and item is not None and bought.get(item, -math.inf) >= fired:
             continue
         out.append(ActiveTrigger(name, item, fired, expires))
     active = [t for t in out if t.fired_at <= now < t.expires_at]
     return sorted(active, key=lambda t: (-t.fired_at, t.trigger, t.item_id or ""))
+
+
+def profile_triggers(profile: Profile, now: float, config: TriggerConfig) -> list[ActiveTrigger]:
+    """Triggers of an online profile active at ``now``.
+
+    The live last purchase stands in for purchases older than the profile's recent
+    events reach (see :func:`trigger_events`); one stamped at or after ``now`` does
+    not count, as in :func:`active_triggers`.
+    """
+    last = profile.last_purchase_ts
+    return active_triggers(
+        profile.recent,
+        profile.snapshot_triggers,
+        now=now,
+        config=config,
+        snapshot_last_purchase=profile.snapshot_last_purchase_ts,
+        last_purchase=last if last is not None and last < now else None,
+    )

@@ -217,6 +217,49 @@ def test_batch_limit_and_strategy_mix(home):
     assert len(response_ids) == 50
 
 
+def test_a_filtered_batch_equals_filtering_each_cached_ranking_by_hand(home):
+    core = _core(home)
+    snapshot = _snapshot(home)
+    catalog = core.bundle.catalog
+    people = [str(c) for c in snapshot.customers["customer_id"]]
+    categories = sorted(set(catalog.categories.tolist()) - {""})
+    keep = set(categories[: len(categories) // 2])
+    # Ban the items ranked first most often, so that exclusions bite into the cut.
+    firsts = Counter(
+        catalog.item_list[int(core.bundle.ranked.ids[row, 0])]
+        for row in core.bundle.ranked.rows.values()
+    )
+    banned = [item for item, _ in firsts.most_common(5)]
+    filters = Filters(categories=sorted(keep), exclude_items=banned)
+    response = core.recommend_batch(
+        RecommendBatchRequest(customer_ids=people, n=10, filters=filters)
+    )
+    purchased = core.online.purchased(people)
+    checked = 0
+    for result in response.results:
+        cached = core.bundle.ranked.get(result.customer_id)
+        if result.strategy != "model" or cached is None:
+            continue
+        expected = []
+        for position in cached[0].tolist():
+            if position < 0:
+                break
+            item = catalog.item_list[position]
+            if (
+                catalog.categories[position] in keep
+                and catalog.in_stock[position]
+                and item not in banned
+                and item not in purchased.get(result.customer_id, [])
+            ):
+                expected.append(item)
+        expected = expected[:10]
+        # Anything after the ranking's own items is the popular top-up.
+        assert result.items[: len(expected)] == expected
+        assert len(result.items) == 10
+        checked += 1
+    assert checked > 50
+
+
 def test_similar_items(home):
     core = _core(home)
     item = str(core.bundle.catalog.item_ids[core.bundle.catalog.popularity_order[0]])
