@@ -138,11 +138,18 @@ class Server:
 
 
 async def _drive(
-    url: str, path: str, body: Callable[[int], dict[str, Any]], concurrency: int, seconds: float
+    url: str,
+    path: str,
+    body: Callable[[int], dict[str, Any]],
+    concurrency: int,
+    seconds: float,
+    fresh: bool = False,
 ) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    # ``fresh``: a connection per request, so the kernel spreads them over the
+    # workers (kept-alive connections stay with the worker that accepted them).
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=fresh)
     async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
         # Warm up: every connection once.
         await asyncio.gather(
@@ -176,8 +183,15 @@ async def _drive(
     }
 
 
-def drive(url: str, path: str, body: Callable[[int], dict[str, Any]], c: int, s: float) -> dict:
-    return asyncio.run(_drive(url, path, body, c, s))
+def drive(
+    url: str,
+    path: str,
+    body: Callable[[int], dict[str, Any]],
+    c: int,
+    s: float,
+    fresh: bool = False,
+) -> dict:
+    return asyncio.run(_drive(url, path, body, c, s, fresh))
 
 
 def main() -> None:

@@ -210,6 +210,7 @@ class Bundle:
     reasons: list[str] = field(default_factory=list)
     loaded_at: datetime | None = None
     registered_at: dict[str, float] = field(default_factory=dict)  # name → epoch seconds
+    back_in_stock_hours: float = 0.0  # the longest a snapshot back-in-stock trigger lives
 
     def versions(self, slot: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"snapshot": self.snapshot_id}
@@ -282,9 +283,11 @@ class DecisionCore:
                 new.snapshot_id = snapshot_path.name if snapshot_path else None
                 new.as_of = snapshot.as_of
                 new.feature_names = set(snapshot.customers.columns)
+                new.back_in_stock_hours = _longest_back_in_stock(snapshot)
             else:
                 new.snapshot_id, new.as_of = old.snapshot_id, old.as_of
                 new.feature_names = old.feature_names
+                new.back_in_stock_hours = old.back_in_stock_hours
             # Recommender
             version = wanted.get(RECOMMENDER_NAME)
             if version is not None and version == old.recommender_version and not force:
@@ -517,7 +520,9 @@ class DecisionCore:
         needed = bundle.rules.names("recommend")
         profiles = self.online.profiles(
             sorted(set(people)),
-            recent=trigger_events(now, as_of, self.settings.features.triggers),
+            recent=trigger_events(
+                now, as_of, self.settings.features.triggers, bundle.back_in_stock_hours
+            ),
             responses=False,
             features=bool(needed - BUILTIN_NAMES),
         )
@@ -1095,6 +1100,17 @@ def _filter_ranked(
         out[key] = (flat_ids[start:end], flat_scores[start:end])
         start = end
     return out
+
+
+def _longest_back_in_stock(snapshot: Snapshot) -> float:
+    """Hours the longest-lived back-in-stock trigger of the snapshot lives (it may
+    have been built under another time to live than the one configured now)."""
+    triggers = snapshot.triggers
+    rows = triggers[triggers["trigger"] == "back_in_stock"]
+    if rows.empty:
+        return 0.0
+    lives = pd.to_datetime(rows["expires_at"]) - pd.to_datetime(rows["fired_at"])
+    return float(lives.max().total_seconds()) / 3600.0
 
 
 def _popular(catalog: Catalog, allowed: np.ndarray) -> list[str]:

@@ -22,21 +22,24 @@ LIVE_TRIGGERS = ("cart_abandoned", "browse_abandoned")
 TRIGGER_EVENTS = ("add_to_cart", "remove_from_cart", "product_view", "purchase")
 
 
-def trigger_events(now: float, as_of: float, config: TriggerConfig) -> RecentSelection:
+def trigger_events(
+    now: float, as_of: float, config: TriggerConfig, back_in_stock_hours: float = 0.0
+) -> RecentSelection:
     """The recent events :func:`active_triggers` needs at ``now`` — and every event
     since the snapshot (``as_of``), which live scoring reads.
 
     A cart older than its delay plus time to live cannot be active, a view older than
     the browse lookback does not count, and what answers a cart or a browse comes
     after it, inside the same window. A purchase answers back-in-stock only after the
-    trigger fired, so within its time to live; lapsing reads the live last purchase
-    time instead (``last_purchase`` of :func:`active_triggers`). Tested equal to
-    reading everything.
+    trigger fired, so within its time to live (``back_in_stock_hours``: the longest a
+    snapshot's trigger lives, when it was built under another setting); lapsing reads
+    the live last purchase time instead (``last_purchase`` of
+    :func:`active_triggers`). Tested equal to reading everything.
     """
     window = max(
         config.browse_lookback_days * DAY,
         (config.cart_abandon_hours + config.ttl_hours["cart_abandoned"]) * HOUR,
-        config.ttl_hours["back_in_stock"] * HOUR,
+        max(config.ttl_hours["back_in_stock"], back_in_stock_hours) * HOUR,
     )
     return RecentSelection(every_since=as_of, since=now - window, kinds=TRIGGER_EVENTS)
 
