@@ -101,7 +101,8 @@ class Tailor:
         self._lock = threading.Lock()
         # What was loaded lives as long as the process: moved out of the collector's
         # way, and collections made rarer — a campaign batch allocates tens of
-        # thousands of short-lived, acyclic objects (a quarter of its time otherwise).
+        # thousands of short-lived, acyclic objects, and full collections walking
+        # the loaded models showed up as slow batches.
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
