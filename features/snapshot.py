@@ -699,19 +699,24 @@ def _customer_behaviour(
         + ", ".join(f"w{w}" for w in config.windows_days)
         + " FROM per_type WHERE et IS NOT NULL"
     ).fetchnumpy()
-    people = con.execute("SELECT count(*) FROM person").fetchone()
-    wide = np.zeros(
-        (people[0] if people else 0, len(EVENT_TYPES), len(config.windows_days)), dtype=np.int64
-    )
-    wide[narrow["pid"], narrow["et"]] = np.column_stack(
-        [narrow[f"w{w}"] for w in config.windows_days]
-    )
+    # Scattered straight into the frame's row order: an array the size of the
+    # result, not of everyone numbered (anonymous visitors included).
+    pids = np.asarray(frame.pop("pid"), dtype=np.int64)
+    narrow_pids = np.asarray(narrow["pid"], dtype=np.int64)
+    top = max(int(pids.max(initial=-1)), int(narrow_pids.max(initial=-1)))
+    row_of = np.full(top + 1, -1, dtype=np.int64)
+    row_of[pids] = np.arange(len(pids))
+    rows = row_of[narrow_pids]
+    keep = rows >= 0
+    windows_n = len(config.windows_days)
     names = [f"{t}_{w}d" for t in EVENT_TYPES for w in config.windows_days]
-    counts = pd.DataFrame(
-        wide[frame.pop("pid").to_numpy()].reshape(len(frame), len(names)),
-        columns=names,
-        index=frame.index,
-    )
+    wide = np.zeros((len(frame), len(names)), dtype=np.int64)
+    flat = wide.reshape(-1)
+    types = np.asarray(narrow["et"], dtype=np.int64)
+    base = rows[keep] * len(names) + types[keep] * windows_n
+    for k, w in enumerate(config.windows_days):
+        flat[base + k] = narrow[f"w{w}"][keep]
+    counts = pd.DataFrame(wide, columns=names, index=frame.index, copy=False)
     at = list(frame.columns).index("engagement_score") + 1  # where the SQL had them
     return pd.concat([frame.iloc[:, :at], counts, frame.iloc[:, at:]], axis=1)
 
