@@ -274,13 +274,8 @@ def main() -> None:
         print(f"batch, {cores} workers", parallel, flush=True)
     finally:
         spread.stop()
-    batch_rates = {"one": single["rps"] * size, "all": parallel["rps"] * size}
-    batch_rate = batch_rates["all"]
-    for label, r in (
-        ("1 worker, 1 in flight", single),
-        (f"{cores} workers, {2 * cores} in flight", parallel),
-    ):
-        assert r["errors"] == 0, f"/recommend_batch failed {r['errors']:.0f} times ({label})"
+    assert single["errors"] == parallel["errors"] == 0, "/recommend_batch calls failed"
+    batch_rate = parallel["rps"] * size
 
     for (name, c), r in results.items():
         base = results[("noop /recommend", c)]
@@ -337,7 +332,7 @@ def main() -> None:
             ],
             [
                 "/recommend_batch, 1 worker, one call at a time",
-                f"{batch_rates['one']:,.0f} recipients/s (p50 {single['p50']:.0f} ms)",
+                f"{single['rps'] * size:,.0f} recipients/s (p50 {single['p50']:.0f} ms)",
                 "",
             ],
             ["server peak RSS (all processes), Tailor", f"{service.peak_rss / 2**20:,.0f} MiB", ""],

@@ -665,14 +665,15 @@ class DecisionCore:
                 if strategy == "model":
                     strategy = "fallback:popular"
             if len(chosen) < n:
-                if popular is None and bundle.catalog is not None:
-                    popular = _popular(bundle.catalog, allowed)
-                items = list(zip(chosen, chosen_scores, strict=True))
-                items = self._fill_popular(bundle, items, allowed, exclude, n, popular)
-                chosen = [x[0] for x in items]
-                chosen_scores = [x[1] for x in items]
-                if not items and bundle.catalog is None:
-                    reason = reason or "no feature snapshot loaded"
+                if bundle.catalog is None:
+                    if not chosen:
+                        reason = reason or "no feature snapshot loaded"
+                else:
+                    if popular is None:  # once per batch
+                        popular = _popular(bundle.catalog, allowed)
+                    extra = _top_up(popular, chosen, exclude, n)
+                    chosen += extra
+                    chosen_scores += [None] * len(extra)
             results.append(
                 {
                     "customer_id": asked[i],
@@ -775,31 +776,6 @@ class DecisionCore:
                 break
         return out
 
-    def _fill_popular(
-        self,
-        bundle: Bundle,
-        items: list[tuple[str, float | None]],
-        allowed: np.ndarray,
-        exclude: set[str],
-        n: int,
-        popular: list[str] | None = None,
-    ) -> list[tuple[str, float | None]]:
-        """Tops ``items`` up to ``n`` with the most popular allowed items (``popular``:
-        those items in order, when the caller computed them once for a batch)."""
-        if bundle.catalog is None:
-            return items
-        if popular is None:
-            popular = _popular(bundle.catalog, allowed)
-        have = {x[0] for x in items}
-        out = list(items)
-        for item in popular:
-            if len(out) >= n:
-                break
-            if item not in exclude and item not in have:
-                out.append((item, None))
-                have.add(item)
-        return out
-
     def _allowed(self, bundle: Bundle, filters: Filters) -> np.ndarray:
         catalog = bundle.catalog
         if catalog is None:
@@ -852,7 +828,8 @@ class DecisionCore:
             same = allowed & (
                 catalog.categories == catalog.categories[catalog.position[request.item_id]]
             )
-            items = self._fill_popular(bundle, items, same, exclude, n)
+            have = [x[0] for x in items]
+            items += [(item, None) for item in _top_up(_popular(catalog, same), have, exclude, n)]
         return SimilarItemsResponse(
             item_id=request.item_id,
             items=[x[0] for x in items],
@@ -1111,6 +1088,20 @@ def _longest_back_in_stock(snapshot: Snapshot) -> float:
         return 0.0
     lives = pd.to_datetime(rows["expires_at"]) - pd.to_datetime(rows["fired_at"])
     return float(lives.max().total_seconds()) / 3600.0
+
+
+def _top_up(popular: list[str], have: list[str], exclude: set[str], n: int) -> list[str]:
+    """Items of ``popular`` (in order) to add to ``have`` to reach ``n``, skipping
+    those excluded or already there."""
+    taken = set(have)
+    out: list[str] = []
+    for item in popular:
+        if len(have) + len(out) >= n:
+            break
+        if item not in exclude and item not in taken:
+            out.append(item)
+            taken.add(item)
+    return out
 
 
 def _popular(catalog: Catalog, allowed: np.ndarray) -> list[str]:
