@@ -45,6 +45,11 @@ class SegmentSet:
     def names(self) -> list[str]:
         return [s.name for s in self.segments]
 
+    @property
+    def variables(self) -> list[str]:
+        """Every feature some segment reads, sorted."""
+        return sorted(set().union(*(s.variables for s in self.segments)))
+
     def evaluate(self, features: pd.DataFrame, *, key: str = "customer_id") -> pd.DataFrame:
         """Membership of every row of ``features`` in every segment.
 

@@ -57,7 +57,7 @@ from features.errors import InputError, NotFoundError
 from features.identity import Identity, resolve_identities
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
-from features.store import INGESTED_AT, EventStore, connect, fetch_frame
+from features.store import INGESTED_AT, STRING_DTYPE, EventStore, connect, fetch_frame
 
 logger = logging.getLogger(__name__)
 
@@ -385,19 +385,21 @@ def _compute(
     events_read = con.execute("SELECT count(*) FROM ev").fetchall()[0]
     step("events resolved")
 
-    prices = _price_sensitivity(con, params)
-    behaviour = _customer_behaviour(con, config, as_of, params)
-    behaviour = behaviour.merge(prices, on="customer_id", how="left")
+    _customer_aggregates(con, config, as_of, params)
     step("customer aggregates")
     _pair_stats(con, config, as_of, params)
-    affinity = fetch_frame(con, _affinity_sql())
+    affinity = _affinity(con)
     items = _item_features(con, as_of)
     interactions, user_ids, item_ids = _interactions(con, items)
     step("items, interactions, affinity")
-    customers_out = _customer_table(base, behaviour, affinity, as_of, config.windows_days)
+    _register_people(con, base)
+    customers_out = _customer_table(con, base, config, as_of, params)
     step("customer table")
-    personal = customers_out[customers_out["personalised"]]
-    memberships = segments.evaluate(personal)
+    # Only the columns the segments read, of the profiled rows.
+    profiled = customers_out.loc[
+        customers_out["personalised"], ["customer_id", *segments.variables]
+    ]
+    memberships = segments.evaluate(profiled)
     step("segments")
     triggers = _triggers(con, config, params)
     step("triggers")
@@ -463,7 +465,8 @@ def _number_people(
     Returns
     -------
     pandas.DataFrame
-        The consent base (:func:`_consent_base`), one row per person.
+        The consent base (:func:`_consent_base`), one row per person, with its
+        ``pid``.
     """
     con.register("idmap", pa.Table.from_pandas(identity.mapping, preserve_index=False))
     base = _consent_base(con, config)
@@ -476,6 +479,7 @@ def _number_people(
         new = np.isnan(found)
         found[new] = len(numbered) + np.arange(int(new.sum()))
         pid = found.astype(np.int32)
+    base["pid"] = pid
     con.register(
         "person_frame",
         pa.table(
@@ -498,6 +502,26 @@ def _number_people(
         """
     )
     return base
+
+
+def _register_people(con: duckdb.DuckDBPyConnection, base: pd.DataFrame) -> None:
+    """``person`` with what the customer table reads of the consent base: ``r``, the
+    row of the person in ``base``, and their sign-up time and time zone."""
+    con.register(
+        "person_frame",
+        pa.table(
+            {
+                "pid": base["pid"].to_numpy(dtype=np.int32),
+                "customer_id": pa.array(base["customer_id"], pa.string()),
+                "personalised": base["personalised"].to_numpy(dtype=bool),
+                "r": np.arange(len(base), dtype=np.int32),
+                "signup_ts": pa.array(base["signup_ts"], pa.timestamp("us", tz="UTC")),
+                "timezone": pa.array(base["timezone"], pa.string()),
+            }
+        ),
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE person AS SELECT * FROM person_frame")
+    con.unregister("person_frame")
 
 
 def _resolve_events(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
@@ -586,21 +610,20 @@ def _weight_case(weights: dict[str, float]) -> str:
     return f"(CASE et {whens} ELSE 0.0 END)"
 
 
-def _customer_behaviour(
+def _customer_aggregates(
     con: duckdb.DuckDBPyConnection,
     config: FeatureConfig,
     as_of: datetime,
     params: dict[str, Any],
-) -> pd.DataFrame:
-    """Behavioural aggregates per customer: one pass over the events into a narrow
-    (customer, event type) table, one into (customer, hour of day), then everything
-    per customer from those and from the purchases.
+) -> None:
+    """The per-customer aggregates the customer table reads, as temporary tables.
 
-    The window counts (one column per event type and window) are that narrow table
-    laid out wide by a numpy scatter on (person, event type): a reshape, no
-    arithmetic, and much cheaper than some 65 filtered sums in one SQL aggregate.
-    An event is in the N-day window when ``ts >= as_of - N days`` (its age is at most
-    N days): a timestamp comparison, exact at the boundary."""
+    ``per_type``: one pass over the profiled events into (person, event type) with a
+    count per window; ``hours``: one into (person, hour of day); ``purchases`` and
+    ``orders``: the profiled purchases row by row (value, order) and grouped into
+    orders. An event is in the N-day window when ``ts >= as_of - N days`` (its age
+    is at most N days): a timestamp comparison, exact at the boundary.
+    """
     windows = sorted(set(config.windows_days) | {30, 90})
     since = {w: _timestamp(as_of - timedelta(days=w)) for w in windows}
     con.execute(
@@ -617,11 +640,10 @@ def _customer_behaviour(
         GROUP BY pid, hr
         """
     )
-    # Purchases of profiled customers, row by row (their value and order).
     con.execute(
         """
         CREATE TEMP TABLE purchases AS
-        SELECT i.pid, s.ts, s.item_id, s.value, s.order_key
+        SELECT i.pid, s.ts, s.item_id, s.price, s.value, s.order_key
         FROM sparse s
         JOIN ids i ON i.is_customer = (s.customer_id IS NOT NULL)
                   AND i.source_id = coalesce(s.customer_id, s.anonymous_id)
@@ -635,136 +657,6 @@ def _customer_behaviour(
         "CREATE TEMP TABLE orders AS SELECT pid, order_key, min(ts) AS ts FROM purchases "
         "WHERE order_key IS NOT NULL GROUP BY pid, order_key "
         "UNION ALL SELECT pid, order_key, ts FROM purchases WHERE order_key IS NULL"
-    )
-
-    def of(event_type: str, column: str) -> str:
-        return f"coalesce(sum({column}) FILTER (WHERE {_is(event_type)}), 0)"
-
-    frame = fetch_frame(
-        con,
-        f"""
-        WITH order_stats AS (
-            SELECT pid, count(*) AS orders, median(gap) AS gap FROM (
-                SELECT pid, (epoch(ts) - epoch(lag(ts) OVER (PARTITION BY pid ORDER BY ts)))
-                       / 86400.0 AS gap
-                FROM orders)
-            GROUP BY pid
-        ), money AS (
-            SELECT pid, sum(value) AS monetary,
-                   coalesce(sum(value) FILTER (WHERE ts >= {since[90]}), 0) AS monetary_90d
-            FROM purchases GROUP BY pid
-        ), send_hour AS (
-            SELECT pid,
-                   CASE WHEN max(n_email) > 0 THEN arg_max(hr, n_email * 24 + (23 - hr))
-                        ELSE arg_max(hr, n_all * 24 + (23 - hr)) END AS preferred_send_hour_utc
-            FROM hours GROUP BY pid
-        ), per_customer AS (
-            SELECT pid,
-                   min(first_ts) AS first_event_ts,
-                   max(last_ts) AS last_event_ts,
-                   (epoch_us($as_of) - epoch_us(max(last_ts))) / 86400e6
-                       AS days_since_last_event,
-                   min(first_ts) FILTER (WHERE {_is("purchase")}) AS first_purchase_ts,
-                   max(last_ts) FILTER (WHERE {_is("purchase")}) AS last_purchase_ts,
-                   (epoch_us($as_of)
-                    - epoch_us(max(last_ts) FILTER (WHERE {_is("purchase")}))) / 86400e6
-                       AS recency_days,
-                   {of("purchase", "n")}::BIGINT AS frequency,
-                   {of("email_sent", "w90")}::BIGINT AS _sends_90d,
-                   {of("email_open", "w90")}::BIGINT AS _opens_90d,
-                   {of("email_click", "w90")}::BIGINT AS _clicks_90d,
-                   ln(1 + {of("email_open", "w30")} + 3 * {of("email_click", "w30")}
-                        + 0.2 * {of("product_view", "w30")} + 2 * {of("add_to_cart", "w30")}
-                        + 10 * {of("purchase", "w30")}) AS engagement_score
-            FROM per_type GROUP BY pid
-        )
-        SELECT c.pid, p.customer_id, c.first_event_ts, c.last_event_ts,
-               c.days_since_last_event, c.first_purchase_ts, c.last_purchase_ts,
-               c.recency_days, c.frequency,
-               coalesce(m.monetary, 0)::DOUBLE AS monetary,
-               coalesce(m.monetary_90d, 0)::DOUBLE AS monetary_90d,
-               c._sends_90d, c._opens_90d, c._clicks_90d, c.engagement_score,
-               coalesce(o.orders, 0) AS orders,
-               o.gap AS purchase_gap_median_days, h.preferred_send_hour_utc
-        FROM per_customer c
-        JOIN person p USING (pid)
-        LEFT JOIN money m USING (pid)
-        LEFT JOIN order_stats o USING (pid)
-        LEFT JOIN send_hour h USING (pid)
-        """,
-        params,
-    )
-    narrow = con.execute(
-        "SELECT pid, et, "
-        + ", ".join(f"w{w}" for w in config.windows_days)
-        + " FROM per_type WHERE et IS NOT NULL"
-    ).fetchnumpy()
-    # Scattered straight into the frame's row order: an array the size of the
-    # result, not of everyone numbered (anonymous visitors included).
-    pids = np.asarray(frame.pop("pid"), dtype=np.int64)
-    narrow_pids = np.asarray(narrow["pid"], dtype=np.int64)
-    top = max(int(pids.max(initial=-1)), int(narrow_pids.max(initial=-1)))
-    row_of = np.full(top + 1, -1, dtype=np.int64)
-    row_of[pids] = np.arange(len(pids))
-    rows = row_of[narrow_pids]
-    keep = rows >= 0
-    windows_n = len(config.windows_days)
-    names = [f"{t}_{w}d" for t in EVENT_TYPES for w in config.windows_days]
-    wide = np.zeros((len(frame), len(names)), dtype=np.int64)
-    flat = wide.reshape(-1)
-    types = np.asarray(narrow["et"], dtype=np.int64)
-    base = rows[keep] * len(names) + types[keep] * windows_n
-    for k, w in enumerate(config.windows_days):
-        flat[base + k] = narrow[f"w{w}"][keep]
-    counts = pd.DataFrame(wide, columns=names, index=frame.index, copy=False)
-    at = list(frame.columns).index("engagement_score") + 1  # where the SQL had them
-    return pd.concat([frame.iloc[:, :at], counts, frame.iloc[:, at:]], axis=1)
-
-
-def _price_sensitivity(con: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> pd.DataFrame:
-    """Observable price sensitivity per profiled customer, from the catalog current at as_of.
-
-    A price index is an item's list price over the median list price of its category
-    (1.0: typical; 0.8: a fifth cheaper than typical), so customers who shop different
-    categories compare. ``viewed_price_index_90d`` is its mean over the product views
-    of the last 90 days, ``purchased_price_index`` over all purchases;
-    ``discount_purchase_share`` is the share of purchases (with a known paid price)
-    paid at least 1 % below the item's list price — bought on a discount or offer.
-    """
-    return fetch_frame(
-        con,
-        f"""
-        WITH medians AS (
-            SELECT category, median(price) AS median_price FROM catalog_now
-            WHERE category IS NOT NULL AND price > 0 GROUP BY category
-        ), indexed AS (
-            SELECT c.item_id, c.price AS list_price, c.price / m.median_price AS price_index
-            FROM catalog_now c JOIN medians m ON m.category = c.category
-            WHERE c.price > 0
-        ), views AS (
-            SELECT e.pid, avg(x.price_index) AS viewed_price_index_90d
-            FROM ev e JOIN indexed x ON x.item_id = e.item_id
-            WHERE {_is("product_view")} AND e.personal AND {_AGE_DAYS} <= 90
-            GROUP BY e.pid
-        ), buys AS (
-            SELECT i.pid, avg(x.price_index) AS purchased_price_index,
-                   avg(CASE WHEN s.price < 0.99 * x.list_price THEN 1.0 ELSE 0.0 END)
-                       FILTER (WHERE s.price IS NOT NULL) AS discount_purchase_share
-            FROM sparse s
-            JOIN ids i ON i.is_customer = (s.customer_id IS NOT NULL)
-                      AND i.source_id = coalesce(s.customer_id, s.anonymous_id)
-            JOIN indexed x ON x.item_id = s.item_id
-            WHERE s.event_type = 'purchase' AND i.personalised
-            GROUP BY i.pid
-        )
-        SELECT p.customer_id, v.viewed_price_index_90d, b.purchased_price_index,
-               b.discount_purchase_share
-        FROM person p
-        LEFT JOIN views v ON v.pid = p.pid
-        LEFT JOIN buys b ON b.pid = p.pid
-        WHERE v.pid IS NOT NULL OR b.pid IS NOT NULL
-        """,
-        params,
     )
 
 
@@ -807,8 +699,12 @@ def _pair_stats(
     )
 
 
-def _affinity_sql() -> str:
-    return """
+def _affinity(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """``affinity``: each profiled person's decayed, weighted share per category,
+    ranked; returned with customer ids."""
+    con.execute(
+        """
+        CREATE TEMP TABLE affinity AS
         WITH w AS (
             SELECT s.pid, c.category, sum(s.w) AS w
             FROM pair_stats s JOIN catalog_now c ON s.item_id = c.item_id
@@ -816,100 +712,300 @@ def _affinity_sql() -> str:
             GROUP BY s.pid, c.category
             HAVING sum(s.w) > 0
         )
-        SELECT p.customer_id, w.category, w.w / sum(w.w) OVER (PARTITION BY w.pid) AS affinity,
-               row_number() OVER (PARTITION BY w.pid ORDER BY w.w DESC, w.category) AS rank
-        FROM w JOIN person p USING (pid)
-        ORDER BY p.customer_id, rank
-    """
+        SELECT pid, category, w / sum(w) OVER (PARTITION BY pid) AS affinity,
+               row_number() OVER (PARTITION BY pid ORDER BY w DESC, category) AS rank
+        FROM w
+        """
+    )
+    return fetch_frame(
+        con,
+        "SELECT p.customer_id, a.category, a.affinity, a.rank FROM affinity a "
+        "JOIN person p USING (pid) ORDER BY p.customer_id, a.rank",
+    )
 
 
 def _customer_table(
+    con: duckdb.DuckDBPyConnection,
     base: pd.DataFrame,
-    behaviour: pd.DataFrame,
-    affinity: pd.DataFrame,
+    config: FeatureConfig,
     as_of: datetime,
-    windows: tuple[int, ...],
+    params: dict[str, Any],
 ) -> pd.DataFrame:
-    table = base.merge(behaviour, on="customer_id", how="left")
-    personal = table["personalised"].to_numpy()
-    count_columns = [f"{t}_{w}d" for t in EVENT_TYPES for w in windows]
-    count_columns += ["frequency", "orders", "_sends_90d", "_opens_90d", "_clicks_90d"]
-    for column in count_columns:
-        table[column] = pd.to_numeric(table[column]).fillna(0).astype("Int64")
-    for column in ("monetary", "monetary_90d", "engagement_score"):
-        table[column] = table[column].fillna(0.0).astype("float64")
-    sends = table["_sends_90d"].to_numpy()
+    """One row per person of ``base`` (in its order): consent state, and for the
+    profiled the behavioural features (null for everyone else).
+
+    Whatever comes from the (person, event type) aggregates — the window counts, one
+    column per event type and window, and what is computed from them — is laid out
+    by a numpy scatter on (row, event type): a reshape, no arithmetic, and much
+    cheaper than dozens of filtered sums in SQL. The rest (orders, spend, send hour,
+    price indices, top category) is one SQL statement, its rows in ``base`` order.
+    """
+    base = base.reset_index(drop=True)
+    personal = base["personalised"].to_numpy(dtype=bool)
+    unprofiled = ~personal
+    _register_zone_shifts(con, base["timezone"], as_of)
+    sql = fetch_frame(con, _customer_sql(as_of), params)
+    by_type = _TypeScatter(con, len(base), sorted(set(config.windows_days) | {30, 90}))
+    now = int(as_of.timestamp() * 1_000_000)
+
+    def counts(values: np.ndarray) -> pd.arrays.IntegerArray:
+        return pd.arrays.IntegerArray(values, unprofiled.copy())
+
+    def days_before(micros: np.ndarray) -> np.ndarray:
+        out = (now - micros) / 86400e6
+        out[(micros == _NO_TIME) | unprofiled] = np.nan
+        return out
+
+    def w(event_type: str, days: int) -> np.ndarray:
+        return by_type.column(event_type, f"w{days}")
+
+    first_buy = by_type.column("purchase", "first_us", fill=_NO_TIME)
+    last_buy = by_type.column("purchase", "last_us", fill=_NO_TIME)
+    recency = days_before(last_buy)
+    sends, opens, clicks = w("email_sent", 90), w("email_open", 90), w("email_click", 90)
     with np.errstate(divide="ignore", invalid="ignore"):
-        table["email_open_rate_90d"] = np.where(sends > 0, table["_opens_90d"] / sends, np.nan)
-        table["email_click_rate_90d"] = np.where(sends > 0, table["_clicks_90d"] / sends, np.nan)
-        table["aov"] = np.where(table["orders"] > 0, table["monetary"] / table["orders"], np.nan)
-    buyers = table["aov"].notna() & table["personalised"]
-    table["aov_percentile"] = np.nan
-    # Ranked at cents, from the spend rounded to cents: a float sum varies in its last
-    # digits with the order of summation, which must not turn a tie into two values.
-    cents = (table.loc[buyers, "monetary"].round(2) / table.loc[buyers, "orders"]).round(2)
-    table.loc[buyers, "aov_percentile"] = cents.rank(pct=True, method="max")
-    table["days_since_last_event"] = table["days_since_last_event"].astype("float64")
-
-    top = affinity[affinity["rank"] == 1].set_index("customer_id")
-    table["top_category"] = table["customer_id"].map(top["category"])
-    table["top_category_affinity"] = table["customer_id"].map(top["affinity"]).astype("float64")
-    table["lifecycle"] = _lifecycle(table, as_of)
-    hour = table["preferred_send_hour_utc"]
-    table["preferred_send_hour_utc"] = hour.fillna(-1).astype("Int64")
-    table["preferred_send_hour_local"] = _local_hours(
-        table["preferred_send_hour_utc"], table["timezone"], as_of
+        open_rate = np.where(sends > 0, opens / sends, np.nan)
+        click_rate = np.where(sends > 0, clicks / sends, np.nan)
+    engagement = np.log(
+        1
+        + w("email_open", 30)
+        + 3 * w("email_click", 30)
+        + 0.2 * w("product_view", 30)
+        + 2 * w("add_to_cart", 30)
+        + 10 * w("purchase", 30)
     )
-    table = table.drop(columns=["_sends_90d", "_opens_90d", "_clicks_90d"])
-    # No behavioural profile without consent: only consent and subscription state.
-    behavioural = [c for c in table.columns if c not in CONSENT_COLUMNS]
-    for column in behavioural:
-        table[column] = table[column].where(personal)
-    ordered = CONSENT_COLUMNS + [c for c in table.columns if c not in CONSENT_COLUMNS]
-    return table[ordered].sort_values("customer_id", ignore_index=True)
+    signup_age = (pd.Timestamp(as_of) - base["signup_ts"]).dt.total_seconds().to_numpy(
+        dtype=float, na_value=np.nan
+    ) / 86400
+    lifecycle = _lifecycle(
+        purchases_90d=w("purchase", 90),
+        recency=recency,
+        signup_age=signup_age,
+        first_purchase_age=days_before(first_buy),
+        engaged=(w("email_click", 30) >= 3) | (w("product_view", 30) >= 5),
+    )
+
+    table = sql.to_dict("series")
+    columns: dict[str, Any] = {c: base[c] for c in CONSENT_COLUMNS}
+    for column in ("signup_ts", "country", "timezone"):
+        columns[column] = base[column].where(personal)
+    columns |= {
+        "first_event_ts": table["first_event_ts"],
+        "last_event_ts": table["last_event_ts"],
+        "days_since_last_event": table["days_since_last_event"],
+        "first_purchase_ts": _timestamps(first_buy, unprofiled),
+        "last_purchase_ts": _timestamps(last_buy, unprofiled),
+        "recency_days": recency,
+        "frequency": counts(by_type.column("purchase", "n")),
+        "monetary": table["monetary"],
+        "monetary_90d": table["monetary_90d"],
+        "engagement_score": np.where(personal, engagement, np.nan),
+    }
+    for event_type in EVENT_TYPES:
+        for days in config.windows_days:
+            columns[f"{event_type}_{days}d"] = counts(w(event_type, days))
+    columns |= {
+        "orders": table["orders"].astype("Int64"),
+        "purchase_gap_median_days": table["purchase_gap_median_days"],
+        "preferred_send_hour_utc": table["preferred_send_hour_utc"].astype("Int64"),
+        "viewed_price_index_90d": table["viewed_price_index_90d"],
+        "purchased_price_index": table["purchased_price_index"],
+        "discount_purchase_share": table["discount_purchase_share"],
+        "email_open_rate_90d": np.where(personal, open_rate, np.nan),
+        "email_click_rate_90d": np.where(personal, click_rate, np.nan),
+        "aov": table["aov"],
+        "aov_percentile": _aov_percentile(table["monetary"], table["orders"], table["aov"]),
+        "top_category": table["top_category"].astype(STRING_DTYPE),
+        "top_category_affinity": table["top_category_affinity"],
+        "lifecycle": pd.array(np.where(personal, lifecycle, None), dtype=STRING_DTYPE),
+        "preferred_send_hour_local": table["preferred_send_hour_local"].astype("Int64"),
+    }
+    return pd.DataFrame(columns, copy=False)
 
 
-def _lifecycle(table: pd.DataFrame, as_of: datetime) -> np.ndarray:
-    """Lifecycle stage per customer; see the module docstring for the rules."""
-    now = pd.Timestamp(as_of)
-    recency = table["recency_days"].to_numpy(dtype=float, na_value=np.nan)
+_NO_TIME = np.iinfo(np.int64).min  # NaT as int64 microseconds
+
+
+def _timestamps(micros: np.ndarray, unknown: np.ndarray) -> pd.Series:
+    """UTC timestamps from epoch microseconds; ``_NO_TIME`` and ``unknown`` rows NaT."""
+    values = np.where(unknown, _NO_TIME, micros).view("datetime64[us]")
+    return pd.Series(values).dt.tz_localize(UTC)
+
+
+def _aov_percentile(monetary: pd.Series, orders: pd.Series, aov: pd.Series) -> np.ndarray:
+    """Each buyer's average order value as a percentile among buyers (ties: max).
+
+    Ranked at cents, from the spend rounded to cents: a float sum varies in its last
+    digits with the order of summation, which must not turn a tie into two values."""
+    buyers = aov.notna().to_numpy()
+    cents = (monetary[buyers].round(2) / orders[buyers]).round(2).astype("float64")
+    percentile = np.full(len(aov), np.nan)
+    percentile[buyers] = cents.rank(pct=True, method="max").to_numpy()
+    return percentile
+
+
+def _lifecycle(
+    *,
+    purchases_90d: np.ndarray,
+    recency: np.ndarray,
+    signup_age: np.ndarray,
+    first_purchase_age: np.ndarray,
+    engaged: np.ndarray,
+) -> np.ndarray:
+    """Lifecycle stage per customer (ages in days, NaN when unknown); see the module
+    docstring for the rules."""
     bought = ~np.isnan(recency)
-    signup_age = ((now - table["signup_ts"]).dt.total_seconds() / 86400).to_numpy(
-        dtype=float, na_value=np.nan
-    )
-    first_purchase_age = ((now - table["first_purchase_ts"]).dt.total_seconds() / 86400).to_numpy(
-        dtype=float, na_value=np.nan
-    )
     recent_buyer = bought & (recency <= 90)
-    engaged = ((table["email_click_30d"] >= 3) | (table["product_view_30d"] >= 5)).to_numpy()
-    conditions = [
-        table["purchase_90d"].to_numpy() > 5,
-        (signup_age <= 14) & ~bought,
-        (signup_age <= 30) | (first_purchase_age <= 30),
-        recent_buyer,
-        bought & (recency > 90) & (recency <= 180),
-        bought & (recency > 180),
-        engaged & ~recent_buyer,
-    ]
+    with np.errstate(invalid="ignore"):
+        conditions = [
+            purchases_90d > 5,
+            (signup_age <= 14) & ~bought,
+            (signup_age <= 30) | (first_purchase_age <= 30),
+            recent_buyer,
+            bought & (recency > 90) & (recency <= 180),
+            bought & (recency > 180),
+            engaged & ~recent_buyer,
+        ]
     choices = ["loyal", "new_subscriber", "new", "active", "at_risk", "lapsed"]
     choices.append("engaged_no_purchase")
     return np.select(conditions, choices, default="prospect")
 
 
-def _local_hours(utc_hours: pd.Series, timezones: pd.Series, as_of: datetime) -> pd.Series:
-    """The UTC send hour in the customer's own zone (on the as_of date); -1 if unknown."""
-    out = pd.Series(-1, index=utc_hours.index, dtype="Int64")
+class _TypeScatter:
+    """``per_type`` laid out per (row of the customer table, event type): one array
+    per event type and field, read once from DuckDB and sorted by type."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, size: int, windows: list[int]) -> None:
+        narrow = con.execute(
+            "SELECT p.r, t.et, t.n, "
+            + "".join(f"t.w{w}, " for w in windows)
+            + "epoch_us(t.first_ts) AS first_us, epoch_us(t.last_ts) AS last_us "
+            "FROM per_type t JOIN person p USING (pid) WHERE t.et IS NOT NULL"
+        ).fetchnumpy()
+        types = np.asarray(narrow.pop("et"))
+        order = np.argsort(types, kind="stable")
+        self._bounds = np.searchsorted(types[order], np.arange(len(EVENT_TYPES) + 1))
+        self._rows = np.asarray(narrow.pop("r"))[order]
+        self._fields = {name: np.asarray(values)[order] for name, values in narrow.items()}
+        self._size = size
+
+    def column(self, event_type: str, field: str, fill: int = 0) -> np.ndarray:
+        code = TYPE_CODES[event_type]
+        at = slice(self._bounds[code], self._bounds[code + 1])
+        out = np.full(self._size, fill, dtype=np.int64)
+        out[self._rows[at]] = self._fields[field][at]
+        return out
+
+
+def _register_zone_shifts(
+    con: duckdb.DuckDBPyConnection, timezones: pd.Series, as_of: datetime
+) -> None:
+    """``zone_shift``: each known time zone's whole-hour offset from UTC on the as_of
+    date (a zone that cannot be read has no row: its local hour is unknown)."""
     day = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
+    names, shifts = [], []
     for tz in timezones.dropna().unique():
         try:
             zone = ZoneInfo(str(tz))
         except (ZoneInfoNotFoundError, ValueError):
             continue
-        rows = (timezones == tz).to_numpy() & (utc_hours >= 0).to_numpy()
         offset = day.astimezone(zone).utcoffset()
-        shift = int(offset.total_seconds() // 3600) if offset is not None else 0
-        out[rows] = (utc_hours[rows] + shift) % 24
-    return out
+        names.append(str(tz))
+        shifts.append(int(offset.total_seconds() // 3600) if offset is not None else 0)
+    con.register(
+        "zone_shift",
+        pa.table({"timezone": pa.array(names, pa.string()), "shift": pa.array(shifts, pa.int32())}),
+    )
+
+
+def _customer_sql(as_of: datetime) -> str:
+    """The customer features not read from ``per_type``, rows in ``person.r`` order;
+    every column is null for a person without consent to profiling."""
+    s90 = _timestamp(as_of - timedelta(days=90))
+
+    def profiled(expression: str, name: str) -> str:
+        return f"CASE WHEN p.personalised THEN {expression} END AS {name}"
+
+    return f"""
+    WITH order_stats AS (
+        SELECT pid, count(*) AS orders, median(gap) AS gap FROM (
+            SELECT pid, (epoch(ts) - epoch(lag(ts) OVER (PARTITION BY pid ORDER BY ts)))
+                   / 86400.0 AS gap
+            FROM orders)
+        GROUP BY pid
+    ), money AS (
+        SELECT pid, sum(value) AS monetary,
+               coalesce(sum(value) FILTER (WHERE ts >= {s90}), 0) AS monetary_90d
+        FROM purchases GROUP BY pid
+    ), send_hour AS (
+        SELECT pid,
+               CASE WHEN max(n_email) > 0 THEN arg_max(hr, n_email * 24 + (23 - hr))
+                    ELSE arg_max(hr, n_all * 24 + (23 - hr)) END AS hour
+        FROM hours GROUP BY pid
+    ), span AS (
+        SELECT pid, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+        FROM per_type GROUP BY pid
+    ), indexed AS (
+        -- price index: list price over the category's median list price
+        SELECT c.item_id, c.price AS list_price, c.price / m.median_price AS price_index
+        FROM catalog_now c
+        JOIN (SELECT category, median(price) AS median_price FROM catalog_now
+              WHERE category IS NOT NULL AND price > 0 GROUP BY category) m
+          ON m.category = c.category
+        WHERE c.price > 0
+    ), viewed AS (
+        SELECT e.pid, avg(x.price_index) AS viewed_price_index_90d
+        FROM ev e JOIN indexed x ON x.item_id = e.item_id
+        WHERE {_is("product_view")} AND e.personal AND {_AGE_DAYS} <= 90
+        GROUP BY e.pid
+    ), bought AS (
+        SELECT b.pid, avg(x.price_index) AS purchased_price_index,
+               avg(CASE WHEN b.price < 0.99 * x.list_price THEN 1.0 ELSE 0.0 END)
+                   FILTER (WHERE b.price IS NOT NULL) AS discount_purchase_share
+        FROM purchases b JOIN indexed x ON x.item_id = b.item_id
+        GROUP BY b.pid
+    ), joined AS (
+        SELECT p.r, p.personalised, s.first_ts, s.last_ts,
+               coalesce(o.orders, 0) AS orders, o.gap,
+               coalesce(m.monetary, 0)::DOUBLE AS monetary,
+               coalesce(m.monetary_90d, 0)::DOUBLE AS monetary_90d,
+               coalesce(h.hour, -1) AS hour, z.shift,
+               v.viewed_price_index_90d, b.purchased_price_index, b.discount_purchase_share,
+               t.category, t.affinity
+        FROM person p
+        LEFT JOIN span s USING (pid)
+        LEFT JOIN money m USING (pid)
+        LEFT JOIN order_stats o USING (pid)
+        LEFT JOIN send_hour h USING (pid)
+        LEFT JOIN viewed v USING (pid)
+        LEFT JOIN bought b USING (pid)
+        LEFT JOIN (SELECT pid, category, affinity FROM affinity WHERE rank = 1) t USING (pid)
+        LEFT JOIN zone_shift z ON z.timezone = p.timezone
+    )
+    SELECT
+        {profiled("first_ts", "first_event_ts")},
+        {profiled("last_ts", "last_event_ts")},
+        {profiled("(epoch_us($as_of) - epoch_us(last_ts)) / 86400e6", "days_since_last_event")},
+        {profiled("monetary", "monetary")},
+        {profiled("monetary_90d", "monetary_90d")},
+        {profiled("orders", "orders")},
+        {profiled("gap", "purchase_gap_median_days")},
+        {profiled("hour", "preferred_send_hour_utc")},
+        {profiled("viewed_price_index_90d", "viewed_price_index_90d")},
+        {profiled("purchased_price_index", "purchased_price_index")},
+        {profiled("discount_purchase_share", "discount_purchase_share")},
+        {profiled("CASE WHEN orders > 0 THEN monetary / orders END", "aov")},
+        {profiled("category", "top_category")},
+        {profiled("affinity", "top_category_affinity")},
+        {
+        profiled(
+            "CASE WHEN hour >= 0 AND shift IS NOT NULL THEN (hour + shift + 24) % 24 ELSE -1 END",
+            "preferred_send_hour_local",
+        )
+    }
+    FROM joined p
+    ORDER BY p.r
+    """
 
 
 def _item_features(con: duckdb.DuckDBPyConnection, as_of: datetime) -> pd.DataFrame:

@@ -268,7 +268,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-_STR = pd.StringDtype("pyarrow", na_value=float("nan"))
+STRING_DTYPE = pd.StringDtype("pyarrow", na_value=float("nan"))
 _NULLABLE = {
     pa.int8(): "Int8",
     pa.int16(): "Int16",
@@ -303,7 +303,7 @@ def _series(column: pa.ChunkedArray) -> pd.Series:
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         if column.null_count == len(column):  # no string at all: .df() gives objects
             return pd.Series([None] * len(column), dtype=object)
-        return pd.Series(column, dtype=_STR)
+        return pd.Series(column, dtype=STRING_DTYPE)
     if pa.types.is_decimal(kind):
         return pd.Series(column.cast(pa.float64()).to_numpy(), dtype="float64")
     if kind in _NULLABLE and column.null_count:
