@@ -69,15 +69,14 @@ class SegmentSet:
         """
         if features.empty or not self.segments:
             return pd.DataFrame({"customer_id": pd.Series([], dtype=object), "segment": []})
-        ids = features[key].to_numpy(dtype=object)
-        out_ids: list[object] = []
-        out_segments: list[str] = []
+        ids = features[key].reset_index(drop=True)
+        members_of: list[pd.Series] = []
+        sizes: list[int] = []
         for segment in self.segments:
             # Evaluate each distinct combination of the referenced features once.
             names = sorted(segment.variables)
             if names:
-                groups = features[names].astype(object).where(features[names].notna(), None)
-                codes, uniques = _combinations(groups)
+                codes, uniques = _combinations(features[names])
             else:
                 codes, uniques = np.zeros(len(features), dtype=np.int64), pd.DataFrame(index=[0])
             verdict = np.zeros(len(uniques), dtype=bool)
@@ -91,17 +90,30 @@ class SegmentSet:
                 logger.debug(
                     "segment %s: %d value combinations not evaluable", segment.name, errors
                 )
-            members = verdict[codes]
-            out_ids.extend(ids[members])
-            out_segments.extend([segment.name] * int(members.sum()))
-        return pd.DataFrame({"customer_id": out_ids, "segment": out_segments})
+            members = ids[verdict[codes]]
+            members_of.append(members)
+            sizes.append(len(members))
+        return pd.DataFrame(
+            {
+                "customer_id": pd.concat(members_of, ignore_index=True),
+                "segment": np.repeat(np.array(self.names, dtype=object), sizes),
+            }
+        )
 
 
 def _combinations(frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """Row → code of its distinct value combination, and the combinations."""
-    codes = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
-    first = pd.Series(np.arange(len(frame))).groupby(codes).first().sort_index()
-    return codes, frame.iloc[first.to_numpy()].reset_index(drop=True)
+    """Row → code of its distinct value combination (nulls are one value), and the
+    combinations, one row each."""
+    combined = np.zeros(len(frame), dtype=np.int64)
+    for name in frame.columns:
+        codes, uniques = pd.factorize(frame[name], use_na_sentinel=False)
+        # Renumbered densely after each column, so the product never overflows.
+        combined = pd.factorize(combined * len(uniques) + codes)[0]
+    # Codes are numbered in order of first appearance, so the first row of each code
+    # is where the running maximum steps up.
+    peak = np.maximum.accumulate(combined)
+    first = np.flatnonzero(np.r_[True, peak[1:] > peak[:-1]])
+    return combined, frame.iloc[first].reset_index(drop=True)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

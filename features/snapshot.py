@@ -40,6 +40,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -783,7 +784,8 @@ def _customer_table(
         signup_age=signup_age,
         first_purchase_age=days_before(first_buy),
         engaged=(w("email_click", 30) >= 3) | (w("product_view", 30) >= 5),
-    )
+    ).astype(object)
+    lifecycle[unprofiled] = None
 
     table = sql.to_dict("series")
     columns: dict[str, Any] = {c: base[c] for c in CONSENT_COLUMNS}
@@ -817,7 +819,7 @@ def _customer_table(
         "aov_percentile": _aov_percentile(table["monetary"], table["orders"], table["aov"]),
         "top_category": table["top_category"].astype(STRING_DTYPE),
         "top_category_affinity": table["top_category_affinity"],
-        "lifecycle": pd.array(np.where(personal, lifecycle, None), dtype=STRING_DTYPE),
+        "lifecycle": pd.array(lifecycle, dtype=STRING_DTYPE),
         "preferred_send_hour_local": table["preferred_send_hour_local"].astype("Int64"),
     }
     return pd.DataFrame(columns, copy=False)
@@ -1211,16 +1213,27 @@ def write_snapshot(snapshot: Snapshot, root: Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    snapshot.customers.to_parquet(tmp / "customers.parquet", index=False)
-    snapshot.items.to_parquet(tmp / "items.parquet", index=False)
-    snapshot.category_affinity.to_parquet(tmp / "category_affinity.parquet", index=False)
-    snapshot.segments.to_parquet(tmp / "segments.parquet", index=False)
-    snapshot.triggers.to_parquet(tmp / "triggers.parquet", index=False)
-    snapshot.identity.mapping.to_parquet(tmp / "identity.parquet", index=False)
-    snapshot.identity.conflicts.to_parquet(tmp / "identity_conflicts.parquet", index=False)
-    sp.save_npz(tmp / "interactions.npz", snapshot.interactions, compressed=False)
-    pd.DataFrame({"customer_id": snapshot.user_ids}).to_parquet(tmp / "users.parquet")
-    pd.DataFrame({"item_id": snapshot.item_ids}).to_parquet(tmp / "item_index.parquet")
+    tables = {
+        "customers": snapshot.customers,
+        "items": snapshot.items,
+        "category_affinity": snapshot.category_affinity,
+        "segments": snapshot.segments,
+        "triggers": snapshot.triggers,
+        "identity": snapshot.identity.mapping,
+        "identity_conflicts": snapshot.identity.conflicts,
+        "users": pd.DataFrame({"customer_id": snapshot.user_ids}),
+        "item_index": pd.DataFrame({"item_id": snapshot.item_ids}),
+    }
+    # The customer table takes most of the time; the rest is written beside it (the
+    # Parquet writer works outside the GIL).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        written = [
+            pool.submit(frame.to_parquet, tmp / f"{name}.parquet", index=False)
+            for name, frame in tables.items()
+        ]
+        sp.save_npz(tmp / "interactions.npz", snapshot.interactions, compressed=False)
+        for future in written:
+            future.result()
     (tmp / "manifest.json").write_text(json.dumps(snapshot.manifest, indent=2, default=str))
     if final.exists():
         old = final.with_name(final.name + f".old-{os.getpid()}")
