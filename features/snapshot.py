@@ -40,7 +40,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,11 +187,18 @@ def build_snapshot(
     segments: SegmentSet,
     phone_region: str = "US",
     progress: Progress | None = None,
+    write_to: Path | None = None,
 ) -> Snapshot:
-    """Compute a snapshot from the event store (DuckDB over its Parquet files)."""
+    """Compute a snapshot from the event store (DuckDB over its Parquet files).
+
+    ``write_to``: also write it under this folder (as :func:`write_snapshot` does),
+    each table in the background as soon as it is computed; the folder appears,
+    complete, when this returns (``manifest["path"]``).
+    """
     if not store.files("events"):
         raise NotFoundError(f"no events in the store at {store.root}; run `tailor ingest` first")
     con = connect()
+    writer = _SnapshotWriter(write_to, as_of) if write_to is not None else None
     try:
         store.register(con, "events", "events")
         store.register(con, "customers", "customers_history")
@@ -200,9 +207,15 @@ def build_snapshot(
             f"OVER (PARTITION BY customer_id ORDER BY {INGESTED_AT} DESC) = 1"
         )
         store.register(con, "catalog", "catalog_history")
-        snapshot = _compute(con, as_of, config, segments, phone_region, progress)
+        snapshot = _compute(con, as_of, config, segments, phone_region, progress, writer)
         snapshot.manifest["store_batches"] = len(store._history())
+        if writer is not None:
+            snapshot.manifest["path"] = str(writer.finish(snapshot.manifest))
         return snapshot
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
     finally:
         con.close()
 
@@ -238,7 +251,7 @@ def compute_snapshot(
                 ),
             )
         con.register("catalog_history", history)
-        return _compute(con, as_of, config, segments, phone_region, None)
+        return _compute(con, as_of, config, segments, phone_region, None, None)
     finally:
         con.close()
 
@@ -290,8 +303,10 @@ def _compute(
     segments: SegmentSet,
     phone_region: str,
     progress: Progress | None,
+    writer: _SnapshotWriter | None,
 ) -> Snapshot:
-    """The snapshot in stages; each stage's seconds go to the manifest.
+    """The snapshot in stages; each stage's seconds go to the manifest. With a
+    ``writer``, each table is handed to it as soon as it is final.
 
     The events are read twice: one selective pass for the few types needed row by
     row (logins, purchases, stock changes), and one pass that resolves every event to
@@ -384,6 +399,9 @@ def _compute(
         params,
     )
     events_read = con.execute("SELECT count(*) FROM ev").fetchall()[0]
+    if writer is not None:
+        writer.frame("identity", identity.mapping)
+        writer.frame("identity_conflicts", identity.conflicts)
     step("events resolved")
 
     _customer_aggregates(con, config, as_of, params)
@@ -392,9 +410,15 @@ def _compute(
     affinity = _affinity(con)
     items = _item_features(con, as_of)
     interactions, user_ids, item_ids = _interactions(con, items)
+    if writer is not None:
+        writer.frame("items", items)
+        writer.frame("category_affinity", affinity)
+        writer.matrix(interactions, user_ids, item_ids)
     step("items, interactions, affinity")
     _register_people(con, base)
     customers_out = _customer_table(con, base, config, as_of, params)
+    if writer is not None:
+        writer.frame("customers", customers_out)
     step("customer table")
     # Only the columns the segments read, of the profiled rows.
     profiled = customers_out.loc[
@@ -403,6 +427,9 @@ def _compute(
     memberships = segments.evaluate(profiled)
     step("segments")
     triggers = _triggers(con, config, params)
+    if writer is not None:
+        writer.frame("segments", memberships)
+        writer.frame("triggers", triggers)
     step("triggers")
 
     manifest = {
@@ -1208,41 +1235,76 @@ def snapshot_dir(root: Path, as_of: datetime) -> Path:
 
 def write_snapshot(snapshot: Snapshot, root: Path) -> Path:
     """Write every table atomically (a temporary folder renamed into place)."""
-    final = snapshot_dir(root, snapshot.as_of)
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    tables = {
-        "customers": snapshot.customers,
-        "items": snapshot.items,
-        "category_affinity": snapshot.category_affinity,
-        "segments": snapshot.segments,
-        "triggers": snapshot.triggers,
-        "identity": snapshot.identity.mapping,
-        "identity_conflicts": snapshot.identity.conflicts,
-        "users": pd.DataFrame({"customer_id": snapshot.user_ids}),
-        "item_index": pd.DataFrame({"item_id": snapshot.item_ids}),
-    }
-    # The customer table takes most of the time; the rest is written beside it (the
-    # Parquet writer works outside the GIL).
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        written = [
-            pool.submit(frame.to_parquet, tmp / f"{name}.parquet", index=False)
-            for name, frame in tables.items()
-        ]
-        sp.save_npz(tmp / "interactions.npz", snapshot.interactions, compressed=False)
-        for future in written:
-            future.result()
-    (tmp / "manifest.json").write_text(json.dumps(snapshot.manifest, indent=2, default=str))
-    if final.exists():
-        old = final.with_name(final.name + f".old-{os.getpid()}")
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
-    return final
+    writer = _SnapshotWriter(root, snapshot.as_of, workers=2)
+    try:
+        # The customer table takes most of the time; the rest is written beside it.
+        writer.frame("customers", snapshot.customers)
+        writer.frame("items", snapshot.items)
+        writer.frame("category_affinity", snapshot.category_affinity)
+        writer.frame("segments", snapshot.segments)
+        writer.frame("triggers", snapshot.triggers)
+        writer.frame("identity", snapshot.identity.mapping)
+        writer.frame("identity_conflicts", snapshot.identity.conflicts)
+        writer.matrix(snapshot.interactions, snapshot.user_ids, snapshot.item_ids)
+        return writer.finish(snapshot.manifest)
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+class _SnapshotWriter:
+    """Writes a snapshot's files into a temporary folder on background threads (the
+    Parquet writer works outside the GIL, so computing goes on meanwhile), then
+    renames the folder into place: readers see all of a snapshot or none of it."""
+
+    def __init__(self, root: Path, as_of: datetime, workers: int = 1) -> None:
+        self.final = snapshot_dir(root, as_of)
+        self.tmp = self.final.with_name(self.final.name + f".tmp-{os.getpid()}")
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot")
+        self._pending: list[Future[Any]] = []
+
+    def frame(self, name: str, frame: pd.DataFrame) -> None:
+        """Write ``frame`` as ``name.parquet`` (it must not change afterwards)."""
+        path = self.tmp / f"{name}.parquet"
+        self._pending.append(self._pool.submit(frame.to_parquet, path, index=False))
+
+    def matrix(
+        self, interactions: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.ndarray
+    ) -> None:
+        """The interaction matrix and its row and column ids."""
+        self._pending.append(
+            self._pool.submit(
+                sp.save_npz, self.tmp / "interactions.npz", interactions, compressed=False
+            )
+        )
+        self.frame("users", pd.DataFrame({"customer_id": user_ids}))
+        self.frame("item_index", pd.DataFrame({"item_id": item_ids}))
+
+    def finish(self, manifest: dict[str, Any]) -> Path:
+        """Wait for every file, add the manifest and move the folder into place."""
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pool.shutdown()
+        (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        final = self.final
+        if final.exists():
+            old = final.with_name(final.name + f".old-{os.getpid()}")
+            final.rename(old)
+            self.tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            self.tmp.rename(final)
+        return final
+
+    def abandon(self) -> None:
+        """Stop and remove the temporary folder (the computation failed)."""
+        self._pool.shutdown(cancel_futures=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def latest_snapshot(root: Path) -> Path:

@@ -231,7 +231,7 @@ def _ingest_one(
 
 def _features_build(as_of: datetime, settings: Settings) -> int:
     from features.segments import load_segments
-    from features.snapshot import behaviour_feature_names, build_snapshot, write_snapshot
+    from features.snapshot import behaviour_feature_names, build_snapshot
 
     config = settings.features
     segments = load_segments(config.segments_file, behaviour_feature_names(config))
@@ -243,8 +243,9 @@ def _features_build(as_of: datetime, settings: Settings) -> int:
         segments=segments,
         phone_region=settings.phone_region,
         progress=_progress,
+        write_to=settings.features_dir,
     )
-    path = write_snapshot(snapshot, settings.features_dir)
+    path = snapshot.manifest["path"]
     rows = snapshot.manifest["rows"]
     print(f"feature snapshot as of {snapshot.as_of.isoformat()} → {path}")
     print(

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.errors import InputError
 from features.ingest import ingest_file
 from features.segments import load_segments
 from features.settings import FeatureConfig
@@ -227,6 +228,45 @@ def test_store_snapshot_is_unchanged_by_later_ingests(tmp_path, store):
     assert after.manifest["events_read"] == 2
 
 
+def test_store_snapshot_written_while_built_equals_the_one_written_after(tmp_path, store):
+    rows = [
+        "a,2026-11-08T10:00:00Z,add_to_cart,c1,i1",
+        "b,2026-11-09T10:00:00Z,product_view,c2,i2",
+        "c,2026-11-09T11:00:00Z,purchase,c2,i2",
+    ]
+    path = tmp_path / "events.csv"
+    path.write_text("event_id,ts,event_type,customer_id,item_id\n" + "\n".join(rows) + "\n")
+    ingest_file(path, kind="events", store=store, now=datetime(2026, 11, 28, tzinfo=UTC))
+    kw = {"as_of": datetime(2026, 11, 10, tzinfo=UTC), "config": CONFIG, "segments": SEGMENTS}
+    built = build_snapshot(store, write_to=tmp_path / "live", **kw)  # type: ignore[arg-type]
+    live = Path(built.manifest["path"])
+    after = write_snapshot(built, tmp_path / "after")
+    assert live.name == after.name == "as_of=2026-11-10T00:00:00Z"
+    assert sorted(p.name for p in live.iterdir()) == sorted(p.name for p in after.iterdir())
+    _assert_same_snapshot(load_snapshot(live), load_snapshot(after))
+    loaded = load_snapshot(live)
+    assert loaded.customers["customer_id"].tolist() == built.customers["customer_id"].tolist()
+    assert loaded.interactions.shape == built.interactions.shape
+    assert loaded.items["purchases_30d"].tolist() == [0, 1]  # i1, i2
+
+
+def test_failed_build_leaves_no_folder_behind(tmp_path, store):
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,ts,event_type,customer_id,item_id\na,2026-11-08T10:00:00Z,product_view,c1,i1\n"
+    )
+    ingest_file(path, kind="events", store=store, now=datetime(2026, 11, 28, tzinfo=UTC))
+    with pytest.raises(InputError, match="as_of"):
+        build_snapshot(
+            store,
+            as_of=datetime(2026, 11, 10),  # naive: refused
+            config=CONFIG,
+            segments=SEGMENTS,
+            write_to=tmp_path / "features",
+        )
+    assert list((tmp_path / "features").iterdir()) == []
+
+
 def _assert_same_snapshot(a: Snapshot, b: Snapshot) -> None:
     pd.testing.assert_frame_equal(a.customers, b.customers)
     pd.testing.assert_frame_equal(a.items, b.items)
@@ -418,7 +458,6 @@ def test_loyal_means_more_than_five_purchases_in_90_days():
 
 
 def test_segment_with_unknown_feature_fails_at_load_naming_both(tmp_path):
-    from features.errors import InputError
 
     path = tmp_path / "segments.yaml"
     path.write_text("segments:\n  big_spenders:\n    when: montary_90d > 100\n")
