@@ -1179,18 +1179,18 @@ def _triggers(
             SELECT 1 FROM tev p WHERE p.pid = c.pid AND p.item_id = c.item_id
               AND p.{_is("purchase", "remove_from_cart")} AND p.ts > c.cart_ts)
     ), views AS (
-        SELECT pid, item_id, ts,
-               row_number() OVER (PARTITION BY pid, item_id ORDER BY ts) AS n,
-               min(ts) OVER (PARTITION BY pid, item_id) AS first_view
+        -- per (person, item): the first view, and the view that makes a browse
+        SELECT pid, item_id, min(ts) AS first_view,
+               min(ts, {t.browse_min_views})[{t.browse_min_views}] AS ts
         FROM tev WHERE {view} AND age_days <= {t.browse_lookback_days!r}
+        GROUP BY pid, item_id HAVING count(*) >= {t.browse_min_views}
     ), browse AS (
         SELECT 'browse_abandoned' AS trigger, v.pid, v.item_id,
                v.ts + to_seconds({t.browse_abandon_hours * 3600.0!r}) AS fired_at,
                v.ts + to_seconds({t.browse_abandon_hours * 3600.0 + ttl["browse_abandoned"]!r})
                    AS expires_at
         FROM views v
-        WHERE v.n = {t.browse_min_views}
-          AND NOT EXISTS (
+        WHERE NOT EXISTS (
             SELECT 1 FROM tev p WHERE p.pid = v.pid AND p.item_id = v.item_id
               AND p.{_is("add_to_cart", "purchase")} AND p.ts >= v.first_view)
     ), gaps AS (
