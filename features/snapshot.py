@@ -331,7 +331,8 @@ def _compute(
     params = {"as_of": as_of}
     # Identity: customer records + login/identify links before as_of.
     con.execute(
-        "CREATE TEMP TABLE customer_records AS SELECT *, "
+        "CREATE TEMP TABLE customer_records AS SELECT customer_id, email, phone, country, "
+        "signup_ts, consent_email, consent_personalization, consent_updated_ts, "
         "json_extract_string(attributes, '$.timezone') AS timezone FROM customers"
     )
     # The few event types needed row by row, in one selective pass (the type filter
@@ -383,6 +384,7 @@ def _compute(
         f"AS last_unsubscribe_ts FROM ev WHERE {_is('unsubscribe')} GROUP BY pid) USING (pid)",
     )
     base = _apply_unsubscribes(base, unsub)
+    _register_people(con, base)
     con.execute(
         f"""
         CREATE TEMP TABLE catalog_now AS
@@ -415,7 +417,6 @@ def _compute(
         writer.frame("category_affinity", affinity)
         writer.matrix(interactions, user_ids, item_ids)
     step("items, interactions, affinity")
-    _register_people(con, base)
     customers_out = _customer_table(con, base, config, as_of, params)
     if writer is not None:
         writer.frame("customers", customers_out)
@@ -534,7 +535,8 @@ def _number_people(
 
 def _register_people(con: duckdb.DuckDBPyConnection, base: pd.DataFrame) -> None:
     """``person`` with what the customer table reads of the consent base: ``r``, the
-    row of the person in ``base``, and their sign-up time and time zone."""
+    row of the person in ``base`` (customer id order, so ordering by ``r`` orders by
+    id without comparing strings), and their sign-up time and time zone."""
     con.register(
         "person_frame",
         pa.table(
@@ -748,7 +750,7 @@ def _affinity(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return fetch_frame(
         con,
         "SELECT p.customer_id, a.category, a.affinity, a.rank FROM affinity a "
-        "JOIN person p USING (pid) ORDER BY p.customer_id, a.rank",
+        "JOIN person p USING (pid) ORDER BY p.r, a.rank",
     )
 
 
@@ -1102,7 +1104,7 @@ def _interactions(
     con.execute(
         """
         CREATE TEMP TABLE users AS
-        SELECT pid, customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS r
+        SELECT pid, customer_id, (row_number() OVER (ORDER BY r) - 1)::INTEGER AS r
         FROM person WHERE pid IN (SELECT pid FROM pair_stats WHERE personal AND w > 0)
         """
     )
