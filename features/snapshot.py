@@ -335,29 +335,34 @@ def _compute(
         "signup_ts, consent_email, consent_personalization, consent_updated_ts, "
         "json_extract_string(attributes, '$.timezone') AS timezone FROM customers"
     )
-    # The few event types needed row by row, in one selective pass (the type filter
-    # is pushed into the scan, so the other rows are barely read).
-    con.execute(
-        """
-        CREATE TEMP TABLE sparse AS
-        SELECT ts, event_type, customer_id, anonymous_id, item_id, price,
-               coalesce(price, 0) * coalesce(quantity, 1) AS value,
-               -- no order id: the purchase is an order of its own (see ``orders``)
-               CASE WHEN event_type = 'purchase' THEN order_id END AS order_key,
-               CASE WHEN event_type = 'stock_change' THEN properties END AS properties
-        FROM events
-        WHERE ts < $as_of AND event_type IN ('login', 'identify', 'purchase', 'stock_change')
-        """,
-        params,
-    )
     customers = fetch_frame(con, "SELECT customer_id, email, phone FROM customer_records")
     links = fetch_frame(
         con,
-        "SELECT DISTINCT customer_id, anonymous_id FROM sparse "
-        "WHERE event_type IN ('login', 'identify') "
+        "SELECT DISTINCT customer_id, anonymous_id FROM events "
+        "WHERE ts < $as_of AND event_type IN ('login', 'identify') "
         "AND customer_id IS NOT NULL AND anonymous_id IS NOT NULL",
+        params,
     )
-    identity = resolve_identities(customers, links, phone_region=phone_region)
+    # Identity resolution (mostly Python) runs beside the next pass (DuckDB, which
+    # leaves the GIL while it works): purchases and stock changes, the few event types
+    # needed row by row, in one selective pass (the type filter is pushed into the
+    # scan, so the other rows are barely read).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        resolving = pool.submit(resolve_identities, customers, links, phone_region=phone_region)
+        con.execute(
+            """
+            CREATE TEMP TABLE sparse AS
+            SELECT ts, event_type, customer_id, anonymous_id, item_id, price,
+                   coalesce(price, 0) * coalesce(quantity, 1) AS value,
+                   -- no order id: the purchase is an order of its own (see ``orders``)
+                   CASE WHEN event_type = 'purchase' THEN order_id END AS order_key,
+                   CASE WHEN event_type = 'stock_change' THEN properties END AS properties
+            FROM events
+            WHERE ts < $as_of AND event_type IN ('purchase', 'stock_change')
+            """,
+            params,
+        )
+        identity = resolving.result()
     base = _number_people(con, identity, config, numbered=None)
     step("identity")
 
