@@ -328,7 +328,7 @@ def _compute(
         if progress is not None:
             progress(f"{stage} ({stages[stage]:.2f} s)")
 
-    params = {"as_of": as_of}
+    params: dict[str, object] = {"as_of": as_of}
     # Identity: customer records + login/identify links before as_of.
     con.execute(
         "CREATE TEMP TABLE customer_records AS SELECT customer_id, email, phone, country, "
