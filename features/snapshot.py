@@ -781,7 +781,7 @@ def _customer_table(
     _register_zone_shifts(con, base["timezone"], as_of)
     sql = fetch_frame(con, _customer_sql(as_of), params)
     by_type = _TypeScatter(con, len(base), sorted(set(config.windows_days) | {30, 90}))
-    now = int(as_of.timestamp() * 1_000_000)
+    now = (as_of - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)  # exact
 
     def counts(values: np.ndarray) -> pd.arrays.IntegerArray:
         return pd.arrays.IntegerArray(values, unprofiled.copy())
