@@ -705,18 +705,20 @@ def _pair_stats(
 
     ``pair_stats``, per (person, item): the decayed, weighted interaction strength
     ``w`` (used for profiled people only: the interaction matrix and category
-    affinity) and the last event (``pid`` is null for an unresolved visitor).
+    affinity), the product views of the last 90 days (the viewed price index) and
+    the last event (``pid`` is null for an unresolved visitor).
     ``item_counts``, per (item, event type, recency): 2 = within 7 days, 1 = within
     30, 0 = older. A few thousand groups, so far cheaper than windowed counts per
     (person, item) pair."""
     weight = _weight_case(config.interaction_weights)
-    s7, s30 = (_timestamp(as_of - timedelta(days=d)) for d in (7, 30))
+    s7, s30, s90 = (_timestamp(as_of - timedelta(days=d)) for d in (7, 30, 90))
     items = f"item_id IS NOT NULL AND et IS DISTINCT FROM {TYPE_CODES['stock_change']}"
     con.execute(
         f"""
         CREATE TEMP TABLE pair_stats AS
         SELECT pid, item_id, personal,
                sum({weight} * pow(0.5, {_AGE_DAYS} / {config.half_life_days!r})) AS w,
+               count_if({_is("product_view")} AND ts >= {s90}) AS views_90d,
                max(ts) AS last_ts
         FROM ev WHERE {items}
         GROUP BY pid, item_id, personal
@@ -990,10 +992,12 @@ def _customer_sql(as_of: datetime) -> str:
           ON m.category = c.category
         WHERE c.price > 0
     ), viewed AS (
-        SELECT e.pid, avg(x.price_index) AS viewed_price_index_90d
-        FROM ev e JOIN indexed x ON x.item_id = e.item_id
-        WHERE {_is("product_view")} AND e.personal AND {_AGE_DAYS} <= 90
-        GROUP BY e.pid
+        -- the mean over product views, from the views per (person, item)
+        SELECT s.pid, sum(s.views_90d * x.price_index) / sum(s.views_90d)
+                   AS viewed_price_index_90d
+        FROM pair_stats s JOIN indexed x ON x.item_id = s.item_id
+        WHERE s.personal AND s.views_90d > 0
+        GROUP BY s.pid
     ), bought AS (
         SELECT b.pid, avg(x.price_index) AS purchased_price_index,
                avg(CASE WHEN b.price < 0.99 * x.list_price THEN 1.0 ELSE 0.0 END)
