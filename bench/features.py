@@ -40,21 +40,21 @@ Parquet scan; identity resolution runs on a thread beside it), and one pass that
 resolves every event to a person number and keeps it narrow and integer-coded in
 memory ("events resolved"). Every aggregate after that reads that in-memory table:
 (person, event type) window counts, (person, hour) send-hour counts, (person, item)
-decayed weights, (item, type, recency) counts, product views joined to price
-indices, and the trigger candidates. The customer table is one SQL statement for
+decayed weights and recent product views, (item, type, recency) counts, and the
+trigger candidates. The customer table is one SQL statement for
 what is keyed by person (orders, spend, send hour, price indices, top category) plus
 a numpy scatter of the (person, event type) aggregates into the count columns and
 what derives from them; each table is written on a background thread as soon as it
 is computed, so only the last files are waited for.
 
 The floor table is measured, not argued: the events resolved to people and
-aggregated the three ways the features need (in DuckDB, nothing fetched), identity
+aggregated the four ways the features need (in DuckDB, nothing fetched), identity
 resolution over the customer records, and writing the finished customer table —
 each timed alone — already come to about 3x the reference scan. What the snapshot
 spends above that floor is the rest of what the issue asks for, each a few tenths of
 the scan: the selective pass for orders and stock changes, consent and unsubscribes,
-the item-side aggregates, category affinity and the interaction matrix, the
-customer-keyed SQL, triggers and segments. So on this 2-core machine the target of
+item features, category affinity and the interaction matrix, the customer-keyed
+SQL, triggers and segments. So on this 2-core machine the target of
 3x is below the floor plus anything else the snapshot must compute; the remaining
 gap is not one slow step. Note that the reference itself spends a third to a half
 of its time fetching its ~1.3 M result rows into Python (second row). Timings on
@@ -123,12 +123,19 @@ FLOOR_STEPS = {
         SELECT person, item_id,
                sum(exp(-(epoch_us($as_of) - epoch_us(ts)) / (14 * 86400e6))) AS w
         FROM r WHERE item_id IS NOT NULL GROUP BY ALL""",
+    "item × event type × recency (windowed popularity)": """
+        CREATE OR REPLACE TEMP TABLE by_item_type AS
+        SELECT item_id, event_type,
+               (ts >= $as_of - INTERVAL 7 DAY)::INTEGER
+                   + (ts >= $as_of - INTERVAL 30 DAY)::INTEGER AS recency,
+               count(*) AS n
+        FROM r WHERE item_id IS NOT NULL GROUP BY ALL""",
 }
 
 
 def floor_steps(store: EventStore, mapping: Any, as_of: datetime) -> dict[str, float]:
     """The least any snapshot with these features does, timed in DuckDB with nothing
-    fetched: every event resolved to a person, then the three differently keyed
+    fetched: every event resolved to a person, then the four differently keyed
     aggregations the feature list needs. Best of two, per step."""
     con = connect()
     store.register(con, "events", "events")
@@ -218,16 +225,21 @@ def main() -> None:
         def progress(message: str) -> None:
             print(message, flush=True)
 
-        started = time.perf_counter()
-        snapshot = build_snapshot(
-            store,
-            as_of=as_of,
-            config=config,
-            segments=segments,
-            progress=progress,
-            write_to=folder / "features",
-        )
-        seconds = time.perf_counter() - started
+        # Best of two, as the reference is best of three (the second run replaces
+        # the first one's folder).
+        seconds = float("inf")
+        for _ in range(2):
+            started = time.perf_counter()
+            run = build_snapshot(
+                store,
+                as_of=as_of,
+                config=config,
+                segments=segments,
+                progress=progress,
+                write_to=folder / "features",
+            )
+            if time.perf_counter() - started < seconds:
+                seconds, snapshot = time.perf_counter() - started, run
         path = Path(snapshot.manifest["path"])
         # Tables are written in the background as they are computed; what is left
         # after the last stage is the wait for the last files.
@@ -252,7 +264,7 @@ def main() -> None:
                 scan_only,
                 scan_only / scan,
             ],
-            ["full feature snapshot, written", events, seconds, seconds / scan],
+            ["full feature snapshot, written (best of two)", events, seconds, seconds / scan],
         ],
     )
     stages = [
@@ -265,7 +277,7 @@ def main() -> None:
     )
     body += (
         "\n\nThe floor: the least a snapshot with these features does, each step timed "
-        "alone: the events resolved to people and aggregated the three ways the "
+        "alone: the events resolved to people and aggregated the four ways the "
         "features need, in DuckDB, nothing fetched; identity resolution; writing the "
         "customer table (no segments, triggers, items or other tables):\n\n"
         + table(
