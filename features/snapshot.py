@@ -308,10 +308,10 @@ def _compute(
     """The snapshot in stages; each stage's seconds go to the manifest. With a
     ``writer``, each table is handed to it as soon as it is final.
 
-    The events are read twice: one selective pass for the few types needed row by
-    row (logins, purchases, stock changes), and one pass that resolves every event to
-    a person number and stores it as a narrow integer-coded table, ``ev``. Every
-    aggregate after that reads ``ev`` (in memory), not the store.
+    The store's events are read three times: the login links, one selective pass for
+    the few types needed row by row (purchases, stock changes), and one pass that
+    resolves every event to a person number and stores it as a narrow integer-coded
+    table, ``ev``. Every aggregate after that reads ``ev`` (in memory), not the store.
     """
     if as_of.tzinfo is None:
         raise InputError("as_of", as_of, "must be timezone-aware (UTC)")
@@ -327,6 +327,11 @@ def _compute(
         mark = now
         if progress is not None:
             progress(f"{stage} ({stages[stage]:.2f} s)")
+
+    def hand_over(**tables: pd.DataFrame) -> None:
+        if writer is not None:
+            for name, frame in tables.items():
+                writer.frame(name, frame)
 
     params: dict[str, object] = {"as_of": as_of}
     # Identity: customer records + login/identify links before as_of.
@@ -389,7 +394,6 @@ def _compute(
         f"AS last_unsubscribe_ts FROM ev WHERE {_is('unsubscribe')} GROUP BY pid) USING (pid)",
     )
     base = _apply_unsubscribes(base, unsub)
-    _register_people(con, base)
     con.execute(
         f"""
         CREATE TEMP TABLE catalog_now AS
@@ -406,9 +410,7 @@ def _compute(
         params,
     )
     events_read = con.execute("SELECT count(*) FROM ev").fetchall()[0]
-    if writer is not None:
-        writer.frame("identity", identity.mapping)
-        writer.frame("identity_conflicts", identity.conflicts)
+    hand_over(identity=identity.mapping, identity_conflicts=identity.conflicts)
     step("events resolved")
 
     _customer_aggregates(con, config, as_of, params)
@@ -417,14 +419,12 @@ def _compute(
     affinity = _affinity(con)
     items = _item_features(con, as_of)
     interactions, user_ids, item_ids = _interactions(con, items)
+    hand_over(items=items, category_affinity=affinity)
     if writer is not None:
-        writer.frame("items", items)
-        writer.frame("category_affinity", affinity)
         writer.matrix(interactions, user_ids, item_ids)
     step("items, interactions, affinity")
     customers_out = _customer_table(con, base, config, as_of, params)
-    if writer is not None:
-        writer.frame("customers", customers_out)
+    hand_over(customers=customers_out)
     step("customer table")
     # Only the columns the segments read, of the profiled rows.
     profiled = customers_out.loc[
@@ -433,9 +433,7 @@ def _compute(
     memberships = segments.evaluate(profiled)
     step("segments")
     triggers = _triggers(con, config, params)
-    if writer is not None:
-        writer.frame("segments", memberships)
-        writer.frame("triggers", triggers)
+    hand_over(segments=memberships, triggers=triggers)
     step("triggers")
 
     manifest = {
@@ -514,18 +512,7 @@ def _number_people(
         found[new] = len(numbered) + np.arange(int(new.sum()))
         pid = found.astype(np.int32)
     base["pid"] = pid
-    con.register(
-        "person_frame",
-        pa.table(
-            {
-                "pid": pid,
-                "customer_id": pa.array(ids, pa.string()),
-                "personalised": base["personalised"].to_numpy(dtype=bool),
-            }
-        ),
-    )
-    con.execute("CREATE OR REPLACE TEMP TABLE person AS SELECT * FROM person_frame")
-    con.unregister("person_frame")
+    _register_people(con, base)
     # One lookup for every id an event may carry; one join resolves it.
     con.execute(
         """
@@ -539,9 +526,10 @@ def _number_people(
 
 
 def _register_people(con: duckdb.DuckDBPyConnection, base: pd.DataFrame) -> None:
-    """``person`` with what the customer table reads of the consent base: ``r``, the
-    row of the person in ``base`` (customer id order, so ordering by ``r`` orders by
-    id without comparing strings), and their sign-up time and time zone."""
+    """``person``: each person of ``base`` with their number, id and consent to
+    profiling; ``r``, their row in ``base`` (customer id order, so ordering by ``r``
+    orders by id without comparing strings); and their sign-up time and time zone,
+    which the customer table reads."""
     con.register(
         "person_frame",
         pa.table(
