@@ -31,3 +31,11 @@ class InputError(TailorError, ValueError):
 
 class NotFoundError(TailorError, LookupError):
     """Something asked for does not exist (a snapshot, a model, a file)."""
+
+
+class JobFailed(TailorError):
+    """A job could not do its work on the data it was given.
+
+    The message says why and what to change (a setting, a flag, more data); the
+    command line exits non-zero with it.
+    """

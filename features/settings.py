@@ -72,6 +72,14 @@ class FeatureConfig(BaseModel):
     half_life_days: float = Field(
         14.0, gt=0, description="Exponential time decay of interactions and affinities."
     )
+    interaction_decay: Literal["last_activity", "as_of"] = Field(
+        "last_activity",
+        description=(
+            "Where the interaction matrix measures an interaction's age from: the "
+            "customer's own last interaction (a long-inactive customer keeps the shape "
+            "of their history; exact up to about 1,000 half-lives) or as_of."
+        ),
+    )
     assume_consent_when_unknown: bool = Field(
         False,
         description=(
@@ -96,6 +104,69 @@ class FeatureConfig(BaseModel):
         Path("config/segments.yaml"), description="YAML file declaring the segments."
     )
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+
+
+class RecommenderSettings(BaseModel):
+    """Settings of ``tailor train recommender`` (each also a command-line flag)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label_events: Literal["auto"] | tuple[str, ...] = Field(
+        "auto",
+        description=(
+            "Event types that count as relevant in training and evaluation. 'auto': "
+            "carts, checkouts and purchases when the log holds any, else every product "
+            "event (a views-only or ratings log is trained and judged on views)."
+        ),
+    )
+    mode: Literal["all", "new"] = Field(
+        "all",
+        description="'all': seen-but-unbought items may be recommended; 'new': never.",
+    )
+    protocol: Literal["per_user", "global"] = Field(
+        "per_user", description="Temporal split: each user's last share, or one cut-off."
+    )
+    test_share: float = Field(0.2, gt=0, lt=1, description="Share of interactions held out.")
+    half_life_days: float = Field(
+        14.0, gt=0, description="Half-life of an interaction's weight, in days."
+    )
+    decay: Literal["last_activity", "as_of", "none"] = Field(
+        "last_activity",
+        description=(
+            "Where an interaction's age is measured from: the customer's own last "
+            "activity (a customer inactive for months keeps the shape of their history), "
+            "the snapshot's as_of, or no decay."
+        ),
+    )
+    tune_budget: int = Field(8, ge=0, description="ALS configurations tried (0: no tuning).")
+    seed: int = Field(0, description="Seed of tuning, factorisation and the reranker.")
+    floor: float | None = Field(
+        None,
+        description=(
+            "NDCG@10 a candidate needs to become champion. None: it must beat the "
+            "popularity baseline on the same split."
+        ),
+    )
+
+    @field_validator("label_events", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str) and value != "auto":
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("label_events")
+    @classmethod
+    def _product_events(
+        cls, value: Literal["auto"] | tuple[str, ...]
+    ) -> Literal["auto"] | tuple[str, ...]:
+        if value == "auto":
+            return value
+        allowed = ("product_view", "add_to_wishlist", "add_to_cart", "checkout", "purchase")
+        unknown = [v for v in value if v not in allowed]
+        if unknown or not value:
+            raise ValueError(f"{list(value)}: expected 'auto' or some of {allowed}")
+        return value
 
 
 Scope = Literal["decide", "ingest", "admin"]
@@ -197,6 +268,9 @@ class Settings(BaseSettings):
 
     features: FeatureConfig = Field(
         default_factory=FeatureConfig, description="Feature job settings."
+    )
+    recommender: RecommenderSettings = Field(
+        default_factory=RecommenderSettings, description="Recommender training settings."
     )
     serving: ServingConfig = Field(
         default_factory=ServingConfig, description="Decision service settings."

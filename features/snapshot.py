@@ -293,7 +293,8 @@ def _timestamp(moment: datetime) -> str:
 # Hour of the day of a UTC timestamp, by integer arithmetic on microseconds (exact,
 # and far cheaper than calendar functions on ten million rows).
 _UTC_HOUR = "((epoch_us(ts) % 86400000000 + 86400000000) % 86400000000) // 3600000000"
-_AGE_DAYS = "(epoch_us($as_of) - epoch_us(ts)) / 86400e6"
+_AS_OF_US = "epoch_us($as_of)"
+_AGE_DAYS = f"({_AS_OF_US} - epoch_us(ts)) / 86400e6"
 
 
 def _compute(
@@ -418,7 +419,7 @@ def _compute(
     _pair_stats(con, config, as_of, params)
     affinity = _affinity(con)
     items = _item_features(con, as_of)
-    interactions, user_ids, item_ids = _interactions(con, items)
+    interactions, user_ids, item_ids = _interactions(con, items, config, params)
     hand_over(items=items, category_affinity=affinity)
     if writer is not None:
         writer.matrix(interactions, user_ids, item_ids)
@@ -1092,10 +1093,18 @@ def _item_features(con: duckdb.DuckDBPyConnection, as_of: datetime) -> pd.DataFr
 
 
 def _interactions(
-    con: duckdb.DuckDBPyConnection, items: pd.DataFrame
+    con: duckdb.DuckDBPyConnection,
+    items: pd.DataFrame,
+    config: FeatureConfig,
+    params: dict[str, Any],
 ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """The interaction matrix from ``pair_stats``: rows are profiled customers with at
-    least one weighted interaction, in id order; columns are ``items`` in order."""
+    least one weighted interaction, in id order; columns are ``items`` in order.
+
+    ``pair_stats.w`` decays from ``as_of`` (in double precision); with
+    ``interaction_decay = "last_activity"`` each row is rescaled so that age counts
+    from the customer's own last interaction: a customer inactive for a year keeps the
+    shape of their history instead of fading to (float32) zero."""
     item_ids = items["item_id"].astype(str).to_numpy()
     con.register("item_pos", pd.DataFrame({"item_id": item_ids, "col": np.arange(len(item_ids))}))
     con.execute(
@@ -1106,9 +1115,19 @@ def _interactions(
         """
     )
     user_ids = con.execute("SELECT customer_id FROM users ORDER BY r").fetchnumpy()["customer_id"]
+    weight = "s.w"
+    if config.interaction_decay == "last_activity":
+        # 0.5^((as_of - ts) / h) · 2^((as_of - last) / h) = 0.5^((last - ts) / h); the
+        # exponent is capped where 2^x leaves double precision.
+        last = "max(epoch_us(s.last_ts)) OVER (PARTITION BY s.pid)"
+        weight = (
+            f"s.w * pow(2.0, least(({_AS_OF_US} - {last}) / 86400e6 / "
+            f"{config.half_life_days!r}, 1000))"
+        )
     coo = con.execute(
-        "SELECT u.r, x.col AS c, s.w FROM pair_stats s JOIN users u USING (pid) "
-        "JOIN item_pos x ON s.item_id = x.item_id WHERE s.personal AND s.w > 0"
+        f"SELECT u.r, x.col AS c, {weight} AS w FROM pair_stats s JOIN users u USING (pid) "
+        "JOIN item_pos x ON s.item_id = x.item_id WHERE s.personal AND s.w > 0",
+        params if "$as_of" in weight else None,
     ).fetchnumpy()
     matrix = sp.csr_matrix(
         (np.asarray(coo["w"], dtype=np.float32), (np.asarray(coo["r"]), np.asarray(coo["c"]))),

@@ -14,11 +14,13 @@ reranker's labels come from after it, so no feature sees the label period.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.errors import InputError
 from features.snapshot import Snapshot
 from features.store import EventStore, connect
 from models.recommender import Recommender, mask_rows, top_k
@@ -31,6 +33,13 @@ EVENT_WEIGHTS: dict[str, float] = {
     "purchase": 5.0,
 }
 MISSING_RANK = 1000.0
+
+Decay = Literal["last_activity", "as_of", "none"]
+"""Where an interaction's age is measured from: the user's own last interaction in the
+log (a customer inactive for a year keeps the shape of their history), the cut-off
+``as_of`` (recent users dominate; long-inactive histories fade towards zero), or no
+decay at all."""
+DECAYS: tuple[str, ...] = ("last_activity", "as_of", "none")
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,28 @@ def _item_attribute(
     return cols[match], known[column].to_numpy()[match]
 
 
+def decay_factor(
+    coded: pd.DataFrame, *, as_of: pd.Timestamp, half_life_days: float, decay: Decay
+) -> np.ndarray:
+    """0.5^(age / half-life) per row of an encoded log (``u``, ``ts``), float64.
+
+    ``decay`` says where age is measured from (:data:`Decay`). Measured from the
+    user's last activity, every user's most recent interaction weighs 1 however long
+    ago it was, so no history underflows to zero; the reranker still sees how long
+    ago that was through its recency features.
+    """
+    if decay not in DECAYS:
+        raise InputError("decay", decay, f"expected one of {DECAYS}")
+    if decay == "none" or coded.empty:
+        return np.ones(len(coded))
+    if decay == "as_of":
+        reference = pd.Series(as_of, index=coded.index)
+    else:
+        reference = coded.groupby("u")["ts"].transform("max")
+    age = (reference - coded["ts"]).dt.total_seconds().to_numpy() / 86400.0
+    return np.power(0.5, age / half_life_days)
+
+
 def interaction_matrix(
     log: pd.DataFrame,
     index: Index,
@@ -82,13 +113,14 @@ def interaction_matrix(
     as_of: pd.Timestamp,
     weights: dict[str, float] | None = None,
     half_life_days: float = 14.0,
+    decay: Decay = "last_activity",
 ) -> sp.csr_matrix:
-    """float32 users × items: Σ event weight × 0.5^(age / half-life), events before as_of."""
+    """float32 users × items: Σ event weight × 0.5^(age / half-life), events before as_of
+    (age as :func:`decay_factor` measures it)."""
     weights = weights or EVENT_WEIGHTS
     coded = index.encode(log[log["ts"] < as_of])
     w = coded["event_type"].map(weights).fillna(0.0).to_numpy(dtype=np.float64)
-    age = (as_of - coded["ts"]).dt.total_seconds().to_numpy() / 86400.0
-    values = w * 0.5 ** (age / half_life_days)
+    values = w * decay_factor(coded, as_of=as_of, half_life_days=half_life_days, decay=decay)
     keep = values > 0
     matrix = sp.csr_matrix(
         (
@@ -133,14 +165,20 @@ def generator_candidates(
     *,
     k: int,
     exclude: sp.csr_matrix | None,
+    model_users: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Long rows ``u, i, <name>_score, <name>_rank`` of one generator's top k.
 
     ``history`` is what the generator scores from: the full interaction matrix, or
     e.g. :func:`recent_history` to ask item-kNN for neighbours of recent items.
+    ``model_users`` are the model's own rows of ``users`` (default: the same;
+    ``-1``: a user the model scores from the history alone, as unseen at fit time).
     """
     ids, scores = model.recommend(
-        users, history[users], n=k, exclude=exclude[users] if exclude is not None else None
+        users if model_users is None else model_users,
+        history[users],
+        n=k,
+        exclude=exclude[users] if exclude is not None else None,
     )
     return _long(name, users, ids, scores)
 
@@ -245,6 +283,7 @@ def pair_features(
     as_of: pd.Timestamp,
     prices: np.ndarray | None = None,
     half_life_days: float = 14.0,
+    decay: Decay = "last_activity",
 ) -> pd.DataFrame:
     """Candidates with behavioural features from the log before ``as_of``.
 
@@ -259,7 +298,8 @@ def pair_features(
     weight = past["event_type"].map(EVENT_WEIGHTS).fillna(0.0).to_numpy()
     past = past.assign(
         age=age,
-        decayed=weight * 0.5 ** (age / half_life_days),
+        decayed=weight
+        * decay_factor(past, as_of=as_of, half_life_days=half_life_days, decay=decay),
         view=(past["event_type"] == "product_view").to_numpy(),
         cart=(past["event_type"] == "add_to_cart").to_numpy(),
         buy=(past["event_type"] == "purchase").to_numpy(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,8 @@ import scipy.sparse as sp
 
 from features.errors import InputError, NotFoundError
 from models.candidates import (
+    DECAYS,
+    Decay,
     Index,
     category_popularity_candidates,
     generator_candidates,
@@ -45,6 +47,15 @@ class RecommenderPipeline:
     prices: np.ndarray | None
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def decay(self) -> Decay:
+        """How the pipeline's features age interactions (artifacts written before the
+        setting existed measured age from ``as_of``)."""
+        value = str(self.settings.get("decay", "as_of"))
+        if value not in DECAYS:
+            raise InputError("settings.decay", value, f"expected one of {DECAYS}")
+        return cast(Decay, value)
+
     def get_params(self) -> dict[str, Any]:
         """The settings and each stage's parameters (JSON-serialisable)."""
         params: dict[str, Any] = dict(self.settings)
@@ -63,6 +74,7 @@ class RecommenderPipeline:
         *,
         as_of: pd.Timestamp,
         n: int,
+        model_users: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The two-stage ranking of ``users``: candidates from every generator, pair
         features from ``log`` before ``as_of``, the reranker's order.
@@ -76,6 +88,9 @@ class RecommenderPipeline:
             (:func:`models.candidates.interaction_matrix`, ``recent_history``).
         log : pandas.DataFrame
             ``user_id, item_id, ts, event_type``: what the pair features read.
+        model_users : numpy.ndarray of int, optional
+            The generators' rows of ``users`` (default: the same); ``-1`` scores a
+            user from ``history`` alone, as one unseen at fit time.
 
         Returns
         -------
@@ -90,6 +105,7 @@ class RecommenderPipeline:
             self.categories,
             k=int(self.settings.get("candidates_per_generator", 50)),
             mode=str(self.settings.get("mode", "all")),
+            model_users=model_users,
         )
         featured = pair_features(
             candidates,
@@ -99,6 +115,7 @@ class RecommenderPipeline:
             as_of=as_of,
             prices=self.prices,
             half_life_days=float(self.settings.get("half_life_days", 14.0)),
+            decay=self.decay,
         )
         if self.reranker is not None and len(featured):
             scores = self.reranker.predict(featured)
@@ -179,19 +196,29 @@ def generate_candidates(
     *,
     k: int,
     mode: str,
+    model_users: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The reranker's candidates: each generator's top ``k``, item-kNN around the
     few most recent items (the session's intent), the popular items of the user's top
-    category and, in ``all`` mode, the user's own items."""
+    category and, in ``all`` mode, the user's own items. ``model_users``: as in
+    :func:`models.candidates.generator_candidates`."""
     exclude = history if mode == "new" else None
     parts = [
-        generator_candidates(name, model, users, history, k=k, exclude=exclude)
+        generator_candidates(
+            name, model, users, history, k=k, exclude=exclude, model_users=model_users
+        )
         for name, model in generators.items()
     ]
     if "item_knn" in generators:
         parts.append(
             generator_candidates(
-                "recent_knn", generators["item_knn"], users, recent, k=k, exclude=exclude
+                "recent_knn",
+                generators["item_knn"],
+                users,
+                recent,
+                k=k,
+                exclude=exclude,
+                model_users=model_users,
             )
         )
     parts.append(category_popularity_candidates(users, history, categories, k=k, exclude=exclude))

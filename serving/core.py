@@ -610,6 +610,23 @@ class DecisionCore:
                 scored.update(
                     _filter_ranked(bundle.ranked, ranked_rows, allowed, n, slack, cached_rows)
                 )
+        no_history: set[int] = set()
+        if model_rows and bundle.catalog is not None:
+            # Without product history the model has nothing personal to say: its
+            # scores would be the same for everyone (e.g. customers with e-mails only).
+            weights = self.settings.features.interaction_weights
+            columns = bundle.catalog.position
+            usable = [
+                row
+                for row in model_rows
+                if people[row] in bundle.history_rows
+                or any(
+                    ts >= as_of and item in columns and weights.get(kind, 0.0) > 0
+                    for ts, kind, item in profiles[people[row]].recent
+                )
+            ]
+            no_history = set(model_rows).difference(usable)
+            model_rows = usable
         if model_rows and bundle.recommender is not None and bundle.catalog is not None:
             remaining = max(deadline - (time.monotonic() - started), 0.001)
             future = self._pool.submit(
@@ -661,7 +678,10 @@ class DecisionCore:
                         chosen_scores.append(score)
                         have.add(item)
             elif strategy == "model" or i in trigger_items:
-                reason = model_error or "no model"
+                if i in no_history:
+                    reason = "no product history to personalise from"
+                else:
+                    reason = model_error or "no model"
                 if strategy == "model":
                     strategy = "fallback:popular"
             if len(chosen) < n:
@@ -1183,7 +1203,9 @@ def _rank_snapshot_users(
         raise InputError("pipeline", "index", "generators and index disagree on items")
     as_of = pd.Timestamp(snapshot.as_of)
     half_life = float(pipeline.settings.get("half_life_days", 14.0))
-    history = interaction_matrix(log, index, as_of=as_of, half_life_days=half_life)
+    history = interaction_matrix(
+        log, index, as_of=as_of, half_life_days=half_life, decay=pipeline.decay
+    )
     recent = recent_history(log, index, as_of=as_of)
     users = np.flatnonzero(np.diff(history.indptr) > 0)
     ids = np.full((len(users), RANKED_DEPTH), -1, dtype=np.int32)

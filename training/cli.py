@@ -87,15 +87,43 @@ def build_parser() -> argparse.ArgumentParser:
     rec = train_sub.add_parser(
         "recommender", help="two-stage recommender on the latest feature snapshot"
     )
+    # Each flag overrides its setting under [recommender] (TAILOR_RECOMMENDER__*).
+    rec.add_argument(
+        "--label-events",
+        default=None,
+        help="comma-separated event types that count as relevant, or 'auto' (default: "
+        "carts/checkouts/purchases when the log has any, else every product event)",
+    )
     rec.add_argument(
         "--mode",
         choices=("all", "new"),
-        default="all",
-        help="all: seen-but-unbought items may be recommended; new: never",
+        default=None,
+        help="all: seen-but-unbought items may be recommended; new: never (default: all)",
     )
-    rec.add_argument("--tune-budget", type=int, default=8, help="ALS configurations tried")
     rec.add_argument(
-        "--floor", type=float, default=0.0, help="minimum NDCG@10 a model needs to become champion"
+        "--protocol",
+        choices=("per_user", "global"),
+        default=None,
+        help="temporal split: each user's last share, or one cut-off (default: per_user)",
+    )
+    rec.add_argument("--test-share", type=float, default=None, help="share held out (0.2)")
+    rec.add_argument(
+        "--half-life-days", type=float, default=None, help="half-life of interactions (14)"
+    )
+    rec.add_argument(
+        "--decay",
+        choices=("last_activity", "as_of", "none"),
+        default=None,
+        help="age measured from the customer's last activity (default), as_of, or none",
+    )
+    rec.add_argument("--tune-budget", type=int, default=None, help="ALS configurations tried (8)")
+    rec.add_argument("--seed", type=int, default=None, help="seed of the run (0)")
+    rec.add_argument(
+        "--floor",
+        type=float,
+        default=None,
+        help="NDCG@10 a model needs to become champion (default: beat popularity on the "
+        "same split)",
     )
 
     sel = train_sub.add_parser("selector", help="subject-line or offer selector from campaigns")
@@ -269,22 +297,50 @@ def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:
     from training.recommend_job import RecommenderJobConfig
     from training.train_recommender import train_recommender
 
+    flags = {
+        "label_events": args.label_events,
+        "mode": args.mode,
+        "protocol": args.protocol,
+        "test_share": args.test_share,
+        "half_life_days": args.half_life_days,
+        "decay": args.decay,
+        "tune_budget": args.tune_budget,
+        "seed": args.seed,
+        "floor": args.floor,
+    }
+    chosen = settings.recommender.model_validate(
+        settings.recommender.model_dump() | {k: v for k, v in flags.items() if v is not None}
+    )
     config = RecommenderJobConfig(
-        mode=args.mode,
-        tune_budget=args.tune_budget,
-        label_events=("add_to_cart", "purchase"),
+        **chosen.model_dump(exclude={"floor"}),
     )
     outcome = train_recommender(
         home=settings.home,
         store=EventStore(settings.store_dir),
         features_dir=settings.features_dir,
         config=config,
-        floor=args.floor,
+        floor=chosen.floor,
         progress=_progress,
     )
-    at10 = outcome.result.table(10)
-    print(f"recommender trained ({outcome.result.test_users:,} test users, {args.mode} items):")
-    print(at10[["ndcg", "recall", "precision", "hit_rate", "coverage"]].round(4).to_string())
+    result = outcome.result
+    labels = result.config.label_events
+    at10 = result.table(10)
+    print(
+        f"recommender trained ({result.test_users:,} test users, {result.config.mode} items, "
+        f"labels: {', '.join(labels) if isinstance(labels, tuple) else 'every event'}, "
+        f"decay from {result.config.decay}):"
+    )
+    table = at10[["ndcg", "recall", "precision", "hit_rate", "coverage"]]
+    if outcome.champion_reports is not None:
+        champion = outcome.champion_reports[10]
+        table.loc["champion (re-scored)"] = [
+            champion.ndcg,
+            champion.recall,
+            champion.precision,
+            champion.hit_rate,
+            champion.coverage,
+        ]
+    print(table.round(4).to_string())
     print("NDCG@10 by user slice (history at training time: cold 0, new 1-4, returning 5+):")
     print(outcome.result.slice_table().round(4).to_string())
     print(
@@ -386,7 +442,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     _features_build(today, settings)
 
     print("\n== 4/4 train, register and promote the recommender and the selectors")
-    train_args = argparse.Namespace(mode="all", tune_budget=args.tune_budget, floor=0.0)
+    train_args = build_parser().parse_args(
+        ["train", "recommender", "--tune-budget", str(args.tune_budget)]
+    )
     _train_recommender(train_args, settings)
     for slot in ("subject", "offer"):
         print(f"\n== train the {slot} selector")

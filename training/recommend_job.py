@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -26,8 +26,9 @@ import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.errors import InputError
+from features.errors import InputError, JobFailed
 from models.candidates import (
+    Decay,
     Index,
     interaction_matrix,
     item_categories,
@@ -51,6 +52,34 @@ from training.splits import global_split, per_user_split
 logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
+PRODUCT_EVENTS = ("product_view", "add_to_wishlist", "add_to_cart", "checkout", "purchase")
+"""Event types a recommender learns from (the interaction log's types)."""
+INTENT_EVENTS = ("add_to_cart", "checkout", "purchase")
+"""Labels of a log that holds them: what a recommendation e-mail is meant to cause."""
+
+
+def resolve_label_events(
+    log: pd.DataFrame, requested: tuple[str, ...] | Literal["auto"] | None
+) -> tuple[str, ...] | None:
+    """The event types that count as relevant for this log.
+
+    ``"auto"``: the carts, checkouts and purchases the log holds; a log with none
+    of them (a ratings or views log) is trained and judged on every product event it
+    holds. ``None``: every event. An explicit tuple is checked against the contract.
+    """
+    if requested is None:
+        return None
+    if requested != "auto":
+        unknown = [t for t in requested if t not in PRODUCT_EVENTS]
+        if unknown or not requested:
+            raise InputError(
+                "label_events", list(requested), f"expected product event types {PRODUCT_EVENTS}"
+            )
+        return tuple(requested)
+    present = set(log["event_type"].astype(str).unique())
+    intent = tuple(t for t in INTENT_EVENTS if t in present)
+    return intent or tuple(t for t in PRODUCT_EVENTS if t in present)
+
 
 class RecommenderJobConfig(BaseModel):
     """Everything that decides a recommender training run (logged with it)."""
@@ -68,10 +97,18 @@ class RecommenderJobConfig(BaseModel):
     inner_cutoff: datetime | None = Field(
         None, description="Cut-off of the reranker's label period (protocol 'global')."
     )
-    label_events: tuple[str, ...] | None = Field(
-        None, description="Event types that count as relevant (None: all)."
+    label_events: tuple[str, ...] | Literal["auto"] | None = Field(
+        "auto",
+        description="Event types that count as relevant. 'auto': carts, checkouts and "
+        "purchases when the log holds any, else every product event (a views-only log "
+        "is trained and judged on views); None: every event.",
     )
     half_life_days: float = Field(14.0, gt=0, description="Decay of interaction strength.")
+    decay: Decay = Field(
+        "last_activity",
+        description="Where an interaction's age is measured from: the user's own last "
+        "activity (no history fades to zero), the cut-off ('as_of'), or 'none'.",
+    )
     candidates_per_generator: int = Field(50, ge=1, description="Top k from each generator.")
     ks: tuple[int, ...] = Field((10, 20), description="Cut-offs of the reported metrics.")
     als: dict[str, Any] = Field(
@@ -98,6 +135,21 @@ class RecommenderJobConfig(BaseModel):
 
 
 @dataclass
+class Holdout:
+    """The outer split the run was judged on, kept so another model (the current
+    champion) can be scored on exactly the same users, history and relevant items."""
+
+    train_log: pd.DataFrame
+    as_of: pd.Timestamp
+    test_users: np.ndarray
+    """Rows of the run's index with at least one relevant held-out item."""
+    relevant: sp.csr_matrix
+    """Users × items of the run's index: relevant held-out items."""
+    train: sp.csr_matrix
+    """The run's training matrix (novelty and the 'new' mode's exclusions)."""
+
+
+@dataclass
 class JobResult:
     """Metrics of every model on the same test users, and the fitted pipeline."""
 
@@ -114,6 +166,7 @@ class JobResult:
     slices: dict[str, dict[str, RankingReport]] = field(default_factory=dict)
     test_users: int = 0
     seconds: float = 0.0
+    holdout: Holdout | None = None
 
     def pipeline(self) -> RecommenderPipeline:
         """The fitted two-stage model as one artifact."""
@@ -127,6 +180,7 @@ class JobResult:
                 "mode": self.config.mode,
                 "candidates_per_generator": self.config.candidates_per_generator,
                 "half_life_days": self.config.half_life_days,
+                "decay": self.config.decay,
                 "als": self.als_params,
             },
         )
@@ -176,6 +230,9 @@ def run_recommender_job(
     for column in ("user_id", "item_id", "ts", "event_type"):
         if column not in log.columns:
             raise InputError("log", list(log.columns), f"missing column {column!r}")
+    label_types = resolve_label_events(log, config.label_events)
+    config = config.model_copy(update={"label_events": label_types})
+    step(f"labels: {', '.join(label_types) if label_types else 'every event'}")
     index = Index.build(log, items)
     categories = item_categories(items, index)
     prices = item_prices(items, index)
@@ -190,7 +247,7 @@ def run_recommender_job(
     # ---- inner stage: tune ALS, fit the reranker on the label period
     fit_as_of = _as_of(fit_log)
     fit_matrix = interaction_matrix(
-        fit_log, index, as_of=fit_as_of, half_life_days=config.half_life_days
+        fit_log, index, as_of=fit_as_of, half_life_days=config.half_life_days, decay=config.decay
     )
     label_relevant = _relevant(label_log, fit_matrix, index, config)
     label_users = np.flatnonzero(np.diff(label_relevant.indptr) > 0)
@@ -210,9 +267,23 @@ def run_recommender_job(
         as_of=fit_as_of,
         prices=prices,
         half_life_days=config.half_life_days,
+        decay=config.decay,
     )
+    if len(label_users) == 0:
+        raise JobFailed(
+            f"no user has a relevant interaction ({_labels_text(config)}) in the reranker's "
+            f"label period ({len(label_log):,} interactions): nothing to learn the ranking "
+            "from. Set the label events to what the log holds (--label-events or "
+            "recommender.label_events), or train on a longer log."
+        )
     labels = labels_for(inner_features, label_relevant)
     reranker = _fit_reranker(inner_features, labels, config)
+    if reranker is None:
+        raise JobFailed(
+            f"none of the {len(label_users):,} label-period users' relevant items is among "
+            f"their candidates ({len(inner_features):,} pairs): no reranker can be trained. "
+            "Raise candidates_per_generator, or check the label events."
+        )
     step(
         f"reranker trained on {len(inner_features):,} candidates of {len(label_users):,} users "
         f"({labels.mean():.2%} relevant)"
@@ -221,10 +292,21 @@ def run_recommender_job(
     # ---- outer stage: refit on all training data, evaluate on the test users
     train_as_of = _as_of(train_log)
     train_matrix = interaction_matrix(
-        train_log, index, as_of=train_as_of, half_life_days=config.half_life_days
+        train_log,
+        index,
+        as_of=train_as_of,
+        half_life_days=config.half_life_days,
+        decay=config.decay,
     )
     relevant = _relevant(test_log, train_matrix, index, config)
     test_users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    if len(test_users) == 0:
+        raise JobFailed(
+            f"0 test users: no held-out interaction ({_labels_text(config)}) is relevant "
+            f"under mode {config.mode!r} ({len(test_log):,} held-out interactions). Set the "
+            "label events to what the log holds (--label-events), use --mode all when "
+            "customers mostly return to items they know, or train on a longer log."
+        )
     generators = _generators(als_params, config)
     for model in generators.values():
         model.fit(train_matrix, user_ids=index.user_ids, item_ids=index.item_ids)
@@ -264,12 +346,14 @@ def run_recommender_job(
         as_of=train_as_of,
         prices=prices,
         half_life_days=config.half_life_days,
+        decay=config.decay,
     )
-    scores = reranker.predict(featured) if reranker is not None else np.zeros(len(featured))
+    scores = reranker.predict(featured)
     ids = ranked_lists(featured, scores, test_users, max_k)
     reports["reranker"] = _report(ids, relevant[test_users], config, train_matrix)
     lists["reranker"] = ids
     step("reranker evaluated")
+    _check_finite(reports)
     slices = _slices(lists, test_users, relevant, train_matrix, config)
     return JobResult(
         reports=reports,
@@ -285,10 +369,92 @@ def run_recommender_job(
         slices=slices,
         test_users=len(test_users),
         seconds=time.perf_counter() - started,
+        holdout=Holdout(train_log, train_as_of, test_users, relevant, train_matrix),
     )
 
 
+def score_on_holdout(
+    result: JobResult, model: RecommenderPipeline | Recommender
+) -> dict[int, RankingReport]:
+    """Metrics of another fitted model (e.g. the current champion) on this run's split.
+
+    The model ranks this run's test users from this run's training history alone:
+    every user is scored as one unseen at its fit time (factor models solve the
+    user's factors from the history), so a model fitted on a later or larger window
+    cannot recall held-out items from its own user factors. Items the model does not
+    know cannot be recommended by it; the relevant items are this run's.
+    """
+    holdout = result.holdout
+    if holdout is None:
+        raise InputError("result", "holdout", "the run kept no holdout to score on")
+    config = result.config
+    max_k = max(config.ks)
+    user_ids = result.index.user_ids[holdout.test_users]
+    if isinstance(model, RecommenderPipeline):
+        item_ids = model.index.item_ids.astype(str)
+        index = Index(np.sort(user_ids.astype(str)), item_ids)
+        order = np.searchsorted(index.user_ids, user_ids.astype(str))
+        history = interaction_matrix(
+            holdout.train_log,
+            index,
+            as_of=holdout.as_of,
+            half_life_days=float(model.settings.get("half_life_days", config.half_life_days)),
+            decay=model.decay,
+        )
+        recent = recent_history(holdout.train_log, index, as_of=holdout.as_of)
+        rows = np.arange(len(index.user_ids))
+        evaluated = replace(model, index=index)
+        ids, _ = evaluated.rank(
+            rows,
+            history,
+            recent,
+            holdout.train_log,
+            as_of=holdout.as_of,
+            n=max_k,
+            model_users=np.full(len(rows), -1),
+        )
+        ids = ids[order]
+    else:
+        if model.item_ids_ is None:
+            raise InputError("model", type(model).__name__, "has no item ids to map")
+        item_ids = np.asarray(model.item_ids_).astype(str)
+        index = Index(result.index.user_ids, item_ids)
+        history = interaction_matrix(
+            holdout.train_log,
+            index,
+            as_of=holdout.as_of,
+            half_life_days=config.half_life_days,
+            decay=config.decay,
+        )[holdout.test_users]
+        exclude = history if config.mode == "new" else None
+        ids, _ = model.recommend(np.full(len(user_ids), -1), history, n=max_k, exclude=exclude)
+    # The model's item columns → this run's columns (an item this run lacks is a miss).
+    columns = np.searchsorted(result.index.item_ids, item_ids)
+    columns = np.minimum(columns, len(result.index.item_ids) - 1)
+    known = result.index.item_ids[columns] == item_ids
+    mapped = np.where(known, columns, -1)
+    ids = np.where(ids >= 0, mapped[np.maximum(ids, 0)], -1)
+    return _report(ids, holdout.relevant[holdout.test_users], config, holdout.train)
+
+
 # ----------------------------------------------------------------------------- pieces
+def _labels_text(config: RecommenderJobConfig) -> str:
+    labels = config.label_events
+    return "label events " + (", ".join(labels) if isinstance(labels, tuple) else "all")
+
+
+def _check_finite(reports: dict[str, dict[int, RankingReport]]) -> None:
+    """A NaN metric means nothing was measured: fail, naming the model and metric."""
+    for model, by_k in reports.items():
+        for report in by_k.values():
+            for name, value in report.as_dict().items():
+                if not np.isfinite(value):
+                    raise JobFailed(
+                        f"{model} {name} is {value}: the evaluation measured nothing; check "
+                        "the test users and label events of the split"
+                    )
+
+
 def _split(
     log: pd.DataFrame, config: RecommenderJobConfig, *, outer: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

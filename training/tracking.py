@@ -493,6 +493,9 @@ def promote(
     higher_is_better: bool = True,
     min_relative_gain: float = 0.0,
     candidate_metric: str | None = None,
+    champion_value: float | None = None,
+    champion_basis: str = "as logged by its own run",
+    floor_basis: str | None = None,
 ) -> PromotionDecision:
     """Move the ``champion`` alias to ``version`` only if it is better.
 
@@ -523,6 +526,14 @@ def promote(
     candidate_metric : str, optional
         Read the candidate's value from this metric instead (e.g. a lower
         confidence bound of ``metric``), compared with the champion's ``metric``.
+    champion_value : float, optional
+        The champion's value measured on the candidate's own evaluation data (see
+        :func:`training.recommend_job.score_on_holdout`); without it, the value its
+        own run logged, on whatever data that run had.
+    champion_basis : str
+        How ``champion_value`` was obtained, for the reason.
+    floor_basis : str, optional
+        Where the floor comes from (e.g. "popularity on the same split"), for the reason.
 
     Returns
     -------
@@ -560,26 +571,30 @@ def promote(
     direction = ">=" if higher_is_better else "<="
     champion = champion_version(client, name)
     champion_number = int(champion.version) if champion is not None else None
-    champion_value = _run_metric(client, champion.run_id, metric) if champion is not None else None
+    if champion is None:
+        champion_value = None
+    elif champion_value is None:
+        champion_value = _run_metric(client, champion.run_id, metric)
     shown = f"{read_as}={candidate_value:.6g}"
+    floor_text = f"{direction} {floor:.6g}" + (f", {floor_basis}" if floor_basis else "")
 
     if champion_number == candidate_version:
         promoted, reason = False, f"version {candidate_version} is already the champion ({shown})"
     elif math.isnan(candidate_value) or not reach(candidate_value, floor):
         promoted = False
-        reason = f"{shown} fails the floor ({direction} {floor:.6g})"
+        reason = f"{shown} fails the floor ({floor_text})"
         if champion_value is not None:
             reason += f"; champion version {champion_number} has {metric}={champion_value:.6g}"
     elif champion is None:
         promoted, reason = (
             True,
-            f"no champion yet; {shown} passes the floor ({direction} {floor:.6g})",
+            f"no champion yet; {shown} passes the floor ({floor_text})",
         )
     elif champion_value is None or math.isnan(champion_value):
         promoted = True
         reason = (
             f"champion version {champion_number} has no {metric} to compare; "
-            f"{shown} passes the floor ({direction} {floor:.6g})"
+            f"{shown} passes the floor ({floor_text})"
         )
     else:
         gain = _relative_gain(candidate_value, champion_value, higher_is_better)
@@ -588,8 +603,8 @@ def promote(
         verdict = "beats" if beats else "does not beat"
         reason = (
             f"{shown} {verdict} champion version {champion_number} with "
-            f"{metric}={champion_value:.6g} (relative gain {gain:+.2%}, "
-            f"required {min_relative_gain:.2%}); floor {direction} {floor:.6g} passed"
+            f"{metric}={champion_value:.6g} {champion_basis} (relative gain {gain:+.2%}, "
+            f"required {min_relative_gain:.2%}); floor {floor_text} passed"
         )
 
     if promoted:

@@ -173,17 +173,46 @@ def test_hand_computed_interactions_and_item_features():
         {"ts": hours_before(24), "event_type": "purchase", "customer_id": "c2", "item_id": "i2"},
     )
     # The cart at exactly as_of is not read.
-    s = snap(log)
+    s = snap(log, config=CONFIG.model_copy(update={"interaction_decay": "as_of"}))
     matrix = pd.DataFrame(s.interactions.toarray(), index=s.user_ids, columns=s.item_ids)
     assert matrix.loc["c1", "i1"] == pytest.approx(1 * 0.5)  # one half-life old view
     decay = 0.5 ** (1 / CONFIG.half_life_days)
     assert matrix.loc["c2", "i2"] == pytest.approx((1 + 5) * decay, rel=1e-6)
     assert matrix.loc["c1", "i3"] == 0
     assert s.interactions.dtype == np.float32
+    # Age from each customer's own last interaction (the default): c1's view is
+    # their last interaction before as_of, so it weighs 1 however old it is.
+    s = snap(log)
+    matrix = pd.DataFrame(s.interactions.toarray(), index=s.user_ids, columns=s.item_ids)
+    assert matrix.loc["c1", "i1"] == pytest.approx(1.0)
+    assert matrix.loc["c2", "i2"] == pytest.approx(1 + 5)
     items = s.items.set_index("item_id")
     assert items.loc["i2", "views_7d"] == 1 and items.loc["i2", "purchases_7d"] == 1
     assert items.loc["i1", "views_7d"] == 0 and items.loc["i1", "views_30d"] == 1
     assert list(items["price_band"]) == ["low", "low", "high"]  # i2 < i3 within toys
+
+
+def test_a_long_inactive_customer_keeps_the_shape_of_their_history():
+    """Ten years at a 14-day half-life is 0.5^260 ≈ 5e-79: zero in float32 when age
+    counts from as_of. From the customer's own last activity it keeps its shape."""
+    years = 24 * 365 * 10
+    log = events(
+        {
+            "ts": hours_before(years + 24 * 14),
+            "event_type": "product_view",
+            "customer_id": "c1",
+            "item_id": "i1",
+        },
+        {"ts": hours_before(years), "event_type": "purchase", "customer_id": "c1", "item_id": "i2"},
+        {"ts": hours_before(1), "event_type": "product_view", "customer_id": "c2", "item_id": "i1"},
+    )
+    old = snap(log, config=CONFIG.model_copy(update={"interaction_decay": "as_of"}))
+    assert old.interactions[list(old.user_ids).index("c1")].max() == 0  # the underflow
+    s = snap(log)
+    matrix = pd.DataFrame(s.interactions.toarray(), index=s.user_ids, columns=s.item_ids)
+    assert matrix.loc["c1", "i2"] == pytest.approx(5.0)  # the last interaction: weight 5
+    assert matrix.loc["c1", "i1"] == pytest.approx(0.5)  # one half-life before it
+    assert matrix.loc["c2", "i1"] == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------- point in time

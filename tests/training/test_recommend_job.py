@@ -7,9 +7,15 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from features.errors import InputError, JobFailed
 from features.simulator import SimulationConfig, simulate
-from models.candidates import Index, pair_features, recent_history
-from training.recommend_job import RecommenderJobConfig, run_recommender_job
+from models.candidates import Index, interaction_matrix, pair_features, recent_history
+from training.recommend_job import (
+    RecommenderJobConfig,
+    resolve_label_events,
+    run_recommender_job,
+    score_on_holdout,
+)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +135,71 @@ def test_global_cutoff_protocol_evaluates_cold_users(store):
     # A cold user has no history: only popularity-like signals can find anything.
     assert slices.loc["cold", "own_history"] == 0
     assert result.table(10).loc["reranker", "ndcg"] > 0
+
+
+# ----------------------------------------------------------------- fitting the log it is given
+def test_labels_follow_the_log(store):
+    sim, log = store
+    views = log.assign(event_type="product_view")
+    assert resolve_label_events(views, "auto") == ("product_view",)
+    assert resolve_label_events(log, "auto") == ("add_to_cart", "purchase")
+    assert resolve_label_events(log, ("purchase",)) == ("purchase",)
+    with pytest.raises(InputError, match="label_events"):
+        resolve_label_events(log, ("email_click",))
+
+
+def test_a_views_only_log_is_trained_and_judged_on_views(store):
+    sim, log = store
+    views = log.assign(event_type="product_view")
+    config = RecommenderJobConfig(mode="all", tune_budget=0, candidates_per_generator=20, ks=(10,))
+    result = run_recommender_job(views, sim.catalog[["item_id", "category", "price"]], config)
+    assert result.config.label_events == ("product_view",)
+    assert result.test_users > 100
+    table = result.table(10)
+    assert table.loc["reranker", "ndcg"] > table.loc["popularity", "ndcg"]
+
+
+def test_label_events_the_log_lacks_fail_loudly(store):
+    sim, log = store
+    views = log.assign(event_type="product_view")
+    config = RecommenderJobConfig(label_events=("purchase",), tune_budget=0, ks=(10,))
+    with pytest.raises(JobFailed, match="label events purchase.*--label-events"):
+        run_recommender_job(views, sim.catalog[["item_id", "category", "price"]], config)
+
+
+def test_decay_from_last_activity_never_underflows():
+    """A customer last active ten years ago: 0.5^260 is 0 in float32 from as_of."""
+    ts = pd.Timestamp("2026-01-01", tz="UTC")
+    log = pd.DataFrame(
+        {
+            "user_id": ["old", "old", "new"],
+            "item_id": ["a", "b", "a"],
+            "ts": [ts - pd.Timedelta(days=3664), ts - pd.Timedelta(days=3650), ts],
+            "event_type": ["product_view", "purchase", "product_view"],
+        }
+    )
+    index = Index.build(log)
+    as_of = ts + pd.Timedelta(seconds=1)
+    old, new = list(index.user_ids).index("old"), list(index.user_ids).index("new")
+    from_as_of = interaction_matrix(log, index, as_of=as_of, decay="as_of").toarray()
+    assert from_as_of[old].max() == 0  # the underflow the default avoids
+    matrix = interaction_matrix(log, index, as_of=as_of).toarray()
+    assert matrix[old].tolist() == pytest.approx([0.5, 5.0])  # one half-life before the last
+    assert matrix[new].tolist() == pytest.approx([1.0, 0.0])
+    undecayed = interaction_matrix(log, index, as_of=as_of, decay="none").toarray()
+    assert undecayed[old].tolist() == [1.0, 5.0]
+
+
+def test_a_champion_is_scored_on_the_candidates_split(store, result):
+    """The champion's re-score uses this run's users and held-out items: the run's own
+    pipeline, scored that way, lands close to the run's own reranker figure."""
+    again = score_on_holdout(result, result.pipeline())
+    own = result.reports["reranker"][10].ndcg
+    assert again[10].users == result.test_users
+    assert again[10].ndcg == pytest.approx(own, rel=0.15)
+    # A model that knows none of this run's items finds nothing.
+    sim, log = store
+    other = log.assign(item_id="x" + log["item_id"].astype(str))
+    config = RecommenderJobConfig(mode="all", tune_budget=0, candidates_per_generator=10, ks=(10,))
+    stranger = run_recommender_job(other, None, config).pipeline()
+    assert score_on_holdout(result, stranger)[10].ndcg == 0
