@@ -26,7 +26,6 @@ from features.errors import TailorError
 from features.ingest import IngestReport, ingest_file
 from features.settings import Settings
 from features.store import EventStore, connect
-from training.tracking import tracking_uri
 
 logger = logging.getLogger("tailor")
 
@@ -295,6 +294,7 @@ def _features_build(as_of: datetime, settings: Settings) -> int:
 
 def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:
     from training.recommend_job import RecommenderJobConfig
+    from training.tracking import tracking_uri
     from training.train_recommender import train_recommender
 
     flags = {
