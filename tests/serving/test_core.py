@@ -181,6 +181,28 @@ def test_unknown_customer_gets_the_cold_start_fallback(home):
     assert result.items == in_stock[:4]
 
 
+def test_a_customer_without_product_history_gets_a_fallback_not_a_model_answer(home):
+    """Customers whose only events are e-mails: a model would score every item the same
+    for them, so the answer is popular items with the reason, never ``strategy: model``."""
+    core = _core(home)
+    snapshot = _snapshot(home)
+    customers = snapshot.customers
+    with_history = set(snapshot.user_ids.astype(str))
+    quiet = customers.loc[
+        customers["personalised"].astype(bool)
+        & ~customers["customer_id"].astype(str).isin(with_history),
+        "customer_id",
+    ]
+    assert len(quiet), "the demo store has personalised customers with no product events"
+    result = core.recommend(RecommendRequest(customer_id=str(quiet.iloc[0]), n=5))
+    assert result.strategy == "fallback:popular"
+    assert result.fallback_reason == "no product history to personalise from"
+    assert result.model_version is None and len(result.items) == 5
+    batch = core.recommend_batch(RecommendBatchRequest(customer_ids=list(quiet.astype(str)), n=3))
+    strategies = {r.strategy for r in batch.results}
+    assert "fallback:popular" in strategies and "model" not in strategies, strategies
+
+
 def test_no_consent_means_no_personalisation(home):
     core = _core(home)
     snapshot = _snapshot(home)
