@@ -157,3 +157,43 @@ def test_features_build_as_of_and_bad_as_of(tmp_path, repo_root):
     assert re.search(r"cart_abandoned\s+1\b", result.stdout)
     bad = _tailor("features", "build", "--as-of", "tomorrow", home=home, cwd=repo_root)
     assert bad.returncode == 2 and "not an ISO-8601 time" in bad.stderr
+
+
+def test_train_recommender_fails_loudly_when_it_cannot_learn(tmp_path, repo_root):
+    """A views-only log asked to learn purchases: non-zero exit, saying what to change."""
+    rows = ["event_id,ts,event_type,customer_id,item_id"]
+    rng = __import__("random").Random(0)
+    for n in range(1500):
+        user, item = rng.randrange(60), rng.randrange(40)
+        rows.append(
+            f"e{n},2026-10-{1 + n % 28:02d}T{n % 24:02d}:00:00Z,product_view,c{user},i{item}"
+        )
+    events = tmp_path / "events.csv"
+    events.write_text("\n".join(rows) + "\n")
+    customers = tmp_path / "customers.csv"
+    customers.write_text(
+        "customer_id,consent_email,consent_personalization\n"
+        + "".join(f"c{u},true,true\n" for u in range(60))
+    )
+    home = tmp_path / "home"
+    for path, kind in ((customers, "customers"), (events, "events")):
+        done = _tailor("ingest", str(path), "--kind", kind, home=home, cwd=repo_root)
+        assert done.returncode == 0, done.stderr
+    built = _tailor(
+        "features", "build", "--as-of", "2026-11-01T00:00:00Z", home=home, cwd=repo_root
+    )
+    assert built.returncode == 0, built.stderr
+    failed = _tailor(
+        "train",
+        "recommender",
+        "--label-events",
+        "purchase",
+        "--tune-budget",
+        "0",
+        home=home,
+        cwd=repo_root,
+    )
+    assert failed.returncode != 0
+    assert "label events purchase" in failed.stderr and "--label-events" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "registered" not in failed.stdout  # nothing reaches the registry
