@@ -392,8 +392,12 @@ def score_on_holdout(
     user_ids = result.index.user_ids[holdout.test_users]
     if isinstance(model, RecommenderPipeline):
         item_ids = model.index.item_ids.astype(str)
-        index = Index(np.sort(user_ids.astype(str)), item_ids)
-        order = np.searchsorted(index.user_ids, user_ids.astype(str))
+        # Every training user stays in the index: the item features of the pair
+        # features count everyone's events, as when the model was fitted. (Test
+        # users of a global cut-off may have no training rows: they are cold.)
+        users = np.union1d(holdout.train_log["user_id"].astype(str), user_ids.astype(str))
+        index = Index(users, item_ids)
+        rows = np.searchsorted(index.user_ids, user_ids.astype(str))
         history = interaction_matrix(
             holdout.train_log,
             index,
@@ -402,7 +406,6 @@ def score_on_holdout(
             decay=model.decay,
         )
         recent = recent_history(holdout.train_log, index, as_of=holdout.as_of)
-        rows = np.arange(len(index.user_ids))
         evaluated = replace(model, index=index)
         ids, _ = evaluated.rank(
             rows,
@@ -413,7 +416,6 @@ def score_on_holdout(
             n=max_k,
             model_users=np.full(len(rows), -1),
         )
-        ids = ids[order]
     else:
         if model.item_ids_ is None:
             raise InputError("model", type(model).__name__, "has no item ids to map")
