@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.commands import run_tailor
 from tests.conftest import SHARED_DATA
 
 ACCEPTANCE = SHARED_DATA.parent / "acceptance" / "acceptance.py"
@@ -109,23 +108,16 @@ def test_taobao_through_its_adapter_promotes_a_champion_that_beats_own_history(
     from models.registry import tracking_uri
 
     home = tmp_path / "home"
-    # A public log has no customer records: consent is assumed for its ids, as the
-    # README says to do for such logs.
-    env = {
-        **os.environ,
-        "TAILOR_HOME": str(home),
-        "TAILOR_FEATURES__ASSUME_CONSENT_WHEN_UNKNOWN": "true",
-    }
     path = SHARED_DATA / "taobao-userbehavior-sample" / "UserBehavior.csv.gz"
 
     def tailor(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "training.cli", *args],
-            capture_output=True,
-            text=True,
-            env=env,
+        # A public log has no customer records: consent is assumed for its ids, as the
+        # README says to do for such logs.
+        done = run_tailor(
+            *args,
+            home=home,
+            env={"TAILOR_FEATURES__ASSUME_CONSENT_WHEN_UNKNOWN": "true"},
             timeout=1200,
-            check=False,
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         return done.stdout

@@ -12,21 +12,13 @@ import pandas as pd
 import pytest
 
 from features.store import EventStore
+from tests.commands import run_tailor
 
 
 def _tailor(
     *args: str, home: Path, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "training.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
+    return run_tailor(*args, home=home, cwd=cwd, env=env, timeout=300)
 
 
 @pytest.fixture
