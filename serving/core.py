@@ -365,7 +365,7 @@ class DecisionCore:
                 except InputError as error:
                     reasons.append(f"selector {slot} cannot score the active content: {error}")
             try:
-                new.rules = load_rules(self._rules_path(), new.feature_names)
+                new.rules = load_rules(self.config.rules_file, new.feature_names)
             except InputError as error:
                 reasons.append(f"rules not loaded: {error}")
                 new.rules = old.rules
@@ -392,15 +392,6 @@ class DecisionCore:
             return
         self.last_check = time.monotonic()
         threading.Thread(target=self.reload, daemon=True, name="tailor-reload").start()
-
-    def _rules_path(self) -> Path:
-        """The rules file; a relative path missing here is looked up beside the package."""
-        path = Path(self.config.rules_file)
-        if not path.exists() and not path.is_absolute():
-            packaged = Path(__file__).resolve().parents[1] / path
-            if packaged.exists():
-                return packaged
-        return path
 
     def _load(self, name: str, version: str) -> Any:
         client = registry_client(self.tracking)

@@ -1,6 +1,8 @@
 """If-then rules over a customer's features, segments, triggers and the request.
 
-Declared in ``config/rules.yaml`` and compiled once with CEL (no ``eval``)::
+Declared in the YAML file ``serving.rules_file`` names (default: the packaged
+``serving/defaults/rules.yaml``, which names no content) and compiled once with CEL
+(no ``eval``)::
 
     defaults:                 # default content per slot (the last fallback)
       offer: offer_none
@@ -38,6 +40,8 @@ import yaml
 
 from features.errors import InputError
 
+DEFAULT_RULES_FILE = Path(__file__).resolve().parent / "defaults" / "rules.yaml"
+"""The rules packaged with Tailor, used when ``serving.rules_file`` is not set."""
 RECOMMEND_STRATEGIES = ("trigger_items", "popular", "model")
 BUILTIN_NAMES = frozenset({"segments", "triggers", "trigger_items", "known", "slot", "context"})
 
@@ -211,11 +215,15 @@ def compile_rules(data: dict[str, Any], feature_names: set[str] | list[str]) -> 
     )
 
 
-def load_rules(path: Path, feature_names: set[str] | list[str]) -> RuleSet:
-    """Read and compile ``rules.yaml``; a missing file means no rules."""
-    path = Path(path)
-    if not path.exists():
-        return RuleSet()
+def load_rules(path: Path | None, feature_names: set[str] | list[str]) -> RuleSet:
+    """Read and compile a rules file.
+
+    ``path`` None is the packaged :data:`DEFAULT_RULES_FILE`; a given path is read as
+    it is (never looked up elsewhere), and a missing one is an error.
+    """
+    path = DEFAULT_RULES_FILE if path is None else Path(path)
+    if not path.is_file():
+        raise InputError("rules_file", str(path), "no such file")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise InputError("rules_file", str(path), "expected a YAML mapping at the top level")

@@ -1,7 +1,8 @@
 """The BentoML service: HTTP glue over :class:`serving.core.DecisionCore`.
 
 ``tailor serve`` runs ``bentoml serve serving.service:Tailor``. Configuration comes
-from the one settings object (``TAILOR_*`` variables, ``tailor.toml``). POST
+from the one settings object (``TAILOR_*`` variables and the TOML file named by
+``TAILOR_CONFIG``, which ``tailor serve`` passes on from ``--config``). POST
 endpoints are ``@bentoml.api`` methods; ``GET /customers/{id}`` and ``GET /status``
 come from a FastAPI app mounted on the service. BentoML owns ``/healthz``,
 ``/livez``, ``/readyz`` (through ``__is_ready__``) and ``/metrics``.

@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tailor", description="Recommendations and content decisions for personalised email."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML settings file (default: TAILOR_CONFIG; none: defaults and TAILOR_* only)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="write a seeded synthetic store (customers, events …)")
@@ -140,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Long jobs report through _progress; MLflow's own chatter is for --verbose.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        settings = Settings()
+        settings = Settings() if args.config is None else Settings(config=args.config)
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "ingest":
@@ -341,7 +348,12 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from features.simulator import SimulationConfig, simulate, write_store
+    from features.simulator import DEMO_RULES_FILE, SimulationConfig, simulate, write_store
+
+    if settings.serving.rules_file is None:
+        # The simulated store's content ids are the demo's own: so are its rules.
+        serving = settings.serving.model_copy(update={"rules_file": DEMO_RULES_FILE})
+        settings = settings.model_copy(update={"serving": serving})
 
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     config = SimulationConfig(
@@ -404,7 +416,15 @@ def _serve(
     host = host or settings.serving.host
     port = port or settings.serving.port
     env = dict(os.environ)
+    # The service builds its own settings: the same file, and every path made absolute
+    # (and the demo's rules file, set here rather than in the file or the environment).
     env["TAILOR_HOME"] = str(settings.home.resolve())
+    if settings.config is not None:
+        env["TAILOR_CONFIG"] = str(settings.config.resolve())
+    if settings.serving.rules_file is not None:
+        env["TAILOR_SERVING__RULES_FILE"] = str(settings.serving.rules_file.resolve())
+    if settings.features.segments_file is not None:
+        env["TAILOR_FEATURES__SEGMENTS_FILE"] = str(settings.features.segments_file.resolve())
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     keys = dict(settings.serving.api_keys)
     if not keys:
