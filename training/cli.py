@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument(
         "--source",
         default="contract",
-        choices=("contract", "taobao", "rees46", "movielens"),
+        choices=("contract", "taobao", "rees46", "movielens", "hillstrom"),
         help="input convention: Tailor's contract or an adapter for a public log",
     )
     ing.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"), default=None)
