@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="default: serving.host (127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="default: serving.port (3000)")
 
+    rules = sub.add_parser("rules", help="the decision service's rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rules_sub.add_parser(
+        "check",
+        help="compile the rules and check the content they name against the active content",
+    )
+
     demo = sub.add_parser("demo", help="simulate a store and run the pipeline end to end")
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--days", type=int, default=30)
@@ -162,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _promote(args, settings)
         if args.command == "serve":
             return _serve(settings, host=args.host, port=args.port)
+        if args.command == "rules":
+            return _check_rules(_service_environment(settings))
         if args.command == "demo":
             return _demo(args, settings)
     except ValidationError as exc:
@@ -415,17 +424,12 @@ def _serve(
     """Run ``bentoml serve serving.service:Tailor`` until interrupted."""
     host = host or settings.serving.host
     port = port or settings.serving.port
-    env = dict(os.environ)
-    # The service builds its own settings: the same file, and every path made absolute
-    # (and the demo's rules file, set here rather than in the file or the environment).
-    env["TAILOR_HOME"] = str(settings.home.resolve())
-    if settings.config is not None:
-        env["TAILOR_CONFIG"] = str(settings.config.resolve())
-    if settings.serving.rules_file is not None:
-        env["TAILOR_SERVING__RULES_FILE"] = str(settings.serving.rules_file.resolve())
-    if settings.features.segments_file is not None:
-        env["TAILOR_FEATURES__SEGMENTS_FILE"] = str(settings.features.segments_file.resolve())
+    env = _service_environment(settings)
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    code = _check_rules(env)
+    if code != 0:
+        print("tailor: not serving: fix the rules above (tailor rules check)", file=sys.stderr)
+        return code
     keys = dict(settings.serving.api_keys)
     if not keys:
         key = secrets.token_urlsafe(24)
@@ -452,6 +456,29 @@ def _serve(
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def _service_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a service process: its settings are these settings — the
+    same settings file, and every path made absolute (so is the demo's rules file,
+    set in this process rather than in the file or the environment)."""
+    env = dict(os.environ)
+    env["TAILOR_HOME"] = str(settings.home.resolve())
+    if settings.config is not None:
+        env["TAILOR_CONFIG"] = str(settings.config.resolve())
+    if settings.serving.rules_file is not None:
+        env["TAILOR_SERVING__RULES_FILE"] = str(settings.serving.rules_file.resolve())
+    if settings.features.segments_file is not None:
+        env["TAILOR_FEATURES__SEGMENTS_FILE"] = str(settings.features.segments_file.resolve())
+    return env
+
+
+def _check_rules(env: dict[str, str]) -> int:
+    """The service's own check of its rules against the active content, run in a
+    process of its own (``training`` does not import ``serving``); 2 on a problem,
+    which it prints naming the rule."""
+    sys.stdout.flush()
+    return subprocess.call([sys.executable, "-m", "serving.preflight"], env=env)
 
 
 def _print_examples(settings: Settings, url: str, key: str) -> None:
