@@ -219,7 +219,7 @@ def main() -> None:
         scan_only = grouped_scan(store, fetch=False)
 
         config = FeatureConfig()
-        segments = load_segments(REPO / "config" / "segments.yaml", behaviour_feature_names(config))
+        segments = load_segments(None, behaviour_feature_names(config))
         as_of = START + timedelta(days=args.days)
 
         def progress(message: str) -> None:

@@ -47,6 +47,7 @@ import numpy as np
 import psutil
 
 from bench.results import record, table
+from features.simulator import DEMO_RULES_FILE
 from features.snapshot import latest_snapshot, load_snapshot
 
 KEY = "bench-serving-key"
@@ -88,6 +89,7 @@ class Server:
             "TAILOR_SERVING__API_KEYS": json.dumps({KEY: ["decide", "ingest", "admin"]}),
             "TAILOR_SERVING__WORKERS": str(workers),
             "TAILOR_SERVING__BATCH_LIMIT": "10000",
+            "TAILOR_SERVING__RULES_FILE": str(DEMO_RULES_FILE),  # the demo store's rules
             "OPENBLAS_NUM_THREADS": "1",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "BENTOML_LOGGING__ACCESS__ENABLED": "false",

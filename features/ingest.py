@@ -46,6 +46,7 @@ class IngestReport:
     path: str
     batch_id: str
     rows_read: int = 0
+    records: int = 0  # rows after the adapter (one source row may give several)
     accepted: int = 0
     duplicates: int = 0
     quarantined: int = 0
@@ -61,7 +62,8 @@ class IngestReport:
         """Human-readable summary, the line the CLI prints."""
         lines = [
             f"{self.kind} from {self.path} ({self.source}): read {self.rows_read:,} rows "
-            f"in {self.seconds:.1f} s",
+            + (f"(mapped to {self.records:,} records) " if self.records != self.rows_read else "")
+            + f"in {self.seconds:.1f} s",
             f"  accepted    {self.accepted:,}",
             f"  duplicates  {self.duplicates:,} (already stored or repeated in the file)",
             f"  quarantined {self.quarantined:,}"
@@ -103,7 +105,8 @@ def ingest_file(
     now : datetime
         Ingest time (UTC), stamped on rows and used for the future-timestamp check.
     source : str
-        ``contract`` (the Tailor formats) or an adapter: ``taobao``, ``rees46``, ``movielens``.
+        ``contract`` (the Tailor formats) or an adapter: ``taobao``, ``rees46``,
+        ``movielens``, ``hillstrom``.
     fmt : str, optional
         Overrides the format implied by the suffix.
     chunk_rows : int
@@ -141,10 +144,17 @@ def ingest_file(
         )
         for chunk in chunks:
             report.rows_read += len(chunk.frame) + len(chunk.bad_lines)
-            mapped = adapter.to_contract(chunk.frame, kind) if len(chunk.frame) else chunk.frame
+            # Rows are labelled by their line number, so a row an adapter expands into
+            # several records gives each of them its line.
+            raw = chunk.frame.set_axis(pd.Index(chunk.line_numbers), axis=0)
+            mapped = adapter.to_contract(raw, kind) if len(raw) else raw
+            lines = mapped.index.to_numpy(dtype=np.int64)
+            if not np.isin(lines, chunk.line_numbers).all():
+                raise AssertionError(f"adapter {source!r} lost the line numbers of its rows")
+            report.records += len(mapped) + len(chunk.bad_lines)
             result = validate(
                 mapped,
-                chunk.line_numbers,
+                lines,
                 contract,
                 now=now,
                 max_future_skew=max_future_skew,

@@ -23,6 +23,9 @@ from features.errors import InputError
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_SEGMENTS_FILE = Path(__file__).resolve().parent / "defaults" / "segments.yaml"
+"""The segments packaged with Tailor, used when ``features.segments_file`` is not set."""
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -172,9 +175,14 @@ def compile_segments(
     return SegmentSet(tuple(compiled))
 
 
-def load_segments(path: Path, feature_names: list[str] | set[str]) -> SegmentSet:
-    """Read ``segments.yaml`` and compile it (see :func:`compile_segments`)."""
-    if not path.exists():
+def load_segments(path: Path | None, feature_names: list[str] | set[str]) -> SegmentSet:
+    """Read a segments file and compile it (see :func:`compile_segments`).
+
+    ``path`` None is the packaged :data:`DEFAULT_SEGMENTS_FILE`; a given path is read
+    as it is (never looked up elsewhere).
+    """
+    path = DEFAULT_SEGMENTS_FILE if path is None else Path(path)
+    if not path.is_file():
         raise InputError("segments_file", str(path), "no such file")
     data = yaml.safe_load(path.read_text()) or {}
     definitions = data.get("segments")

@@ -1,14 +1,20 @@
-"""One settings object for every entry point: defaults, ``TAILOR_*`` variables, ``tailor.toml``.
+"""One settings object for every entry point: defaults, ``TAILOR_*`` variables, a TOML file.
 
 Built once by an entry point (the CLI, the service) and passed down; nothing else
-reads the environment.
+reads the environment. The TOML settings file is the one named by ``tailor --config
+FILE`` or ``TAILOR_CONFIG``; no file is looked for in the working folder. Relative
+paths in that file resolve against the file's own folder. The YAML files of segments
+and rules default to the ones packaged with ``features`` and ``serving``.
 """
 
 from __future__ import annotations
 
+import tomllib
+import types
+import typing
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
@@ -17,6 +23,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from features.errors import InputError
 
 
 class TriggerConfig(BaseModel):
@@ -100,8 +108,12 @@ class FeatureConfig(BaseModel):
                 raise ValueError(f"weight of {event_type} is {weight}; must be >= 0")
         return weights
 
-    segments_file: Path = Field(
-        Path("config/segments.yaml"), description="YAML file declaring the segments."
+    segments_file: Path | None = Field(
+        None,
+        description=(
+            "YAML file declaring the segments; none: the file packaged with Tailor "
+            "(features/defaults/segments.yaml)."
+        ),
     )
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
 
@@ -187,8 +199,12 @@ class ServingConfig(BaseModel):
             "<key>`. Empty: `tailor serve` generates one admin key and prints it."
         ),
     )
-    rules_file: Path = Field(
-        Path("config/rules.yaml"), description="YAML file of if-then rules and defaults."
+    rules_file: Path | None = Field(
+        None,
+        description=(
+            "YAML file of if-then rules and default content; none: the file packaged "
+            "with Tailor (serving/defaults/rules.yaml), which names no content."
+        ),
     )
     batch_limit: int = Field(
         10_000, ge=1, description="Most recipients per /recommend_batch call (413 above)."
@@ -243,9 +259,15 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         frozen=True,
         extra="forbid",
-        toml_file="tailor.toml",
     )
 
+    config: Path | None = Field(
+        None,
+        description=(
+            "TOML settings file (`tailor --config FILE`, TAILOR_CONFIG); none: defaults "
+            "and environment variables only."
+        ),
+    )
     home: Path = Field(
         Path(".tailor"),
         description="Folder holding every embedded store (events, features, MLflow, logs).",
@@ -285,8 +307,15 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Explicit arguments win, then the environment, then tailor.toml.
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        # Explicit arguments win, then the environment, then the TOML file named by
+        # either of them (never one found in the working folder).
+        path = init_settings().get("config") or env_settings().get("config")
+        if path is None:
+            return (init_settings, env_settings)
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("config", str(path), "no such settings file")
+        return (init_settings, env_settings, _SettingsFile(settings_cls, path))
 
     @property
     def store_dir(self) -> Path:
@@ -302,3 +331,42 @@ class Settings(BaseSettings):
     def features_dir(self) -> Path:
         """Root of the feature snapshots (``as_of=…`` folders)."""
         return self.home / "features"
+
+
+class _SettingsFile(TomlConfigSettingsSource):
+    """A TOML settings file whose relative paths resolve against its own folder."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            data = tomllib.loads(Path(file_path).read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise InputError("config", str(file_path), f"not TOML: {error}") from None
+        if "config" in data:
+            raise InputError(
+                "config", str(file_path), "a settings file cannot name another (key 'config')"
+            )
+        return _resolve_paths(data, Settings, Path(file_path).parent)
+
+
+def _resolve_paths(data: dict[str, Any], model: type[BaseModel], folder: Path) -> dict[str, Any]:
+    """``data`` with each relative path of a ``Path`` field of ``model`` (nested models
+    too) joined to ``folder``."""
+    out = dict(data)
+    for name, info in model.model_fields.items():
+        if name not in out:
+            continue
+        value = out[name]
+        kinds = _annotation_types(info.annotation)
+        if Path in kinds and isinstance(value, str) and not Path(value).is_absolute():
+            out[name] = str(folder / value)
+        nested = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        if nested and isinstance(value, dict):
+            out[name] = _resolve_paths(value, nested[0], folder)
+    return out
+
+
+def _annotation_types(annotation: Any) -> tuple[Any, ...]:
+    """The types of an annotation: ``Path | None`` → (Path, NoneType)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return typing.get_args(annotation)
+    return (annotation,)

@@ -176,6 +176,10 @@ _ENGAGEMENT_SD = 0.7
 _LAPSED_OPEN_PENALTY = 2.0  # logit units, once the person has lapsed
 _UNSUBSCRIBE_P = 0.015  # P(unsubscribe | opened, not clicked)
 
+DEMO_RULES_FILE = Path(__file__).resolve().parent / "defaults" / "demo_rules.yaml"
+"""The decision service's rules for the simulated store: they name its content ids
+(``tailor demo`` serves with them; the packaged default rules name no content)."""
+
 # (content_id, text, offer_type, discount_pct, cost per redemption)
 _OFFERS: tuple[tuple[str, str, str, int, float], ...] = (
     ("offer_none", "Our latest picks for you", "none", 0, 0.0),

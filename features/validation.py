@@ -38,6 +38,10 @@ _FALSE = frozenset({"false", "f", "0", "no", "n"})
 
 REJECT_COLUMNS = ["line_number", "reason", "raw"]
 
+MAPPING_ERROR = "__mapping_error__"
+"""A column an adapter may add: why it could not map the row (null: it could). Such a
+row is rejected with that reason, like any failed check; the column is not kept."""
+
 
 @dataclass
 class Validated:
@@ -93,6 +97,11 @@ def validate(
             return
         msg = message[mask] if isinstance(message, np.ndarray) else message
         reasons[mask] = reasons[mask] + "; " + msg
+
+    if MAPPING_ERROR in frame.columns:
+        unmapped = frame[MAPPING_ERROR].astype("string").fillna("")
+        frame = frame.drop(columns=[MAPPING_ERROR])
+        fail((unmapped != "").to_numpy(dtype=bool), unmapped.to_numpy(dtype=object))
 
     typed: dict[str, pd.Series] = {}
     for column in contract.columns:

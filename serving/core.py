@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.errors import InputError, NotFoundError
+from features.errors import InputError, NotFoundError, TailorError
 from features.online_log import OnlineEventLog
 from features.settings import Settings
 from features.snapshot import Snapshot, latest_snapshot, load_snapshot
@@ -48,7 +48,14 @@ from models.registry import champion_version, load_version, registry_client, tra
 from models.selector import Selector, choose
 from serving.decision_log import DecisionLog, DecisionRecord
 from serving.online import OnlineStore, Profile
-from serving.rules import BUILTIN_NAMES, Match, RuleSet, load_rules
+from serving.rules import (
+    BUILTIN_NAMES,
+    DEFAULT_RULES_FILE,
+    Match,
+    RuleSet,
+    check_content,
+    load_rules,
+)
 from serving.schemas import (
     CandidateScore,
     Choice,
@@ -83,6 +90,10 @@ class BatchTooLarge(InputError):
 
 class UnknownCandidates(InputError):
     """Candidate content ids the service does not know (HTTP 422)."""
+
+
+class NotReady(TailorError):
+    """Decisions refused: the configuration did not load (HTTP 503)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +217,7 @@ class Bundle:
     content_features: pd.DataFrame = field(default_factory=pd.DataFrame)
     layouts: dict[str, SelectorLayout] = field(default_factory=dict)
     rules: RuleSet = field(default_factory=RuleSet)
+    rules_error: str | None = None  # no valid rules loaded yet: decisions are refused
     feature_names: set[str] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)
     loaded_at: datetime | None = None
@@ -352,7 +364,7 @@ class DecisionCore:
             if new.catalog is None:
                 reasons.append("no feature snapshot: no recommendations, default content only")
             try:
-                new.content = _active_content(self.store)
+                new.content = active_content(self.store)
                 new.content_features = (
                     content_features(new.content) if len(new.content) else pd.DataFrame()
                 )
@@ -365,10 +377,17 @@ class DecisionCore:
                 except InputError as error:
                     reasons.append(f"selector {slot} cannot score the active content: {error}")
             try:
-                new.rules = load_rules(self._rules_path(), new.feature_names)
+                rules = load_rules(self.config.rules_file, new.feature_names)
+                check_content(rules, content_by_slot(new.content), source=self._rules_source())
+                new.rules = rules
             except InputError as error:
-                reasons.append(f"rules not loaded: {error}")
-                new.rules = old.rules
+                if old.loaded_at is not None and old.rules_error is None:
+                    # A bad edit, or content that went away: keep what was serving.
+                    reasons.append(f"rules not reloaded, the previous rules stay: {error}")
+                    new.rules = old.rules
+                else:  # nothing valid ever loaded: refuse to decide
+                    new.rules_error = str(error)
+                    reasons.append(f"rules not loaded, decisions refused: {error}")
             new.reasons = reasons
             new.loaded_at = datetime.now(UTC)
             loaded = {RECOMMENDER_NAME: new.recommender_version} | {
@@ -393,14 +412,8 @@ class DecisionCore:
         self.last_check = time.monotonic()
         threading.Thread(target=self.reload, daemon=True, name="tailor-reload").start()
 
-    def _rules_path(self) -> Path:
-        """The rules file; a relative path missing here is looked up beside the package."""
-        path = Path(self.config.rules_file)
-        if not path.exists() and not path.is_absolute():
-            packaged = Path(__file__).resolve().parents[1] / path
-            if packaged.exists():
-                return packaged
-        return path
+    def _rules_source(self) -> str:
+        return str(self.config.rules_file or DEFAULT_RULES_FILE)
 
     def _load(self, name: str, version: str) -> Any:
         client = registry_client(self.tracking)
@@ -471,9 +484,19 @@ class DecisionCore:
         )
 
     def ready(self) -> bool:
-        """Something can be served: popular items or default content."""
+        """Something can be served (popular items or default content), under rules
+        that loaded."""
         bundle = self.bundle
+        if bundle.rules_error is not None:
+            return False
         return bundle.catalog is not None or len(bundle.content) > 0
+
+    def _decide_with(self) -> Bundle:
+        """The bundle to decide with; refused while no valid rules are loaded."""
+        bundle = self.bundle
+        if bundle.rules_error is not None:
+            raise NotReady(f"the rules did not load: {bundle.rules_error}")
+        return bundle
 
     # ================================================================== recommend
     def recommend(self, request: RecommendRequest) -> Recommendation:
@@ -510,7 +533,7 @@ class DecisionCore:
     ) -> list[dict[str, Any]]:
         """Recommendation fields per recipient (dicts: the caller validates them once)."""
         started = time.monotonic()
-        bundle = self.bundle
+        bundle = self._decide_with()
         n = request.n or self.config.default_n
         now = self.clock()
         asked = request.customer_ids
@@ -861,7 +884,7 @@ class DecisionCore:
     # ================================================================== choose
     def choose(self, request: ChooseRequest) -> Choice:
         started = time.monotonic()
-        bundle = self.bundle
+        bundle = self._decide_with()
         slot = request.slot
         content = bundle.content
         slot_content = content[content["slot"] == slot] if len(content) else content
@@ -883,9 +906,7 @@ class DecisionCore:
         person = self.online.resolve([request.customer_id])[request.customer_id]
         profile = self.online.profiles([person])[person]
         now = self.clock()
-        default = bundle.rules.defaults.get(slot)
-        if default not in candidates:
-            default = candidates[0]
+        default, default_note = _slot_default(bundle.rules.defaults.get(slot), slot, candidates)
         k = len(candidates)
         probabilities = np.zeros(k)
         scores: np.ndarray | None = None
@@ -915,6 +936,11 @@ class DecisionCore:
                     if segment is not None and segment[1] in candidates:
                         default = segment[1]
                         strategy = f"fallback:segment:{segment[0]}"
+                        default_note = None
+        if strategy == "model" or strategy.startswith("rule:"):
+            default_note = None
+        if default_note is not None:  # the slot default answered, chosen by sort order
+            reason = default_note if reason is None else f"{reason}; {default_note}"
         if strategy != "model":
             probabilities = np.zeros(k)
             probabilities[candidates.index(default)] = 1.0
@@ -940,7 +966,9 @@ class DecisionCore:
             strategy=strategy,
             model_version=model_version,
             snapshot=bundle.snapshot_id,
-            fallback_reason=reason if strategy.startswith("fallback") else None,
+            fallback_reason=(
+                reason if strategy.startswith("fallback") or default_note is not None else None
+            ),
             sendable=profile.sendable,
         )
         self.counters[strategy.split(":")[0]] += 1
@@ -1221,7 +1249,34 @@ def _rank_snapshot_users(
     return Ranked(ids=ids, scores=scores, rows=rows)
 
 
-def _active_content(store: EventStore) -> pd.DataFrame:
+def _slot_default(
+    configured: str | None, slot: str, candidates: list[str]
+) -> tuple[str, str | None]:
+    """The default content of ``slot`` among ``candidates``, and, when it is not the
+    configured one, a note saying how it was chosen: the candidate id first in sort
+    order (the same answer whatever order the content or the request lists them in)."""
+    if configured is not None and configured in candidates:
+        return configured, None
+    chosen = min(candidates)
+    why = (
+        f"no default content for slot {slot!r}"
+        if configured is None
+        else f"default {configured!r} of slot {slot!r} is not a candidate"
+    )
+    return chosen, f"{why}: {chosen!r}, the first candidate id in sort order"
+
+
+def content_by_slot(content: pd.DataFrame) -> dict[str, list[str]]:
+    """Active content ids of each slot."""
+    if content.empty:
+        return {}
+    return {
+        str(slot): [str(c) for c in group["content_id"]]
+        for slot, group in content.groupby("slot", sort=True)
+    }
+
+
+def active_content(store: EventStore) -> pd.DataFrame:
     content = store.read("content")
     if content.empty:
         return content

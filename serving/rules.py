@@ -1,6 +1,8 @@
 """If-then rules over a customer's features, segments, triggers and the request.
 
-Declared in ``config/rules.yaml`` and compiled once with CEL (no ``eval``)::
+Declared in the YAML file ``serving.rules_file`` names (default: the packaged
+``serving/defaults/rules.yaml``, which names no content) and compiled once with CEL
+(no ``eval``)::
 
     defaults:                 # default content per slot (the last fallback)
       offer: offer_none
@@ -23,12 +25,16 @@ An expression sees every feature of the customer's profile by name, plus
 ``segments`` and ``triggers`` (lists of names), ``trigger_items`` (items of active
 triggers), ``known`` (the customer is in the snapshot), ``slot`` and ``context`` (the
 request's context object). Names are checked at load: a rule naming an unknown
-feature fails then, naming the rule and the name. The highest priority that
-matches wins; ties go to the rule listed first.
+feature fails then, naming the rule and the name. Content is checked against the
+active content of each slot when the service loads the rules
+(:func:`check_content`): a rule, default or segment default naming content that is
+not active content of its slot fails then, naming the rule. The highest priority
+that matches wins; ties go to the rule listed first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,8 @@ import yaml
 
 from features.errors import InputError
 
+DEFAULT_RULES_FILE = Path(__file__).resolve().parent / "defaults" / "rules.yaml"
+"""The rules packaged with Tailor, used when ``serving.rules_file`` is not set."""
 RECOMMEND_STRATEGIES = ("trigger_items", "popular", "model")
 BUILTIN_NAMES = frozenset({"segments", "triggers", "trigger_items", "known", "slot", "context"})
 
@@ -53,6 +61,7 @@ class Rule:
     content_id: str | None = None
     fallback_content_id: str | None = None
     strategy: str | None = None
+    index: int = 0  # position in the file's ``rules`` list
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,41 @@ class RuleSet:
                     continue
             return Match(rule, content, None)
         return None
+
+    def unknown_content(self, active: Mapping[str, Iterable[str]]) -> list[str]:
+        """Each rule, default and segment default naming content that is not active
+        content of its slot, described with the rule's position and name.
+
+        Parameters
+        ----------
+        active : mapping of slot to content ids
+            The active content of each slot.
+        """
+        known = {slot: sorted(set(ids)) for slot, ids in active.items()}
+        problems = []
+
+        def check(where: str, what: str, content: str, slot: str) -> None:
+            ids = known.get(slot, [])
+            if content not in ids:
+                listed = ", ".join(ids[:20]) + (" …" if len(ids) > 20 else "") or "none"
+                problems.append(
+                    f"{where}: {what} {content!r} is not active content of slot {slot!r} "
+                    f"(known: {listed})"
+                )
+
+        for rule in self.rules:
+            where = f"rules[{rule.index}] {rule.name}"
+            if rule.content_id is not None:
+                check(where, "content_id", rule.content_id, rule.slot)
+            if rule.fallback_content_id is not None:
+                check(where, "fallback_content_id", rule.fallback_content_id, rule.slot)
+        for slot, content in self.defaults.items():
+            check(f"defaults.{slot}", "content_id", content, slot)
+        for segment, values in self.segment_defaults.items():
+            for slot, content in values.items():
+                if slot != "recommend":  # a strategy, not content
+                    check(f"segment_defaults.{segment}.{slot}", "content_id", content, slot)
+        return problems
 
     def segment_default(self, slot: str, segments: list[str]) -> tuple[str, str] | None:
         """(segment, value) of the first of the customer's segments with a default."""
@@ -188,6 +232,7 @@ def compile_rules(data: dict[str, Any], feature_names: set[str] | list[str]) -> 
                     else str(spec["fallback_content_id"])
                 ),
                 strategy=None if strategy is None else str(strategy),
+                index=i,
             )
         )
     defaults = data.get("defaults") or {}
@@ -211,12 +256,31 @@ def compile_rules(data: dict[str, Any], feature_names: set[str] | list[str]) -> 
     )
 
 
-def load_rules(path: Path, feature_names: set[str] | list[str]) -> RuleSet:
-    """Read and compile ``rules.yaml``; a missing file means no rules."""
-    path = Path(path)
-    if not path.exists():
-        return RuleSet()
+def load_rules(path: Path | None, feature_names: set[str] | list[str]) -> RuleSet:
+    """Read and compile a rules file.
+
+    ``path`` None is the packaged :data:`DEFAULT_RULES_FILE`; a given path is read as
+    it is (never looked up elsewhere), and a missing one is an error.
+    """
+    path = DEFAULT_RULES_FILE if path is None else Path(path)
+    if not path.is_file():
+        raise InputError("rules_file", str(path), "no such file")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise InputError("rules_file", str(path), "expected a YAML mapping at the top level")
     return compile_rules(data, feature_names)
+
+
+def check_content(rules: RuleSet, active: Mapping[str, Iterable[str]], *, source: str) -> None:
+    """Refuse rules naming content that is not active (see :meth:`RuleSet.unknown_content`).
+
+    Raises
+    ------
+    InputError
+        Field ``rules_file`` (``source``), every problem in the reason, each naming
+        its rule, e.g. ``rules[2] cart_abandoned_free_shipping: content_id
+        'offer_freeship' is not active content of slot 'offer' (known: …)``.
+    """
+    problems = rules.unknown_content(active)
+    if problems:
+        raise InputError("rules_file", source, "; ".join(problems))

@@ -1,7 +1,8 @@
 """The BentoML service: HTTP glue over :class:`serving.core.DecisionCore`.
 
 ``tailor serve`` runs ``bentoml serve serving.service:Tailor``. Configuration comes
-from the one settings object (``TAILOR_*`` variables, ``tailor.toml``). POST
+from the one settings object (``TAILOR_*`` variables and the TOML file named by
+``TAILOR_CONFIG``, which ``tailor serve`` passes on from ``--config``). POST
 endpoints are ``@bentoml.api`` methods; ``GET /customers/{id}`` and ``GET /status``
 come from a FastAPI app mounted on the service. BentoML owns ``/healthz``,
 ``/livez``, ``/readyz`` (through ``__is_ready__``) and ``/metrics``.
@@ -10,6 +11,7 @@ come from a FastAPI app mounted on the service. BentoML owns ``/healthz``,
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
@@ -25,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from features.errors import InputError, NotFoundError
 from features.settings import Settings
 from serving.auth import ApiKeyMiddleware
-from serving.core import BatchTooLarge, DecisionCore, UnknownCandidates
+from serving.core import BatchTooLarge, DecisionCore, NotReady, UnknownCandidates
 from serving.schemas import (
     Choice,
     ChooseRequest,
@@ -42,6 +44,7 @@ from serving.schemas import (
     Status,
 )
 
+logger = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 SETTINGS = Settings()
 app = FastAPI(title="Tailor REST routes")
@@ -73,6 +76,10 @@ class Missing(BentoMLException):
     error_code = HTTPStatus.NOT_FOUND
 
 
+class Unavailable(BentoMLException):
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
 def _client_error(error: Exception) -> BentoMLException:
     """Map the core's errors to 4xx; anything else stays a server error."""
     if isinstance(error, BatchTooLarge):
@@ -81,6 +88,8 @@ def _client_error(error: Exception) -> BentoMLException:
         return Unprocessable(str(error))
     if isinstance(error, NotFoundError):
         return Missing(str(error))
+    if isinstance(error, NotReady):
+        return Unavailable(str(error))
     raise error
 
 
@@ -98,6 +107,10 @@ class Tailor:
         threadpool_limits(1)
         self.core = DecisionCore(SETTINGS)
         self.core.reload()
+        if self.core.bundle.rules_error is not None:
+            # Not ready (/readyz 503) and decisions answer 503 until a reload loads
+            # valid rules; `tailor serve` checks the rules before it starts this.
+            logger.error("decisions refused: %s", self.core.bundle.rules_error)
         self._lock = threading.Lock()
         # What was loaded lives as long as the process: moved out of the collector's
         # way, and collections made rarer — a campaign batch allocates tens of
@@ -140,7 +153,7 @@ class Tailor:
                 decision_id=decision_id,
             )
             result = self.core.recommend(request)
-        except (InputError, NotFoundError) as error:
+        except (InputError, NotFoundError, NotReady) as error:
             raise _client_error(error) from None
         self._observe("recommend", [result.strategy])
         return result
@@ -159,7 +172,7 @@ class Tailor:
                 customer_ids=customer_ids, n=n, filters=filters or Filters(), context=context or {}
             )
             result = self.core.recommend_batch(request)
-        except (InputError, NotFoundError) as error:
+        except (InputError, NotFoundError, NotReady) as error:
             raise _client_error(error) from None
         self._observe("recommend_batch", [r.strategy for r in result.results])
         return result
@@ -174,7 +187,7 @@ class Tailor:
                 item_id=item_id, n=n, filters=filters or Filters(exclude_purchased=False)
             )
             result = self.core.similar_items(request)
-        except (InputError, NotFoundError) as error:
+        except (InputError, NotFoundError, NotReady) as error:
             raise _client_error(error) from None
         self._observe("similar_items", [result.strategy])
         return result
@@ -198,7 +211,7 @@ class Tailor:
                 decision_id=decision_id,
             )
             result = self.core.choose(request)
-        except (InputError, NotFoundError) as error:
+        except (InputError, NotFoundError, NotReady) as error:
             raise _client_error(error) from None
         self._observe("choose", [result.strategy])
         return result
@@ -210,7 +223,7 @@ class Tailor:
             if not events:
                 raise InputError("events", [], "give at least one event")
             result = self.core.ingest_events(EventsRequest(events=events).events)
-        except (InputError, NotFoundError) as error:
+        except (InputError, NotFoundError, NotReady) as error:
             raise _client_error(error) from None
         if result.accepted == 0 and result.duplicates == 0 and result.rejected:
             reasons = "; ".join(f"[{r.index}] {r.reason}" for r in result.rejected[:20])

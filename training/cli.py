@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tailor", description="Recommendations and content decisions for personalised email."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML settings file (default: TAILOR_CONFIG; none: defaults and TAILOR_* only)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="write a seeded synthetic store (customers, events …)")
@@ -66,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument(
         "--source",
         default="contract",
-        choices=("contract", "taobao", "rees46", "movielens"),
+        choices=("contract", "taobao", "rees46", "movielens", "hillstrom"),
         help="input convention: Tailor's contract or an adapter for a public log",
     )
     ing.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"), default=None)
@@ -146,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="default: serving.host (127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="default: serving.port (3000)")
 
+    rules = sub.add_parser("rules", help="the decision service's rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rules_sub.add_parser(
+        "check",
+        help="compile the rules and check the content they name against the active content",
+    )
+
     demo = sub.add_parser("demo", help="simulate a store and run the pipeline end to end")
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--days", type=int, default=30)
@@ -167,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Long jobs report through _progress; MLflow's own chatter is for --verbose.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        settings = Settings()
+        settings = Settings() if args.config is None else Settings(config=args.config)
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "ingest":
@@ -182,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _promote(args, settings)
         if args.command == "serve":
             return _serve(settings, host=args.host, port=args.port)
+        if args.command == "rules":
+            return _check_rules(_service_environment(settings))
         if args.command == "demo":
             return _demo(args, settings)
     except ValidationError as exc:
@@ -397,7 +413,12 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from features.simulator import SimulationConfig, simulate, write_store
+    from features.simulator import DEMO_RULES_FILE, SimulationConfig, simulate, write_store
+
+    if settings.serving.rules_file is None:
+        # The simulated store's content ids are the demo's own: so are its rules.
+        serving = settings.serving.model_copy(update={"rules_file": DEMO_RULES_FILE})
+        settings = settings.model_copy(update={"serving": serving})
 
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     config = SimulationConfig(
@@ -461,9 +482,12 @@ def _serve(
     """Run ``bentoml serve serving.service:Tailor`` until interrupted."""
     host = host or settings.serving.host
     port = port or settings.serving.port
-    env = dict(os.environ)
-    env["TAILOR_HOME"] = str(settings.home.resolve())
+    env = _service_environment(settings)
     env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    code = _check_rules(env)
+    if code != 0:
+        print("tailor: not serving: fix the rules above (tailor rules check)", file=sys.stderr)
+        return code
     keys = dict(settings.serving.api_keys)
     if not keys:
         key = secrets.token_urlsafe(24)
@@ -490,6 +514,29 @@ def _serve(
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def _service_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a service process: its settings are these settings — the
+    same settings file, and every path made absolute (so is the demo's rules file,
+    set in this process rather than in the file or the environment)."""
+    env = dict(os.environ)
+    env["TAILOR_HOME"] = str(settings.home.resolve())
+    if settings.config is not None:
+        env["TAILOR_CONFIG"] = str(settings.config.resolve())
+    if settings.serving.rules_file is not None:
+        env["TAILOR_SERVING__RULES_FILE"] = str(settings.serving.rules_file.resolve())
+    if settings.features.segments_file is not None:
+        env["TAILOR_FEATURES__SEGMENTS_FILE"] = str(settings.features.segments_file.resolve())
+    return env
+
+
+def _check_rules(env: dict[str, str]) -> int:
+    """The service's own check of its rules against the active content, run in a
+    process of its own (``training`` does not import ``serving``); 2 on a problem,
+    which it prints naming the rule."""
+    sys.stdout.flush()
+    return subprocess.call([sys.executable, "-m", "serving.preflight"], env=env)
 
 
 def _print_examples(settings: Settings, url: str, key: str) -> None:

@@ -1,12 +1,16 @@
-"""Adapters on the real public logs in ../shared/data (skipped when absent)."""
+"""Adapters on the real public logs in ../shared/data (skipped when absent), and on
+small hand-made files whose mapping is checked value by value."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from features.adapters import content_event_ids
+from features.errors import InputError
 from features.ingest import ingest_file
 from tests.conftest import NOW
 
@@ -95,3 +99,150 @@ def test_content_event_ids_are_stable_and_keep_repeated_rows_apart():
     assert ids.iloc[0] != ids.iloc[1]
     assert ids.iloc[0].rsplit("-", 1)[0] == ids.iloc[1].rsplit("-", 1)[0]
     assert ids.tolist() == content_event_ids(raw.copy(), ["a", "b"], "tb").tolist()
+
+
+HILLSTROM_HEADER = (
+    "recency,history_segment,history,mens,womens,zip_code,newbie,channel,segment,visit,"
+    "conversion,spend\n"
+)
+
+
+def _hillstrom_file(tmp_path):
+    path = tmp_path / "hillstrom.csv"
+    path.write_text(
+        HILLSTROM_HEADER
+        + "9,5) $500 - $750,675.83,1,0,Rural,1,Web,Mens E-Mail,1,1,29.99\n"
+        + '2,"1) $0 - $100",45.34,1,0,Urban,0,Phone,No E-Mail,1,0,0.0\n'
+        + "6,2) $100 - $200,134.83,0,1,Surburban,0,Multichannel,Womens E-Mail,0,0,0.0\n"
+        + "x,2) $100 - $200,134.83,0,1,Surburban,0,Web,Kids E-Mail,2,0,0.0\n"
+    )
+    return path
+
+
+def test_hillstrom_customers_and_content_hand_mapped(tmp_path, store):
+    path = _hillstrom_file(tmp_path)
+    report = ingest_file(path, kind="customers", store=store, now=NOW, source="hillstrom")
+    assert (report.accepted, report.quarantined) == (3, 1)
+    customers = store.read("customers").set_index("customer_id")
+    assert list(customers.index) == ["hs-0", "hs-1", "hs-2"]
+    assert json.loads(customers.loc["hs-1", "attributes"]) == {
+        "recency": 2,
+        "history_segment": "1) $0 - $100",
+        "history": 45.34,
+        "mens": 1,
+        "womens": 0,
+        "zip_code": "Urban",
+        "newbie": 0,
+        "channel": "Phone",
+    }
+    assert customers["consent_email"].all() and customers["consent_personalization"].all()
+    assert set(customers["country"]) == {"US"}
+    quarantine = store.read("quarantine/customers", current=False)
+    assert quarantine["line_number"].tolist() == [5]
+    assert quarantine["reason"].tolist() == ["recency: 'x' is not a whole number of months"]
+
+    report = ingest_file(path, kind="content", store=store, now=NOW, source="hillstrom")
+    assert (report.accepted, report.quarantined) == (3, 1)
+    content = store.read("content").set_index("content_id")
+    assert content["slot"].to_dict() == {
+        "mens_email": "offer",
+        "no_email": "offer",
+        "womens_email": "offer",
+    }
+    assert {k: json.loads(v)["offer_type"] for k, v in content["attributes"].items()} == {
+        "mens_email": "mens",
+        "no_email": "none",
+        "womens_email": "womens",
+    }
+    assert content["active"].all()
+    reason = store.read("quarantine/content", current=False)["reason"].tolist()
+    assert reason == ["segment: 'Kids E-Mail' is not one of: Mens E-Mail, Womens E-Mail, No E-Mail"]
+
+
+def test_hillstrom_events_hand_mapped(tmp_path, store):
+    path = _hillstrom_file(tmp_path)
+    report = ingest_file(path, kind="events", store=store, now=NOW, source="hillstrom")
+    # Rows 0-2: history + send (+ visit, + conversion); row 3's four records quarantined.
+    assert (report.rows_read, report.records) == (4, 12)
+    assert (report.accepted, report.quarantined) == (9, 3)
+    assert "read 4 rows (mapped to 12 records)" in report.summary()
+    events = store.read("events").set_index("event_id")
+    send = pd.Timestamp("2008-03-01T10:00:00Z")
+    assert events.loc[
+        "hs-0-history", ["ts", "event_type", "item_id", "price", "channel"]
+    ].tolist() == [
+        send - pd.Timedelta(days=270),
+        "purchase",
+        "history",
+        675.83,
+        "web",
+    ]
+    assert pd.isna(events.loc["hs-1-history", "channel"])  # Phone: no contract channel
+    sent = events[events["event_type"] == "email_sent"]
+    assert sent["content_id"].to_dict() == {
+        "hs-0-sent": "mens_email",
+        "hs-1-sent": "no_email",
+        "hs-2-sent": "womens_email",
+    }
+    assert (sent["ts"] == send).all() and (sent["campaign_id"] == "hillstrom-2008-03").all()
+    assert (sent["slot"] == "offer").all() and np.allclose(sent["propensity"], 1 / 3)
+    assert sent["decision_id"].tolist() == ["hs-0-offer", "hs-1-offer", "hs-2-offer"]
+    # The no-email arm mailed nothing: no channel, and it says so.
+    assert sent["channel"].tolist()[0] == "email" and pd.isna(sent.loc["hs-1-sent", "channel"])
+    assert json.loads(sent.loc["hs-1-sent", "properties"]) == {"mailed": False}
+    clicks = events[events["event_type"] == "email_click"]
+    assert clicks[["content_id", "decision_id", "channel"]].to_dict("index") == {
+        "hs-0-visit": {"content_id": "mens_email", "decision_id": "hs-0-offer", "channel": "email"},
+        "hs-1-visit": {"content_id": "no_email", "decision_id": "hs-1-offer", "channel": "web"},
+    }
+    assert (clicks["ts"] == send + pd.Timedelta(hours=1)).all()
+    order = events.loc["hs-0-conversion"]
+    assert (order["event_type"], order["item_id"], order["price"], order["decision_id"]) == (
+        "purchase",
+        "order",
+        29.99,
+        "hs-0-offer",
+    )
+    assert order["ts"] == send + pd.Timedelta(hours=2)
+    quarantine = store.read("quarantine/events", current=False)
+    assert quarantine["line_number"].tolist() == [5, 5, 5]
+    assert set(quarantine["reason"]) == {
+        "recency: 'x' is not a whole number of months; segment: 'Kids E-Mail' is not one of: "
+        "Mens E-Mail, Womens E-Mail, No E-Mail; visit: '2' is not 0 or 1"
+    }
+    again = ingest_file(path, kind="events", store=store, now=NOW, source="hillstrom")
+    assert (again.accepted, again.duplicates) == (0, 9) and again.nothing_new
+
+
+def test_hillstrom_refuses_a_file_of_another_shape(tmp_path, store):
+    path = tmp_path / "other.csv"
+    path.write_text("recency,segment\n1,Mens E-Mail\n")
+    with pytest.raises(InputError, match=r"columns=\['history_segment'"):
+        ingest_file(path, kind="events", store=store, now=NOW, source="hillstrom")
+    with pytest.raises(InputError, match="source 'hillstrom' provides events, customers, content"):
+        ingest_file(path, kind="catalog", store=store, now=NOW, source="hillstrom")
+
+
+def test_hillstrom_train_half_ingests_as_it_is(shared_data, store):
+    path = shared_data / "hillstrom-train" / "hillstrom_train.csv.gz"
+    for kind in ("customers", "content"):
+        report = ingest_file(path, kind=kind, store=store, now=NOW, source="hillstrom")
+        assert report.rows_read == 32_063 and report.quarantined == 0
+    assert store.count("customers") == 32_063
+    assert sorted(store.read("content")["content_id"]) == ["mens_email", "no_email", "womens_email"]
+    report = ingest_file(path, kind="events", store=store, now=NOW, source="hillstrom")
+    assert report.quarantined == 0 and report.accepted == report.records
+    events = store.read("events")
+    sends = events[events["event_type"] == "email_sent"]
+    sent = sends["content_id"].value_counts().to_dict()
+    # Arm sizes, visit and conversion rates and spend per customer from SOURCE.md.
+    assert sent == {"mens_email": 10_732, "womens_email": 10_677, "no_email": 10_654}
+    clicks = events[events["event_type"] == "email_click"]["content_id"].value_counts()
+    rates = (clicks / pd.Series(sent)).round(4).to_dict()
+    assert rates == {"mens_email": 0.1889, "womens_email": 0.1520, "no_email": 0.1053}
+    orders = events[(events["event_type"] == "purchase") & (events["item_id"] == "order")]
+    arm = orders["decision_id"].map(sends.set_index("decision_id")["content_id"])
+    spend = (orders.groupby(arm)["price"].sum() / pd.Series(sent)).round(3).to_dict()
+    assert spend == {"mens_email": 1.490, "womens_email": 1.028, "no_email": 0.677}
+    conversion = (orders.groupby(arm).size() / pd.Series(sent)).round(4).to_dict()
+    assert conversion == {"mens_email": 0.0129, "womens_email": 0.0084, "no_email": 0.0052}

@@ -56,7 +56,7 @@ def simulated_snapshot(tmp_path_factory):
     for kind in ("customers", "catalog", "content", "events"):
         ingest_file(paths[kind], kind=kind, store=store, now=now)
     features = FeatureConfig()
-    segments = load_segments(REPO / "config" / "segments.yaml", behaviour_feature_names(features))
+    segments = load_segments(None, behaviour_feature_names(features))
     end = config.start + timedelta(days=config.days)
     snapshot = build_snapshot(store, as_of=end, config=features, segments=segments)
     return sim, snapshot

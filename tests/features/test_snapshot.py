@@ -27,7 +27,7 @@ from features.snapshot import (
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2026, 11, 20, tzinfo=UTC)
 CONFIG = FeatureConfig()
-SEGMENTS = load_segments(REPO / "config" / "segments.yaml", behaviour_feature_names(CONFIG))
+SEGMENTS = load_segments(None, behaviour_feature_names(CONFIG))
 
 
 def hours_before(hours: float) -> pd.Timestamp:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from features.settings import ServingConfig, Settings
+from features.simulator import DEMO_RULES_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -60,7 +61,7 @@ def home(trained_home: Path, tmp_path: Path) -> Path:
 def settings_for(home: Path, **serving: object) -> Settings:
     options: dict[str, object] = {
         "api_keys": {"test-admin-key": ["decide", "ingest", "admin"]},
-        "rules_file": REPO / "config" / "rules.yaml",
+        "rules_file": DEMO_RULES_FILE,
         "fallback_epsilon": 0.0,
     }
     options.update(serving)

@@ -18,8 +18,8 @@ from features.errors import InputError
 from features.online_log import OnlineEventLog, compact
 from features.snapshot import latest_snapshot, load_snapshot
 from features.store import EventStore
-from serving.core import BatchTooLarge, DecisionCore, UnknownCandidates
-from serving.rules import load_rules
+from serving.core import BatchTooLarge, DecisionCore, NotReady, UnknownCandidates
+from serving.rules import compile_rules, load_rules
 from serving.schemas import (
     ChooseRequest,
     Filters,
@@ -373,6 +373,118 @@ def test_a_rule_naming_an_unknown_feature_fails_at_load(tmp_path):
     bad = _rules(tmp_path, [{"name": "s", "slot": "offer", "when": "true", "strategy": "popular"}])
     with pytest.raises(InputError, match="strategies apply to slot 'recommend'"):
         load_rules(bad, set())
+
+
+def test_rules_naming_unknown_content_are_described_rule_by_rule():
+    rules = compile_rules(
+        {
+            "defaults": {"offer": "offer_nope", "subject": "subj_01"},
+            "segment_defaults": {"lapsed": {"offer": "offer_pct20", "recommend": "popular"}},
+            "rules": [
+                {
+                    "name": "cart_items_first",
+                    "slot": "recommend",
+                    "when": "known",
+                    "strategy": "trigger_items",
+                },
+                {"name": "ok", "slot": "offer", "when": "known", "content_id": "offer_none"},
+                {
+                    "name": "cart_abandoned_free_shipping",
+                    "slot": "offer",
+                    "when": "known",
+                    "content_id": "offer_freeship",
+                    "fallback_content_id": "offer_pct10",
+                },
+            ],
+        },
+        set(),
+    )
+    problems = rules.unknown_content(
+        {"offer": ["offer_pct10", "offer_none"], "subject": ["subj_01"]}
+    )
+    assert problems == [
+        "rules[2] cart_abandoned_free_shipping: content_id 'offer_freeship' is not active "
+        "content of slot 'offer' (known: offer_none, offer_pct10)",
+        "defaults.offer: content_id 'offer_nope' is not active content of slot 'offer' "
+        "(known: offer_none, offer_pct10)",
+        "segment_defaults.lapsed.offer: content_id 'offer_pct20' is not active content of "
+        "slot 'offer' (known: offer_none, offer_pct10)",
+    ]
+    assert rules.unknown_content({"offer": OFFERS, "subject": ["subj_01"]}) == [
+        "defaults.offer: content_id 'offer_nope' is not active content of slot 'offer' "
+        "(known: offer_freeship, offer_none, offer_pct10, offer_pct20)"
+    ]
+
+
+def test_a_rule_naming_unknown_content_refuses_decisions_naming_the_rule(home, tmp_path):
+    rules = [{"name": "typo", "slot": "offer", "when": "known", "content_id": "offer_frees"}]
+    core = _core(home, rules_file=_rules(tmp_path, rules))
+    status = core.status()
+    assert not core.ready() and status.state == "degraded"
+    assert any(
+        "rules not loaded, decisions refused" in r
+        and "rules[0] typo: content_id 'offer_frees' is not active content of slot 'offer' "
+        "(known: offer_freeship, offer_none, offer_pct10, offer_pct20)"
+        in r
+        for r in status.reasons
+    ), status.reasons
+    customer = _quiet_customer(home)
+    with pytest.raises(NotReady, match=r"rules\[0\] typo"):
+        core.choose(ChooseRequest(customer_id=customer, slot="offer"))
+    with pytest.raises(NotReady):
+        core.recommend(RecommendRequest(customer_id=customer, n=3))
+    # Fixed and reloaded: ready, and the rule decides.
+    rules[0]["content_id"] = "offer_freeship"
+    _rules(tmp_path, rules)
+    core.reload()
+    assert core.ready()
+    choice = core.choose(ChooseRequest(customer_id=customer, slot="offer"))
+    assert (choice.strategy, choice.content_id) == ("rule:typo", "offer_freeship")
+
+
+def test_a_reload_with_bad_rules_keeps_the_old_ones_and_says_why(home, tmp_path):
+    rules = [{"name": "all_pct20", "slot": "offer", "when": "known", "content_id": "offer_pct20"}]
+    path = _rules(tmp_path, rules)
+    core = _core(home, rules_file=path)
+    customer = _quiet_customer(home)
+    assert core.ready()
+    rules[0]["content_id"] = "offer_gone"
+    _rules(tmp_path, rules)
+    status = core.reload()
+    assert status.state == "degraded" and core.ready()
+    assert any(
+        "rules not reloaded, the previous rules stay" in r
+        and "rules[0] all_pct20: content_id 'offer_gone'" in r
+        for r in status.reasons
+    ), status.reasons
+    choice = core.choose(ChooseRequest(customer_id=customer, slot="offer"))
+    assert (choice.strategy, choice.content_id) == ("rule:all_pct20", "offer_pct20")
+
+
+def test_without_a_default_the_fallback_is_the_first_id_in_sort_order_and_says_so(home, tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules: []\n")
+    (home / "mlflow" / "mlflow.db").unlink()  # no selector: the fallbacks decide
+    core = _core(home, rules_file=path)
+    customer = _quiet_customer(home)
+    for candidates in (None, ["offer_pct20", "offer_none", "offer_pct10"]):
+        choice = core.choose(
+            ChooseRequest(customer_id=customer, slot="offer", candidates=candidates)
+        )
+        expected = "offer_freeship" if candidates is None else "offer_none"
+        assert (choice.strategy, choice.content_id) == ("fallback:default", expected)
+        assert choice.fallback_reason == (
+            f"no selector loaded; no default content for slot 'offer': {expected!r}, "
+            "the first candidate id in sort order"
+        )
+    # A configured default that is not among the candidates says so too.
+    path.write_text("defaults: {offer: offer_none}\nrules: []\n")
+    core.reload()
+    choice = core.choose(
+        ChooseRequest(customer_id=customer, slot="offer", candidates=["offer_pct20", "offer_pct10"])
+    )
+    assert choice.content_id == "offer_pct10"
+    assert "default 'offer_none' of slot 'offer' is not a candidate" in choice.fallback_reason
 
 
 def test_segment_default_comes_before_the_slot_default(home, tmp_path):

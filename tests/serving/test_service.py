@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from features.simulator import DEMO_RULES_FILE
 from features.snapshot import latest_snapshot, load_snapshot
 from tests.serving.conftest import REPO
 
@@ -43,6 +44,7 @@ class Server:
             "TAILOR_SERVING__BATCH_LIMIT": "20",
             "TAILOR_SERVING__FALLBACK_EPSILON": "0",
             "TAILOR_SERVING__REGISTRY_POLL_SECONDS": "1",
+            "TAILOR_SERVING__RULES_FILE": str(DEMO_RULES_FILE),  # the demo store's content
             "OPENBLAS_NUM_THREADS": "1",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             **env,

@@ -189,3 +189,113 @@ def test_train_recommender_fails_loudly_when_it_cannot_learn(tmp_path, repo_root
     assert "label events purchase" in failed.stderr and "--label-events" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert "registered" not in failed.stdout  # nothing reaches the registry
+
+
+def test_commands_run_from_any_folder_with_packaged_defaults_or_a_named_file(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,ts,event_type,customer_id,item_id\n"
+        "a,2026-11-01T00:00:00Z,add_to_cart,c1,i1\n"
+        "b,2026-11-01T01:00:00Z,product_view,c2,i1\n"
+    )
+    home = tmp_path / "home"
+    consent = {"TAILOR_FEATURES__ASSUME_CONSENT_WHEN_UNKNOWN": "true"}
+    assert (
+        _tailor("ingest", str(events), "--kind", "events", home=home, cwd=elsewhere).returncode == 0
+    )
+    built = _tailor(
+        "features",
+        "build",
+        "--as-of",
+        "2026-11-03T00:00:00Z",
+        home=home,
+        cwd=elsewhere,
+        env=consent,
+    )
+    assert built.returncode == 0, built.stderr
+    assert "loyal" in built.stdout and "engaged_no_purchase" in built.stdout  # packaged
+
+    # --config names the settings file; its relative paths resolve against its folder.
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "segments.yaml").write_text("segments:\n  carted:\n    when: add_to_cart_7d > 0\n")
+    (etc / "tailor.toml").write_text(
+        'home = "data"\n[features]\nsegments_file = "segments.yaml"\n'
+        "assume_consent_when_unknown = true\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TAILOR_HOME"}
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "training.cli", *args],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            cwd=elsewhere,
+            timeout=300,
+            check=False,
+        )
+
+    ingest = run("--config", str(etc / "tailor.toml"), "ingest", str(events), "--kind", "events")
+    assert ingest.returncode == 0, ingest.stderr
+    assert str(etc / "data" / "store") in ingest.stdout or "accepted    2" in ingest.stdout
+    assert EventStore(etc / "data" / "store").count("events") == 2
+    built = run(
+        "features",
+        "build",
+        "--as-of",
+        "2026-11-03T00:00:00Z",
+        TAILOR_CONFIG=str(etc / "tailor.toml"),
+    )
+    assert built.returncode == 0, built.stderr
+    assert re.search(r"carted\s+1\b", built.stdout) and "loyal" not in built.stdout
+    missing = run("--config", "nope.toml", "ingest", str(events), "--kind", "events")
+    assert missing.returncode == 2 and "config='nope.toml': no such settings file" in missing.stderr
+
+
+def test_serve_refuses_rules_naming_unknown_content_naming_the_rule(tmp_path):
+    home = tmp_path / "home"
+    content = tmp_path / "content.csv"
+    content.write_text(
+        "content_id,slot,text,attributes,active\n"
+        'mens_email,offer,Mens,"{""offer_type"": ""mens""}",true\n'
+        'no_email,offer,(none),"{""offer_type"": ""none""}",true\n'
+    )
+    assert (
+        _tailor("ingest", str(content), "--kind", "content", home=home, cwd=tmp_path).returncode
+        == 0
+    )
+    # The packaged rules name no content: they pass against any store.
+    ok = _tailor("rules", "check", home=home, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "rules: 2 from" in ok.stdout and "(packaged)" in ok.stdout
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "defaults: {offer: no_email}\n"
+        "rules:\n"
+        "  - {name: cart_items_first, slot: recommend, when: known, strategy: trigger_items}\n"
+        "  - name: cart_abandoned_free_shipping\n"
+        "    slot: offer\n"
+        "    when: '\"cart_abandoned\" in triggers'\n"
+        "    content_id: offer_freeship\n"
+    )
+    (tmp_path / "tailor.toml").write_text('[serving]\nrules_file = "rules.yaml"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    serve = _tailor(
+        "--config",
+        str(tmp_path / "tailor.toml"),
+        "serve",
+        "--port",
+        "3989",
+        home=home,
+        cwd=elsewhere,
+    )
+    assert serve.returncode == 2
+    assert (
+        "rules[1] cart_abandoned_free_shipping: content_id 'offer_freeship' is not active "
+        "content of slot 'offer' (known: mens_email, no_email)"
+    ) in serve.stderr
+    assert "not serving" in serve.stderr and "serving on" not in serve.stdout
