@@ -112,7 +112,8 @@ def people(server: Server) -> dict[str, str]:
     customers = snapshot.customers
     personalised = customers[customers["personalised"].astype(bool)]
     busy = set(snapshot.triggers["customer_id"]) | set(snapshot.segments["customer_id"])
-    quiet = [c for c in personalised["customer_id"] if c not in busy]
+    with_history = set(snapshot.user_ids)  # a model answer needs product history
+    quiet = [c for c in personalised["customer_id"] if c not in busy and c in with_history]
     return {
         "quiet": str(quiet[0]),
         "other": str(quiet[1]),
