@@ -417,10 +417,15 @@ def select_feature_set(
     data: SelectorData, fold: np.ndarray, rows: np.ndarray, *, seed: int, with_scores: bool
 ) -> tuple[CrossFit, dict[str, float]]:
     """The candidate feature set with the lowest cross-validated loss (ties: the
-    smaller set), and every candidate's loss."""
+    smaller set), and every candidate's loss (NaN: a sole candidate, not
+    cross-validated when no out-of-fold scores are asked for)."""
+    sets = feature_sets(data)
+    if len(sets) == 1 and not with_scores:
+        ((name, columns),) = sets.items()
+        return CrossFit(name, columns, float("nan"), None), {name: float("nan")}
     fits = [
         cross_fit(data, columns, name, fold, rows, seed=seed, with_scores=with_scores)
-        for name, columns in feature_sets(data).items()
+        for name, columns in sets.items()
     ]
     best = min(fits, key=lambda f: f.loss)
     return best, {f.name: f.loss for f in fits}

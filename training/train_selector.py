@@ -27,6 +27,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 from features.errors import InputError
 from features.segments import SegmentSet
@@ -155,8 +157,10 @@ def train_selector(
         model = slot_outcome_model(slot, best.columns, ensemble=5, random_state=settings.seed).fit(
             data.features[learnable], data.rewards[learnable]
         )
-    shown = ", ".join(f"{name} {loss:.5f}" for name, loss in losses.items())
-    say(f"{slot}: feature set {best.name!r} (cross-validated loss: {shown})")
+    if len(losses) > 1:
+        shown = ", ".join(f"{name} {loss:.5f}" for name, loss in losses.items())
+        say(f"{slot}: feature set {best.name!r} (cross-validated loss: {shown})")
+    losses = {k: v for k, v in losses.items() if np.isfinite(v)}
 
     client = configure(home)
     name = registered_name(slot)
@@ -278,8 +282,10 @@ def train_selector(
                 python_model=str(PYFUNC_CODE),
                 artifacts={"selector": str(saved)},
                 pip_requirements=default_pip_requirements(),
-                # One decision with every raw customer column the selector reads.
+                # One decision with every raw customer column the selector reads; only
+                # the decision id is required (an unknown feature is NaN, as in training).
                 input_example=_input_example(data.design),
+                signature=ModelSignature(inputs=_input_schema(data.design)),
                 registered_model_name=name,
             )
         logger.debug("selector run %s", run.info.run_id)
@@ -321,6 +327,18 @@ def _current_champion(
     if not isinstance(loaded, Selector):
         return None, f"the champion (version {version.version}) is not a selector: not compared"
     return loaded, f"champion version {version.version} re-estimated on this run's rows"
+
+
+def _input_schema(design: CustomerDesign) -> Schema:
+    """The pyfunc's inputs: the decision id (required) and the raw customer columns."""
+    columns: list[ColSpec | TensorSpec] = [
+        ColSpec("string", "decision_id"),
+        ColSpec("string", "country", required=False),
+    ]
+    columns += [ColSpec("double", c, required=False) for c in design.numeric]
+    columns += [ColSpec("string", c, required=False) for c, _ in design.categories]
+    columns += [ColSpec("double", c, required=False) for c in design.priors]
+    return Schema(columns)
 
 
 def _input_example(design: CustomerDesign) -> pd.DataFrame:
