@@ -181,6 +181,88 @@ class RecommenderSettings(BaseModel):
         return value
 
 
+SelectorReward = Literal["auto", "open", "click", "conversion", "margin"]
+
+
+class SelectorConfig(BaseModel):
+    """Settings of ``tailor train selector`` (each also a command-line option)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    offer_reward: SelectorReward = Field(
+        "auto",
+        description=(
+            "What an offer decision is judged by. auto: conversion when the learning rows "
+            "hold at least min_positive_rewards conversions, else click (a rare outcome "
+            "can be neither learned nor evaluated); the run says which."
+        ),
+    )
+    subject_reward: SelectorReward = Field(
+        "click",
+        description="What a subject line is judged by (auto: as for offers).",
+    )
+    min_positive_rewards: int = Field(
+        300,
+        ge=1,
+        description=(
+            "Fewest positive outcomes (conversions, clicks) a reward needs in the learning "
+            "rows for reward=auto to pick it."
+        ),
+    )
+    offer_population: Literal["auto", "opened", "all"] = Field(
+        "auto",
+        description=(
+            "Offer decisions learned from: opened (an unopened e-mail shows no offer), all "
+            "sends, or auto: opened when the log records opens (email_open events), else all."
+        ),
+    )
+    attribution_window_hours: float = Field(
+        72.0,
+        gt=0,
+        description=(
+            "An outcome without a known decision id belongs to a send of the same customer "
+            "and campaign this long after it; outcomes carrying the send's decision id count "
+            "at any time after the send."
+        ),
+    )
+    split: Literal["auto", "campaign", "customer"] = Field(
+        "auto",
+        description=(
+            "Hold-out: the later campaigns, or a seeded split of customers into folds with "
+            "cross-fitted estimates; auto takes the later campaigns when there are at least "
+            "min_holdout_campaigns of them with min_holdout_rows rows, else customers."
+        ),
+    )
+    holdout_share: float = Field(
+        0.4, gt=0, lt=1, description="Share of the campaigns (by start time) held out."
+    )
+    min_holdout_campaigns: int = Field(
+        2, ge=1, description="Fewest held-out campaigns for split=auto to hold out campaigns."
+    )
+    min_holdout_rows: int = Field(
+        1000, ge=1, description="Fewest held-out decisions for split=auto to hold out campaigns."
+    )
+    folds: int = Field(5, ge=2, le=20, description="Customer folds of the cross-fitted split.")
+    policy: Literal["epsilon_greedy", "softmax"] = Field(
+        "epsilon_greedy", description="How a learned model's scores become a choice."
+    )
+    epsilon: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description=(
+            "Exploration share of the served champion, learned or constant: drawn uniformly "
+            "over the eligible variants and logged with its exact propensity, so later logs "
+            "can evaluate every variant. Each point of it costs about a point of the gap "
+            "between the best variant and the average one."
+        ),
+    )
+    temperature: float = Field(
+        0.01, gt=0, description="For policy=softmax, in units of the predicted reward."
+    )
+    seed: int = Field(0, description="Seed of the customer folds, bootstraps and models.")
+
+
 Scope = Literal["decide", "ingest", "admin"]
 
 
@@ -296,6 +378,9 @@ class Settings(BaseSettings):
     )
     serving: ServingConfig = Field(
         default_factory=ServingConfig, description="Decision service settings."
+    )
+    selectors: SelectorConfig = Field(
+        default_factory=SelectorConfig, description="Selector training settings."
     )
 
     @classmethod

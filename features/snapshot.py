@@ -202,10 +202,7 @@ def build_snapshot(
     try:
         store.register(con, "events", "events")
         store.register(con, "customers", "customers_history")
-        con.execute(
-            f"CREATE VIEW customers AS SELECT * FROM customers_history QUALIFY row_number() "
-            f"OVER (PARTITION BY customer_id ORDER BY {INGESTED_AT} DESC) = 1"
-        )
+        con.execute(_customers_as_of_sql(as_of))
         store.register(con, "catalog", "catalog_history")
         snapshot = _compute(con, as_of, config, segments, phone_region, progress, writer)
         snapshot.manifest["store_batches"] = len(store._history())
@@ -270,6 +267,26 @@ def _conform(frame: pd.DataFrame | None, schema: Any, keep_extra: bool = True) -
     extra = [pa.field(c, pa.timestamp("us", tz="UTC")) for c in columns[len(fields) :]]
     return pa.Table.from_pandas(
         frame[columns], schema=pa.schema(fields + extra), preserve_index=False
+    )
+
+
+def _customers_as_of_sql(as_of: datetime) -> str:
+    """The view ``customers``: each customer's record as it stood at ``as_of``.
+
+    The store keeps every ingested version of a record. A version takes effect at its
+    ``consent_updated_ts`` (else when it was ingested); the record at ``as_of`` is the
+    latest version in effect before it (ties: the later ingest), so a consent change
+    made after ``as_of`` never reaches a historical snapshot. A customer whose every
+    version took effect later (a backfill) keeps the earliest one, as an item first
+    catalogued later does.
+    """
+    moment = _timestamp(as_of)
+    effective = f"coalesce(consent_updated_ts, {INGESTED_AT})"
+    return (
+        "CREATE VIEW customers AS SELECT * FROM customers_history QUALIFY row_number() "
+        f"OVER (PARTITION BY customer_id ORDER BY {effective} < {moment} DESC, "
+        f"CASE WHEN {effective} < {moment} THEN -epoch_us({effective}) "
+        f"ELSE epoch_us({effective}) END, {INGESTED_AT} DESC) = 1"
     )
 
 
@@ -339,7 +356,7 @@ def _compute(
     con.execute(
         "CREATE TEMP TABLE customer_records AS SELECT customer_id, email, phone, country, "
         "signup_ts, consent_email, consent_personalization, consent_updated_ts, "
-        "json_extract_string(attributes, '$.timezone') AS timezone FROM customers"
+        "json_extract_string(attributes, '$.timezone') AS timezone, attributes FROM customers"
     )
     customers = fetch_frame(con, "SELECT customer_id, email, phone FROM customer_records")
     links = fetch_frame(
@@ -578,8 +595,8 @@ def _consent_base(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> pd.D
     """One row per canonical customer with consent state (conservative merge).
 
     A person consents only if every record of theirs does; a missing value is no
-    consent. Country and timezone come from the canonical record. A person with no
-    customer record at all gets ``assume_consent_when_unknown``.
+    consent. Country, timezone and attributes come from the canonical record. A
+    person with no customer record at all gets ``assume_consent_when_unknown``.
     """
     default = "true" if config.assume_consent_when_unknown else "false"
     people = fetch_frame(
@@ -599,13 +616,14 @@ def _consent_base(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> pd.D
                    max(consent_updated_ts) AS consent_updated_ts,
                    min(signup_ts) AS signup_ts,
                    arg_min(country, pick) AS country,
-                   arg_min(timezone, pick) AS timezone
+                   arg_min(timezone, pick) AS timezone,
+                   arg_min(attributes, pick) AS attributes
             FROM rec GROUP BY canonical_id
         )
         SELECT p.customer_id,
                coalesce(g.consent_email, {default}) AS consent_email,
                coalesce(g.consent_personalization, {default}) AS consent_personalization,
-               g.consent_updated_ts, g.signup_ts, g.country, g.timezone
+               g.consent_updated_ts, g.signup_ts, g.country, g.timezone, g.attributes
         FROM (SELECT DISTINCT canonical_id AS customer_id FROM idmap
               WHERE source_type = 'customer') p
         LEFT JOIN grouped g ON g.canonical_id = p.customer_id
@@ -813,6 +831,7 @@ def _customer_table(
     lifecycle[unprofiled] = None
 
     table = sql.to_dict("series")
+    attributes = _attribute_columns(con, base["attributes"], personal)
     columns: dict[str, Any] = {c: base[c] for c in CONSENT_COLUMNS}
     for column in ("signup_ts", "country", "timezone"):
         columns[column] = base[column].where(personal)
@@ -847,7 +866,84 @@ def _customer_table(
         "lifecycle": pd.array(lifecycle, dtype=STRING_DTYPE),
         "preferred_send_hour_local": table["preferred_send_hour_local"].astype("Int64"),
     }
+    clash = sorted(set(attributes) & set(columns))
+    if clash:
+        raise InputError("attributes", clash, "attribute names clash with feature columns")
+    columns |= attributes
     return pd.DataFrame(columns, copy=False)
+
+
+ATTRIBUTE_PREFIX = "attr_"
+_NUMERIC_JSON = ("BIGINT", "UBIGINT", "DOUBLE", "BOOLEAN")
+
+
+def _attribute_columns(
+    con: duckdb.DuckDBPyConnection, attributes: pd.Series, personal: np.ndarray
+) -> dict[str, Any]:
+    """The customer record's ``attributes`` JSON as typed columns ``attr_<key>``.
+
+    A key whose every value is a JSON number or boolean is a number (``float64``,
+    booleans 0/1); any other key is text (a JSON string as is, a nested value as its
+    JSON), which models encode as categories. Keys are lower-cased with anything but
+    letters, digits and ``_`` made ``_``. Null for customers without consent to
+    profiling, and where the key is absent.
+
+    Raises
+    ------
+    InputError
+        A value that is not a JSON object, or two keys that name one column.
+    """
+    n = len(attributes)
+    con.register(
+        "attribute_rows",
+        pa.table(
+            {
+                "r": np.arange(n, dtype=np.int64),
+                "attributes": pa.array(attributes.where(personal, None), pa.string()),
+            }
+        ),
+    )
+    bad = fetch_frame(
+        con,
+        "SELECT attributes FROM attribute_rows WHERE attributes IS NOT NULL AND NOT "
+        "coalesce(json_valid(attributes) AND json_type(attributes::JSON) = 'OBJECT', false) "
+        "LIMIT 3",
+    )
+    if len(bad):
+        raise InputError("attributes", bad["attributes"].tolist(), "must be JSON objects")
+    values = fetch_frame(
+        con,
+        """
+        SELECT t.r, j.key, j.type,
+               CASE WHEN j.type = 'BOOLEAN' THEN CAST(j.value::VARCHAR = 'true' AS DOUBLE)
+                    WHEN j.type IN ('BIGINT', 'UBIGINT', 'DOUBLE')
+                    THEN CAST(j.value::VARCHAR AS DOUBLE) END AS number,
+               CASE WHEN j.type = 'VARCHAR' THEN j.value ->> '$'
+                    ELSE j.value::VARCHAR END AS text
+        FROM attribute_rows t, json_each(t.attributes) j
+        WHERE t.attributes IS NOT NULL AND j.type <> 'NULL'
+        ORDER BY j.key, t.r
+        """,
+    )
+    out: dict[str, Any] = {}
+    named: dict[str, str] = {}
+    for key, rows in values.groupby("key", sort=True):
+        name = ATTRIBUTE_PREFIX + "".join(
+            ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in str(key).lower()
+        )
+        if name in named:
+            raise InputError("attributes", [named[name], key], f"two keys name one column {name}")
+        named[name] = str(key)
+        where = rows["r"].to_numpy(dtype=np.int64)
+        if rows["type"].isin(_NUMERIC_JSON).all():
+            column = np.full(n, np.nan)
+            column[where] = rows["number"].to_numpy(dtype=float)
+            out[name] = column
+        else:
+            text = np.full(n, None, dtype=object)
+            text[where] = rows["text"].to_numpy(dtype=object)
+            out[name] = pd.array(text, dtype=STRING_DTYPE)
+    return out
 
 
 _NO_TIME = np.iinfo(np.int64).min  # NaT as int64 microseconds

@@ -3,7 +3,9 @@
 A subject line is described by its text alone — length, words, emoji, numbers and
 percentages, a question, urgency words, a personalisation token, capitalisation —
 plus hashed word n-grams, so a new line is scored from what it says. An offer is
-described by its attributes (offer type, discount, cost).
+described by its attributes (offer type, discount, cost) and by which offer it is
+(``offer_id_<id>``): offers whose attributes are alike (two merchandise e-mails) are
+still told apart once they have been sent.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
+
+from features.errors import InputError
 
 URGENCY_WORDS = (
     "last chance",
@@ -50,6 +54,13 @@ SUBJECT_FEATURES = [
 ]
 OFFER_TYPES = ("percent_off", "free_shipping", "none")
 OFFER_FEATURES = [*(f"offer_{t}" for t in OFFER_TYPES), "offer_discount_pct", "offer_cost"]
+#: Offer identity columns are named so: ``offer_id_<content id, letters digits _>``.
+OFFER_ID_PREFIX = "offer_id_"
+
+
+def offer_id_column(content_id: str) -> str:
+    """The identity feature of one offer (LightGBM-safe: letters, digits, ``_``)."""
+    return OFFER_ID_PREFIX + re.sub(r"[^0-9A-Za-z_]", "_", str(content_id))
 
 
 def subject_features(texts: pd.Series | list[str]) -> pd.DataFrame:
@@ -117,6 +128,17 @@ def content_features(content: pd.DataFrame, *, n_grams: int = 32) -> pd.DataFram
     offers = offer_features(content["attributes"].where(content["slot"] == "offer", None))
     is_subject = (content["slot"] == "subject").to_numpy()[:, None]
     is_offer = (content["slot"] == "offer").to_numpy()[:, None]
-    frame = pd.concat([subjects * is_subject, grams_frame * is_subject, offers * is_offer], axis=1)
-    frame.index = content["content_id"].astype(str).to_numpy()
+    ids = content["content_id"].astype(str)
+    offer_ids = sorted(set(ids[content["slot"] == "offer"]))
+    names = [offer_id_column(c) for c in offer_ids]
+    if len(set(names)) < len(names):
+        raise InputError("content_id", offer_ids, "two offer ids give one feature name")
+    identity = pd.DataFrame(
+        {name: (ids == c).to_numpy(dtype=float) for name, c in zip(names, offer_ids, strict=True)},
+        index=content.index,
+    )
+    frame = pd.concat(
+        [subjects * is_subject, grams_frame * is_subject, offers * is_offer, identity], axis=1
+    )
+    frame.index = ids.to_numpy()
     return frame

@@ -45,7 +45,7 @@ from models.content_features import content_features
 from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
 from models.registry import champion_version, load_version, registry_client, tracking_uri
-from models.selector import Selector, choose
+from models.selector import Selector, choose, default_content
 from serving.decision_log import DecisionLog, DecisionRecord
 from serving.online import OnlineStore, Profile
 from serving.rules import (
@@ -113,8 +113,9 @@ class SelectorLayout:
     """A selector's design matrix laid out once per load, so one decision costs a few
     array writes and the boosters' predict — not a pandas frame per request.
 
-    Builds the same columns as :func:`models.selector.customer_design` followed by the
-    content features, in the model's own feature order.
+    Builds the same columns as the selector's :class:`models.selector.CustomerDesign`
+    (numbers, attribute categories with the stored levels, country, past responses)
+    followed by the content features, in the model's own feature order.
     """
 
     selector: Selector
@@ -122,30 +123,43 @@ class SelectorLayout:
     content: np.ndarray  # active content × model features (content columns filled)
     customer_columns: tuple[tuple[int, str], ...]  # (position, feature) read from a profile
     country_columns: tuple[tuple[int, str], ...]  # (position, country code)
+    category_columns: tuple[tuple[int, str, str], ...] = ()  # (position, feature, level)
 
     @classmethod
     def build(cls, selector: Selector, content_features: pd.DataFrame) -> SelectorLayout:
         names = list(selector.model.feature_names_ or [])
-        matrix = np.zeros((len(content_features), len(names)))
+        # Content columns are the selector's own (a content feature of a variant no
+        # longer active is 0 for every active one).
+        content = content_features.reindex(columns=list(selector.content.columns), fill_value=0.0)
+        levels = {
+            f"{column}#{i}": (column, level)
+            for column, values in (selector.design.categories if selector.design else ())
+            for i, level in enumerate(values)
+        }
+        matrix = np.zeros((len(content), len(names)))
         customer: list[tuple[int, str]] = []
         country: list[tuple[int, str]] = []
+        category: list[tuple[int, str, str]] = []
         for j, name in enumerate(names):
-            if name in content_features.columns:
-                matrix[:, j] = content_features[name].to_numpy(dtype=float)
+            if name in content.columns:
+                matrix[:, j] = content[name].to_numpy(dtype=float)
+            elif name in levels:
+                category.append((j, *levels[name]))
             elif name.startswith("country_"):
                 country.append((j, name.removeprefix("country_")))
             else:
                 customer.append((j, name))
         return cls(
             selector,
-            {str(c): i for i, c in enumerate(content_features.index)},
+            {str(c): i for i, c in enumerate(content.index)},
             matrix,
             tuple(customer),
             tuple(country),
+            tuple(category),
         )
 
-    def scores(self, profile: Profile, candidates: list[str]) -> np.ndarray:
-        """Predicted reward per ensemble member and candidate: (members, 1, k)."""
+    def design(self, profile: Profile, candidates: list[str]) -> np.ndarray:
+        """The model's design rows of one customer × ``candidates``: (k, n_features)."""
         rows = [self.content_ids[c] for c in candidates]
         design = self.content[rows].copy()
         features = profile.features
@@ -157,9 +171,17 @@ class SelectorLayout:
             else:
                 value = features.get(name)
             design[:, j] = _number(value)
+        for j, name, level in self.category_columns:
+            value = features.get(name)
+            design[:, j] = np.nan if value is None else float(str(value) == level)
         country = features.get("country")
         for j, code in self.country_columns:
             design[:, j] = 1.0 if country == code else 0.0
+        return design
+
+    def scores(self, profile: Profile, candidates: list[str]) -> np.ndarray:
+        """Predicted reward per ensemble member and candidate: (members, 1, k)."""
+        design = self.design(profile, candidates)
         members = [b.predict(design, num_threads=1) for b in self.selector.model.boosters_]
         return np.vstack(members)[:, None, :]
 
@@ -1255,9 +1277,9 @@ def _slot_default(
     """The default content of ``slot`` among ``candidates``, and, when it is not the
     configured one, a note saying how it was chosen: the candidate id first in sort
     order (the same answer whatever order the content or the request lists them in)."""
-    if configured is not None and configured in candidates:
-        return configured, None
-    chosen = min(candidates)
+    chosen = default_content({} if configured is None else {slot: configured}, slot, candidates)
+    if chosen == configured:
+        return chosen, None
     why = (
         f"no default content for slot {slot!r}"
         if configured is None

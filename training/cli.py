@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 
 from features.errors import TailorError
 from features.ingest import IngestReport, ingest_file
-from features.settings import Settings
+from features.settings import SelectorConfig, Settings
 from features.store import EventStore, connect
 
 logger = logging.getLogger("tailor")
@@ -134,13 +135,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     sel = train_sub.add_parser("selector", help="subject-line or offer selector from campaigns")
     sel.add_argument("--slot", choices=("subject", "offer"), required=True)
-    sel.add_argument("--epsilon", type=float, default=0.1, help="exploration of a learned policy")
     sel.add_argument(
         "--reward",
-        choices=("open", "click", "conversion", "margin"),
+        choices=("auto", "open", "click", "conversion", "margin"),
         default=None,
-        help="what a decision is judged by (default: click for subject, conversion for offer)",
+        help="what a decision is judged by (default: selectors.offer_reward / subject_reward)",
     )
+    sel.add_argument(
+        "--population",
+        choices=("auto", "opened", "all"),
+        default=None,
+        help="offers learned from opened e-mails or every send (default: selectors)",
+    )
+    sel.add_argument(
+        "--attribution-window-hours",
+        type=float,
+        default=None,
+        help="outcomes without a decision id count this long after a send",
+    )
+    sel.add_argument(
+        "--split",
+        choices=("auto", "campaign", "customer"),
+        default=None,
+        help="hold out the later campaigns or customer folds (cross-fitted)",
+    )
+    sel.add_argument("--holdout-share", type=float, default=None, help="campaigns held out")
+    sel.add_argument("--folds", type=int, default=None, help="customer folds")
+    sel.add_argument(
+        "--policy", choices=("epsilon_greedy", "softmax"), default=None, help="learned policy"
+    )
+    sel.add_argument(
+        "--epsilon", type=float, default=None, help="exploration share of the served champion"
+    )
+    sel.add_argument("--temperature", type=float, default=None, help="for --policy softmax")
+    sel.add_argument("--seed", type=int, default=None, help="folds, bootstraps and models")
 
     prom = sub.add_parser("promote", help="move the champion alias if the candidate is better")
     prom.add_argument("--name", default="tailor-recommender", help="registered model")
@@ -370,6 +398,43 @@ def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+SELECTOR_OPTIONS = {
+    "population": "offer_population",
+    "attribution_window_hours": "attribution_window_hours",
+    "split": "split",
+    "holdout_share": "holdout_share",
+    "folds": "folds",
+    "policy": "policy",
+    "epsilon": "epsilon",
+    "temperature": "temperature",
+    "seed": "seed",
+}
+
+
+def _selector_settings(args: argparse.Namespace, settings: Settings) -> SelectorConfig:
+    """``settings.selectors`` with the options given on the command line (validated)."""
+    chosen = settings.selectors.model_dump()
+    for option, name in SELECTOR_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            chosen[name] = value
+    if getattr(args, "reward", None) is not None:
+        chosen["offer_reward" if args.slot == "offer" else "subject_reward"] = args.reward
+    return SelectorConfig(**chosen)
+
+
+def _rule_defaults(settings: Settings) -> dict[str, str]:
+    """The rules file's default content per slot (what serving falls back to)."""
+    if settings.serving.rules_file is None:
+        return {}  # the packaged rules name no content
+    path = Path(settings.serving.rules_file)
+    if not path.exists():
+        raise TailorError(f"rules file {path} not found (serving.rules_file)")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    defaults = loaded.get("defaults") or {}
+    return {str(k): str(v) for k, v in defaults.items()}
+
+
 def _train_selector(args: argparse.Namespace, settings: Settings) -> int:
     from training.train_selector import registered_name, train_selector
 
@@ -378,20 +443,27 @@ def _train_selector(args: argparse.Namespace, settings: Settings) -> int:
         store=EventStore(settings.store_dir),
         config=settings.features,
         slot=args.slot,
-        reward=args.reward,
-        epsilon=args.epsilon,
+        selectors=_selector_settings(args, settings),
+        defaults=_rule_defaults(settings),
         progress=_progress,
     )
+    evaluation = outcome.evaluation
+    policy = outcome.selector.policy
     rows = [
         [name, f"{e.value:.4f}", f"[{e.ci_low:.4f}, {e.ci_high:.4f}]"]
-        for name, e in outcome.evaluation.estimates.items()
+        for name, e in evaluation.estimates.items()
     ]
-    print(f"{args.slot} selector, learned greedy policy on held-out campaigns:")
+    print(f"{args.slot} selector ({outcome.selector.reward}), hold-out: {outcome.split.reason}")
+    for note in outcome.notes:
+        print(f"   {note}")
+    print(f"learned policy as served (epsilon {policy.epsilon:g}), {evaluation.rows:,} rows:")
     for name, value, interval in rows:
         print(f"   {name:6s} {value}  {interval}")
-    print(f"   logging policy (observed)         {outcome.evaluation.logging_value:.4f}")
-    best = outcome.evaluation.best_single_estimate
-    print(f"   best single variant {outcome.evaluation.best_single:14s} {best.value:.4f}")
+    print(f"   logging policy (observed)         {evaluation.logging_value:.4f}")
+    for content_id, estimate in evaluation.singles.items():
+        print(f"   constant {content_id:24s} DR {estimate.value:.4f}")
+    if evaluation.champion_estimate is not None:
+        print(f"   current champion, same rows       DR {evaluation.champion_estimate.value:.4f}")
     print(f"   calibration error (held out)      {outcome.calibration_error:.4f}")
     print(f"registered {registered_name(args.slot)} version {outcome.version}: {outcome.reason}")
     return 0
@@ -469,7 +541,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     _train_recommender(train_args, settings)
     for slot in ("subject", "offer"):
         print(f"\n== train the {slot} selector")
-        _train_selector(argparse.Namespace(slot=slot, epsilon=0.1, reward=None), settings)
+        _train_selector(argparse.Namespace(slot=slot), settings)
     if args.no_serve:
         return 0
     print("\n== serve")

@@ -2,14 +2,16 @@
 
 One row per logged decision: a send's ``email_sent`` row for one slot (subject,
 offer …) with its ``content_id``, ``decision_id`` and logging ``propensity``,
-joined with what followed — opens, clicks and purchases of the same customer and
-campaign within the attribution window (or carrying the decision id) — and with
-the customer's features *as of the send* (point in time), crossed with the
-content's own features.
+joined with what followed — opens, clicks and purchases carrying the send's
+decision id (at any time after it), or else of the same customer and campaign
+within the attribution window — and with the customer's features *as of the send*
+(point in time: behaviour and the ``attr_*`` attributes of the customer record),
+crossed with the content's own features.
 
-Rewards per slot (configurable): a subject line is judged by the click (opens are
-inflated by mail-privacy proxies), an offer by conversion among opened emails (an
-offer is only seen when the email is opened).
+Rewards per slot are settings (``selectors.subject_reward``, ``offer_reward``): a
+subject line is judged by the click by default (opens are inflated by mail-privacy
+proxies); an offer by conversion when the log holds enough conversions to learn
+from, else by the click (``training.selector_job.resolve_reward``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from models.selector import ALL_CUSTOMER_FEATURES
 
 REWARDS = ("open", "click", "conversion", "margin")
 DEFAULT_REWARD = {"subject": "click", "offer": "conversion"}
+#: The table column of each reward.
+REWARD_COLUMNS = {
+    "open": "opened",
+    "click": "clicked",
+    "conversion": "converted",
+    "margin": "margin",
+}
 
 
 def logged_decisions(events: pd.DataFrame, *, slot: str) -> pd.DataFrame:
@@ -49,37 +58,68 @@ def attach_outcomes(
     window: timedelta = timedelta(hours=72),
     margins: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Add ``opened``, ``clicked``, ``converted``, ``revenue`` and ``margin`` per decision.
+    """Add ``opened``, ``clicked``, ``converted``, ``revenue``, ``margin``, ``open_event``
+    and ``click_ts`` per decision.
 
-    An outcome belongs to a send when it has the same customer and campaign and
-    happens within ``window`` after it (a click or purchase carrying the decision's
-    id counts as well). ``margin`` is revenue × margin rate minus the offer's cost
-    (``margins`` maps content id to cost; none given: revenue).
+    An outcome (open, click, purchase) carrying the ``decision_id`` of a logged send —
+    of any slot: the decisions of one send share its outcomes — belongs to that send
+    whenever it happens after it. An outcome without a known decision id belongs to
+    the send of the same customer and campaign when it happens within ``window``
+    after it. ``open_event`` is true when an ``email_open`` event was attributed
+    (``opened`` also counts clicks and purchases: a click implies an open);
+    ``click_ts`` is the first attributed click (NaT: none). ``margin`` is revenue ×
+    margin rate minus the offer's cost (``margins`` maps content id to cost; none
+    given: revenue).
     """
+    if window <= timedelta(0):
+        raise InputError("attribution_window", window, "must be a positive duration")
     keys = ["customer_id", "campaign_id"]
     sends = decisions[keys + ["ts"]].drop_duplicates(keys).rename(columns={"ts": "sent_ts"})
     outcome_types = ("email_open", "email_click", "purchase")
-    outcomes = events[events["event_type"].isin(outcome_types)].dropna(subset=["campaign_id"])
+    if "decision_id" not in events.columns:  # a log that never carries decision ids
+        events = events.assign(decision_id=None)
+    outcomes = events[events["event_type"].isin(outcome_types)]
+    # Every logged send's decision id (any slot) names its (customer, campaign).
+    sent = events[(events["event_type"] == "email_sent") & events["decision_id"].notna()]
+    by_decision = (
+        sent[["decision_id", *keys]]
+        .dropna(subset=keys)
+        .drop_duplicates("decision_id")
+        .rename(columns={"customer_id": "_customer", "campaign_id": "_campaign"})
+    )
+    outcomes = outcomes.merge(by_decision, on="decision_id", how="left")
+    known = outcomes["_customer"].notna().to_numpy()
+    outcomes = outcomes.assign(
+        customer_id=outcomes["customer_id"].where(~known, outcomes["_customer"]),
+        campaign_id=outcomes["campaign_id"].where(~known, outcomes["_campaign"]),
+        _by_decision=known,
+    ).dropna(subset=keys)
     joined = outcomes.merge(sends, on=keys, how="inner")
-    in_window = (joined["ts"] >= joined["sent_ts"]) & (joined["ts"] <= joined["sent_ts"] + window)
-    joined = joined[in_window]
+    after = joined["ts"] >= joined["sent_ts"]
+    in_window = joined["ts"] <= joined["sent_ts"] + window
+    joined = joined[after & (joined["_by_decision"] | in_window)]
     value = joined["price"].fillna(0.0) * joined["quantity"].fillna(1.0)
+    is_click = joined["event_type"].eq("email_click")
     joined = joined.assign(
         opened=joined["event_type"].eq("email_open"),
-        clicked=joined["event_type"].eq("email_click"),
+        clicked=is_click,
         converted=joined["event_type"].eq("purchase"),
         revenue=value.where(joined["event_type"].eq("purchase"), 0.0),
+        click_ts=joined["ts"].where(is_click),
     )
     per_send = joined.groupby(keys).agg(
         opened=("opened", "max"),
         clicked=("clicked", "max"),
         converted=("converted", "max"),
         revenue=("revenue", "sum"),
+        click_ts=("click_ts", "min"),
     )
     out = decisions.join(per_send, on=keys)
     for column in ("opened", "clicked", "converted"):
-        out[column] = out[column].fillna(False).astype(bool)
+        out[column] = out[column].astype("boolean").fillna(False).astype(bool)
     out["revenue"] = out["revenue"].fillna(0.0)
+    out["click_ts"] = pd.to_datetime(out["click_ts"], utc=True)
+    out["open_event"] = out["opened"]
     # A click implies an open even when the open pixel was blocked.
     out["opened"] = out["opened"] | out["clicked"] | out["converted"]
     cost = out["content_id"].map(margins or {}).fillna(0.0)
@@ -91,8 +131,7 @@ def reward_column(table: pd.DataFrame, reward: str) -> np.ndarray:
     """The reward of each row: ``open``, ``click``, ``conversion`` or ``margin``."""
     if reward not in REWARDS:
         raise InputError("reward", reward, f"expected one of {REWARDS}")
-    column = {"open": "opened", "click": "clicked", "conversion": "converted"}.get(reward, reward)
-    return table[column].to_numpy(dtype=float)
+    return table[REWARD_COLUMNS[reward]].to_numpy(dtype=float)
 
 
 def with_customer_features(
@@ -108,14 +147,15 @@ def with_customer_features(
     once per campaign, as of the campaign's first send, so the cost is one snapshot
     per campaign, not per row.
     """
-    columns = columns or ALL_CUSTOMER_FEATURES
+    columns = [*(columns or ALL_CUSTOMER_FEATURES), "personalised"]
     # One snapshot per campaign wave, as of the wave's first send: earlier than
     # every send of the wave, so no feature sees a send's own aftermath.
     wave_start = table.groupby("campaign_id")["ts"].transform("min")
     parts = []
     for ts, rows in table.groupby(wave_start, sort=True):
         features = features_at(pd.Timestamp(ts))
-        keep = ["customer_id", *[c for c in columns if c in features.columns]]
+        wanted = [*columns, *(c for c in features.columns if str(c).startswith("attr_"))]
+        keep = ["customer_id", *dict.fromkeys(c for c in wanted if c in features.columns)]
         parts.append(rows.merge(features[keep], on="customer_id", how="left"))
     if not parts:
         return table.assign(**{c: pd.Series(dtype=float) for c in columns})
@@ -123,23 +163,48 @@ def with_customer_features(
 
 
 def with_response_history(table: pd.DataFrame, candidates: list[str]) -> pd.DataFrame:
-    """Add, per candidate c, the customer's earlier sends of c and clicks after them.
+    """Add, per candidate c, the customer's earlier sends of c and the clicks on them.
 
-    ``prior_sends_<c>`` and ``prior_clicks_<c>`` count only decisions strictly
-    before the row's own send (a cumulative sum shifted by one), so a row never
-    sees its own outcome. Past responses are the strongest signal of which
-    variant works for whom.
+    ``prior_sends_<c>`` counts the customer's sends of c strictly before the row's
+    own send; ``prior_clicks_<c>`` counts those earlier sends of c whose first click
+    (``click_ts``) also came strictly before it — a click that arrives after the
+    current send was not known when it was decided. So a row never sees its own
+    outcome nor a later one. Past responses are the strongest signal of which variant
+    works for whom. Vectorised: one sorted stream of sends and click arrivals per
+    customer, cumulative counts per candidate.
     """
-    order = table.sort_values(["customer_id", "ts"], kind="stable").index
-    ordered = table.loc[order]
-    onehot = np.stack(
-        [(ordered["content_id"].astype(str) == c).to_numpy(dtype=float) for c in candidates], 1
-    )
-    clicks = onehot * ordered["clicked"].to_numpy(dtype=float)[:, None]
-    groups = ordered["customer_id"].to_numpy()
+    n = len(table)
+    content = table["content_id"].astype(str).to_numpy()
+    onehot = np.stack([(content == c) for c in candidates], 1).astype(float)
+    sent_ts = pd.to_datetime(table["ts"], utc=True)
+    if "click_ts" in table.columns:
+        click_ts = pd.to_datetime(table["click_ts"], utc=True)
+    else:  # no click times: a click counts from just after its own send
+        click_ts = sent_ts.where(table["clicked"].astype(bool))
+    clicked = click_ts.notna().to_numpy()
+    # Events: each send (kind 0: reads the counts before it, then adds its send) and
+    # each first click (kind 1: adds a click). At equal times a send reads first.
+    people = table["customer_id"].astype(str).to_numpy()
+    stamps = np.concatenate([_micros(sent_ts), _micros(click_ts[clicked])])
+    customers = np.concatenate([people, people[clicked]])
+    kind = np.concatenate([np.zeros(n, dtype=np.int8), np.ones(int(clicked.sum()), dtype=np.int8)])
+    row = np.concatenate([np.arange(n), np.flatnonzero(clicked)])
+    order = np.lexsort((kind, stamps, customers))
+    send_add = np.where((kind == 0)[:, None], onehot[row], 0.0)[order]
+    click_add = np.where((kind == 1)[:, None], onehot[row], 0.0)[order]
+    groups = customers[order]
     out = table.copy()
-    for name, values in (("prior_sends", onehot), ("prior_clicks", clicks)):
-        running = pd.DataFrame(values, index=order).groupby(groups).cumsum().to_numpy() - values
+    for name, added in (("prior_sends", send_add), ("prior_clicks", click_add)):
+        running = pd.DataFrame(added).groupby(groups).cumsum().to_numpy() - added
+        reads = kind[order] == 0
+        values = np.empty((n, len(candidates)))
+        values[row[order][reads]] = running[reads]
         for j, candidate in enumerate(candidates):
-            out.loc[order, f"{name}_{candidate}"] = running[:, j]
+            out[f"{name}_{candidate}"] = values[:, j]
     return out
+
+
+def _micros(stamps: pd.Series) -> np.ndarray:
+    """UTC epoch microseconds of a timestamp column (no missing values)."""
+    naive = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return naive.astype("datetime64[us]").to_numpy().astype(np.int64)

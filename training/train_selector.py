@@ -1,10 +1,13 @@
 """The ``tailor train selector --slot …`` job: logged campaigns → selector → MLflow → gate.
 
-Fits the outcome model on the earlier campaigns, estimates on the later ones
-(off-policy, ``training.selector_job.evaluate_selector``), and registers the
-selector that should serve: the learned policy (epsilon-greedy) when it beats the
-logging policy, the best single variant and the current champion; otherwise the
-constant policy of the best variant, with the reason logged on the run.
+Fits the outcome model and estimates it off-policy on rows it did not learn from —
+the later campaigns, or customer folds with cross-fitted predictions
+(``training.selector_job``) — and registers the selector that should serve: the
+learned policy when it beats the logging policy, the best constant policy and the
+current champion (loaded from the registry and re-estimated on the same rows);
+otherwise the constant policy of the best variant. Either way the served policy
+explores ``selectors.epsilon`` with exact propensities, so its own log can evaluate
+every variant later. Every setting that changes the result is logged on the run.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import matplotlib
@@ -22,15 +26,27 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
+from features.errors import InputError
 from features.segments import SegmentSet
-from features.settings import FeatureConfig
+from features.settings import FeatureConfig, SelectorConfig
 from features.store import EventStore
-from models.selector import ALL_CUSTOMER_FEATURES, Policy, Selector, slot_model
+from models.registry import load_version
+from models.selector import CustomerDesign, Selector, candidate_scores, default_content
 from training.selector_job import (
+    SelectorData,
     SelectorEvaluation,
+    SplitPlan,
     build_selector_data,
+    customer_folds,
     evaluate_selector,
+    plan_split,
+    select_feature_set,
+    served_policy,
+    slot_outcome_model,
     store_features_at,
 )
 from training.tracking import (
@@ -56,6 +72,8 @@ class SelectorOutcome:
     promoted: bool
     reason: str
     calibration_error: float
+    split: SplitPlan
+    notes: list[str]
 
 
 def registered_name(slot: str) -> str:
@@ -78,57 +96,120 @@ def train_selector(
     store: EventStore,
     config: FeatureConfig,
     slot: str,
-    reward: str | None = None,
-    holdout_share: float = 0.4,
-    epsilon: float = 0.1,
+    selectors: SelectorConfig | None = None,
+    defaults: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> SelectorOutcome:
-    """Fit, evaluate off-policy, log, register and gate a selector for ``slot``."""
+    """Fit, evaluate off-policy, log, register and gate a selector for ``slot``.
+
+    Parameters
+    ----------
+    selectors : SelectorConfig, optional
+        Reward, population, window, split, exploration, seed (default: the defaults).
+    defaults : dict of str to str, optional
+        The rules' default content per slot: what serving gives customers without
+        consent to personalisation, and so what the gate evaluates for them.
+    """
+    settings = selectors or SelectorConfig()
     say = progress or (lambda message: None)
     features_at = store_features_at(store, config, SegmentSet(()))
+    requested = settings.offer_reward if slot == "offer" else settings.subject_reward
     data = build_selector_data(
         store.read("events"),
         store.read("content"),
         store.read("customers"),
         features_at,
         slot=slot,
-        reward=reward,
+        reward=requested,
+        window=timedelta(hours=settings.attribution_window_hours),
+        population=settings.offer_population,
+        min_positive_rewards=settings.min_positive_rewards,
     )
-    starts = data.table.groupby("campaign_id")["ts"].transform("min")
-    holdout = (starts >= starts.quantile(1 - holdout_share)).to_numpy()
-    say(f"{slot}: {len(data.table):,} logged decisions; {int(holdout.sum()):,} held out")
-    model = slot_model(slot, ensemble=5).fit(data.features[~holdout], data.rewards[~holdout])
+    for note in data.notes:
+        say(f"{slot}: {note}")
+    plan = plan_split(data.table, settings)
+    holdout = plan.holdout
+    learnable = data.learnable
+    say(f"{slot}: {len(data.table):,} logged decisions; hold-out: {plan.reason}")
+    if plan.kind == "campaign":
+        fit_rows = ~holdout
+        folds = customer_folds(data.table["customer_id"], settings.folds, settings.seed)
+        best, losses = select_feature_set(
+            data, folds, fit_rows, seed=settings.seed, with_scores=False
+        )
+        model = slot_outcome_model(slot, best.columns, ensemble=5, random_state=settings.seed).fit(
+            data.features[fit_rows & learnable], data.rewards[fit_rows & learnable]
+        )
+        members = candidate_scores(
+            model, data.table[holdout], data.content, data.candidates, data.design
+        )
+    else:
+        best, losses = select_feature_set(
+            data,
+            plan.fold,
+            np.ones(len(data.table), dtype=bool),
+            seed=settings.seed,
+            with_scores=True,
+        )
+        if best.members is None:
+            raise AssertionError("cross-fitting scores every row")
+        members = best.members
+        model = slot_outcome_model(slot, best.columns, ensemble=5, random_state=settings.seed).fit(
+            data.features[learnable], data.rewards[learnable]
+        )
+    if len(losses) > 1:
+        shown = ", ".join(f"{name} {loss:.5f}" for name, loss in losses.items())
+        say(f"{slot}: feature set {best.name!r} (cross-validated loss: {shown})")
+    losses = {k: v for k, v in losses.items() if np.isfinite(v)}
 
     client = configure(home)
     name = registered_name(slot)
-    champion = champion_version(client, name)
-    champion_value = None
-    if champion is not None and champion.run_id:
-        champion_run = client.get_run(champion.run_id).data
-        # Values are comparable only under the same reward definition.
-        if champion_run.params.get("reward") == data.reward:
-            champion_value = champion_run.metrics.get("promoted_value")
-        else:
-            say(
-                f"{slot}: the champion was judged by {champion_run.params.get('reward')!r}, "
-                f"this run by {data.reward!r}: not compared"
-            )
-    evaluation = evaluate_selector(model, data, holdout, champion_value=champion_value)
+    champion, champion_note = _current_champion(client, name, data)
+    if champion_note:
+        say(f"{slot}: {champion_note}")
+    default = default_content(defaults or {}, slot, data.candidates)
+    try:
+        evaluation = evaluate_selector(
+            members,
+            data,
+            holdout,
+            config=settings,
+            default=default,
+            champion=champion,
+            random_state=settings.seed,
+        )
+    except InputError as error:
+        if champion is None or error.field != "champion":
+            raise
+        champion_note = f"the champion is not compared: {error}"
+        say(f"{slot}: {champion_note}")
+        champion = None
+        evaluation = evaluate_selector(
+            members, data, holdout, config=settings, default=default, random_state=settings.seed
+        )
     learned = evaluation.promoted == "learned"
-    policy = (
-        Policy("epsilon_greedy", epsilon=epsilon)
-        if learned
-        else Policy("constant", content_id=evaluation.best_single)
+    policy = served_policy(settings, None if learned else evaluation.best_single)
+    selector = Selector(
+        slot, data.reward, model, policy, data.candidates, data.content, data.design
     )
-    selector = Selector(slot, data.reward, model, policy, data.candidates, data.content)
-    promoted_value = (
-        evaluation.estimates["DR"].value if learned else evaluation.best_single_estimate.value
+    promoted_estimate = evaluation.estimates["DR"] if learned else evaluation.best_single_estimate
+    champion_estimate = evaluation.champion_estimate
+    beats_champion = champion_estimate is None or (
+        learned or promoted_estimate.value > champion_estimate.value
     )
-    beats_champion = champion_value is None or promoted_value > champion_value
     say(f"{slot}: {evaluation.reason}")
 
-    predicted = model.predict(data.features[holdout])
-    table = reliability(predicted, data.rewards[holdout])
+    if plan.kind == "campaign":
+        predicted = model.predict(data.features[holdout & learnable])
+        observed = data.rewards[holdout & learnable]
+    else:
+        logged = pd.Index(data.candidates).get_indexer(
+            pd.Index(data.table["content_id"].astype(str))
+        )
+        scored = learnable & (logged >= 0)
+        predicted = members.mean(axis=0)[scored, logged[scored]]  # out of fold
+        observed = data.rewards[scored]
+    table = reliability(predicted, observed)
     calibration_error = float(
         np.average(np.abs(table["predicted"] - table["observed"]), weights=table["n"])
     )
@@ -138,27 +219,51 @@ def train_selector(
             {
                 "slot": slot,
                 "reward": data.reward,
+                "reward_requested": requested,
+                "population": data.population,
+                "population_requested": settings.offer_population if slot == "offer" else "all",
+                "attribution_window_hours": settings.attribution_window_hours,
+                "split": plan.kind,
+                "split_requested": settings.split,
+                "holdout_share": settings.holdout_share,
+                "folds": plan.folds,
+                "min_holdout_campaigns": settings.min_holdout_campaigns,
+                "min_holdout_rows": settings.min_holdout_rows,
+                "min_positive_rewards": settings.min_positive_rewards,
+                "seed": settings.seed,
+                "feature_set": best.name,
                 "policy": policy.kind,
                 "policy_content": policy.content_id or "",
-                "epsilon": epsilon if learned else 0.0,
-                "holdout_share": holdout_share,
+                "epsilon": policy.epsilon,
+                "temperature": policy.temperature,
+                "default_content": default,
                 **{f"model.{k}": v for k, v in model.get_params().items()},
             }
         )
         metrics = {
             "logging_value": evaluation.logging_value,
             "best_single_value": evaluation.best_single_estimate.value,
-            "promoted_value": promoted_value,
+            "promoted_value": promoted_estimate.value,
             "calibration_error": calibration_error,
             "decisions": float(len(data.table)),
+            "evaluated_decisions": float(evaluation.rows),
+            **{f"feature_set_loss.{k}": v for k, v in losses.items()},
+            **{f"constant.{c}.DR": e.value for c, e in evaluation.singles.items()},
         }
+        if champion_estimate is not None:
+            metrics["champion.DR"] = champion_estimate.value
         for estimator, estimate in evaluation.estimates.items():
             metrics[f"learned.{estimator}"] = estimate.value
             metrics[f"learned.{estimator}.ci_low"] = estimate.ci_low
             metrics[f"learned.{estimator}.ci_high"] = estimate.ci_high
         mlflow.log_metrics(metrics)
         mlflow.set_tags(
-            {"tailor.gate": evaluation.reason[:5000], "tailor.best_single": evaluation.best_single}
+            {
+                "tailor.gate": evaluation.reason[:5000],
+                "tailor.best_single": evaluation.best_single,
+                "tailor.split": plan.reason[:5000],
+                "tailor.notes": " | ".join([*data.notes, champion_note])[:5000],
+            }
         )
         figure, axis = plt.subplots(figsize=(5, 5))
         axis.plot([0, table["predicted"].max()], [0, table["predicted"].max()], "k--", lw=1)
@@ -166,7 +271,7 @@ def train_selector(
         axis.set(
             xlabel="predicted reward",
             ylabel="observed reward",
-            title=f"{slot} outcome model: reliability on held-out campaigns",
+            title=f"{slot} outcome model: reliability on held-out rows",
         )
         mlflow.log_figure(figure, "figures/reliability.png")
         plt.close(figure)
@@ -177,28 +282,69 @@ def train_selector(
                 python_model=str(PYFUNC_CODE),
                 artifacts={"selector": str(saved)},
                 pip_requirements=default_pip_requirements(),
-                # One decision with every raw customer column the selector reads.
-                input_example=pd.DataFrame(
-                    {
-                        "decision_id": ["example-1"],
-                        "country": ["US"],
-                        **{c: [0.0] for c in ALL_CUSTOMER_FEATURES},
-                        **{c: [0.0] for c in model.feature_names_ if c.startswith("prior_")},
-                    }
-                ),
+                # One decision with every raw customer column the selector reads; only
+                # the decision id is required (an unknown feature is NaN, as in training).
+                input_example=_input_example(data.design),
+                signature=ModelSignature(inputs=_input_schema(data.design)),
                 registered_model_name=name,
             )
         logger.debug("selector run %s", run.info.run_id)
     version = int(info.registered_model_version or 0)
+    verdict = "learned policy" if learned else f"constant best variant ({evaluation.best_single})"
+    explores = f" exploring {policy.epsilon:.0%}" if policy.epsilon else ""
     if beats_champion:
         client.set_registered_model_alias(name, CHAMPION, str(version))
-        reason = (
-            "learned policy promoted: " if learned else "constant best variant promoted: "
-        ) + evaluation.reason
+        reason = f"{verdict}{explores} promoted: " + evaluation.reason
     else:
+        assert champion_estimate is not None
         reason = (
-            f"not promoted: {promoted_value:.4f} does not beat the champion's "
-            f"{champion_value:.4f}; " + evaluation.reason
+            f"not promoted: {verdict}{explores} ({promoted_estimate.value:.4f}) does not beat "
+            f"the champion re-estimated on the same rows ({champion_estimate.value:.4f}); "
+            + evaluation.reason
         )
     client.set_model_version_tag(name, str(version), "tailor.promotion", reason[:5000])
-    return SelectorOutcome(evaluation, selector, version, beats_champion, reason, calibration_error)
+    return SelectorOutcome(
+        evaluation, selector, version, beats_champion, reason, calibration_error, plan, data.notes
+    )
+
+
+def _current_champion(
+    client: MlflowClient, name: str, data: SelectorData
+) -> tuple[Selector | None, str]:
+    """The registered champion selector, when it is comparable with this run."""
+    version = champion_version(client, name)
+    if version is None:
+        return None, ""
+    if version.run_id:
+        judged = client.get_run(version.run_id).data.params.get("reward")
+        # Values are comparable only under the same reward definition.
+        if judged != data.reward:
+            return None, (
+                f"the champion (version {version.version}) was judged by {judged!r}, this run "
+                f"by {data.reward!r}: not compared"
+            )
+    loaded = load_version(client, name, version.version)
+    if not isinstance(loaded, Selector):
+        return None, f"the champion (version {version.version}) is not a selector: not compared"
+    return loaded, f"champion version {version.version} re-estimated on this run's rows"
+
+
+def _input_schema(design: CustomerDesign) -> Schema:
+    """The pyfunc's inputs: the decision id (required) and the raw customer columns."""
+    columns: list[ColSpec | TensorSpec] = [
+        ColSpec("string", "decision_id"),
+        ColSpec("string", "country", required=False),
+    ]
+    columns += [ColSpec("double", c, required=False) for c in design.numeric]
+    columns += [ColSpec("string", c, required=False) for c, _ in design.categories]
+    columns += [ColSpec("double", c, required=False) for c in design.priors]
+    return Schema(columns)
+
+
+def _input_example(design: CustomerDesign) -> pd.DataFrame:
+    """One decision with every raw customer column ``design`` reads."""
+    example: dict[str, list[object]] = {"decision_id": ["example-1"], "country": ["US"]}
+    example |= {c: [0.0] for c in design.numeric}
+    example |= {c: [levels[0]] for c, levels in design.categories}
+    example |= {c: [0.0] for c in design.priors}
+    return pd.DataFrame(example)

@@ -673,3 +673,55 @@ def test_interaction_weights_are_validated_naming_the_field():
         FeatureConfig(interaction_weights={"purchase": -1.0})
     with pytest.raises(ValidationError, match="stock_change"):
         FeatureConfig(interaction_weights={"stock_change": 1.0})
+
+
+def test_a_consent_update_after_as_of_does_not_change_a_historical_snapshot(tmp_path, store):
+    header = "customer_id,email,consent_email,consent_personalization,consent_updated_ts\n"
+    first = tmp_path / "customers-1.csv"
+    first.write_text(header + "c1,c1@example.com,true,true,2026-11-01T00:00:00Z\n")
+    # Withdrawn on 2026-11-15, ingested later: not yet true on 2026-11-10.
+    second = tmp_path / "customers-2.csv"
+    second.write_text(header + "c1,c1@example.com,true,false,2026-11-15T00:00:00Z\n")
+    log = tmp_path / "events.csv"
+    log.write_text(
+        "event_id,ts,event_type,customer_id,item_id\na,2026-11-08T10:00:00Z,product_view,c1,i1\n"
+    )
+    ingest_file(first, kind="customers", store=store, now=datetime(2026, 11, 2, tzinfo=UTC))
+    ingest_file(log, kind="events", store=store, now=datetime(2026, 11, 9, tzinfo=UTC))
+    ingest_file(second, kind="customers", store=store, now=datetime(2026, 11, 28, tzinfo=UTC))
+    kw = {"config": CONFIG, "segments": SEGMENTS}
+    then = build_snapshot(store, as_of=datetime(2026, 11, 10, tzinfo=UTC), **kw)  # type: ignore[arg-type]
+    now = build_snapshot(store, as_of=datetime(2026, 11, 20, tzinfo=UTC), **kw)  # type: ignore[arg-type]
+    assert row(then, "c1")["personalised"] and row(then, "c1")["product_view_30d"] == 1
+    assert not row(now, "c1")["personalised"]
+    assert pd.isna(row(now, "c1")["product_view_30d"])
+
+
+def test_customer_attributes_become_typed_columns_for_the_consenting():
+    people = customers("c1", "c2", "c3")
+    people["attributes"] = [
+        '{"history": 675.5, "newbie": true, "Zip Code": "Rural", "tags": [1, 2]}',
+        '{"history": 45, "newbie": false, "Zip Code": "Urban"}',
+        '{"history": 10, "Zip Code": "Urban"}',
+    ]
+    people.loc[2, "consent_personalization"] = False
+    s = snap(
+        events({"ts": hours_before(1), "event_type": "page_view", "customer_id": "c1"}), people
+    )
+    c = s.customers.set_index("customer_id")
+    assert c["attr_history"].tolist()[:2] == [675.5, 45.0]  # numbers stay numbers
+    assert c["attr_newbie"].tolist()[:2] == [1.0, 0.0]  # booleans as 0/1
+    assert c["attr_zip_code"].tolist()[:2] == ["Rural", "Urban"]  # text stays text
+    assert c.loc["c1", "attr_tags"] == "[1,2]" and pd.isna(c.loc["c2", "attr_tags"])
+    # No profile without consent: c3's attributes are not read.
+    assert c.loc["c3", ["attr_history", "attr_zip_code"]].isna().all()
+    assert pd.api.types.is_float_dtype(c["attr_history"])
+
+
+def test_attributes_that_are_not_json_objects_are_refused_naming_the_field():
+    people = customers("c1")
+    people["attributes"] = ["[1, 2]"]
+    with pytest.raises(InputError, match="attributes"):
+        snap(
+            events({"ts": hours_before(1), "event_type": "page_view", "customer_id": "c1"}), people
+        )

@@ -153,3 +153,70 @@ def test_continuous_rewards_get_a_regression_model(tmp_path):
     loaded = OutcomeModel.load(model.save(tmp_path / "m"))
     assert loaded.objective_ == "regression"
     np.testing.assert_array_equal(loaded.predict(features), model.predict(features))
+
+
+def test_a_constant_policy_explores_epsilon_uniformly_by_hand():
+    p = Policy("constant", content_id="b", epsilon=0.06).probabilities(SCORES, ["a", "b", "c"])
+    np.testing.assert_allclose(p, [[0.02, 0.96, 0.02], [0.02, 0.96, 0.02]])
+    # Exploration covers the eligible candidates only.
+    eligible = np.array([[True, True, False], [True, True, True]])
+    q = Policy("constant", content_id="b", epsilon=0.06).probabilities(
+        SCORES, ["a", "b", "c"], eligible
+    )
+    np.testing.assert_allclose(q[0], [0.03, 0.97, 0.0])
+
+
+def test_forced_rows_get_their_content_whatever_the_policy():
+    forced = np.array([2, -1])  # row 0: no consent, the default (c); row 1: the model
+    for policy in (Policy("epsilon_greedy", epsilon=0.3), Policy("constant", content_id="a")):
+        p = policy.probabilities(SCORES, ["a", "b", "c"], forced=forced)
+        np.testing.assert_allclose(p[0], [0, 0, 1])
+        np.testing.assert_allclose(p[1], policy.probabilities(SCORES, ["a", "b", "c"])[1])
+    with pytest.raises(InputError, match="forced"):
+        Policy().probabilities(SCORES, forced=np.array([3, -1]))
+
+
+def test_a_format_1_constant_artifact_does_not_start_exploring(tmp_path):
+    import json
+
+    from models.selector import Selector
+
+    content = pd.DataFrame({"offer_x": [1.0, 0.0]}, index=["a", "b"])
+    design = pd.DataFrame({"engagement_score": [0.0, 1.0] * 50, "offer_x": [1.0, 0.0] * 50})
+    model = OutcomeModel(n_estimators=5, min_child_samples=5).fit(design, np.tile([0, 1], 50))
+    path = Selector(
+        "offer", "click", model, Policy("constant", content_id="b"), ["a", "b"], content
+    ).save(tmp_path / "sel")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest.update(format=1, policy={**manifest["policy"], "epsilon": 0.1})
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert Selector.load(path).policy.epsilon == 0.0
+
+
+def test_customer_design_types_attributes_and_keeps_its_levels():
+    from models.selector import CustomerDesign
+
+    n = 400
+    table = pd.DataFrame(
+        {
+            "engagement_score": np.linspace(0, 1, n),
+            "attr_history": np.arange(n, dtype=float),
+            "attr_channel": np.where(np.arange(n) % 4 == 0, "Phone", "Web"),
+            "attr_zip": [f"{i:05d}" for i in range(n)],  # every value once
+            "attr_segment": ["a"] * 395 + ["rare"] * 5,
+        }
+    )
+    design, dropped = CustomerDesign.learn(table, ["engagement_score"])
+    assert design.numeric == ("engagement_score", "attr_history")
+    assert dict(design.categories) == {"attr_channel": ("Phone", "Web"), "attr_segment": ("a",)}
+    assert "attr_zip" in dropped and "400 distinct values" in dropped["attr_zip"]
+    rows = pd.DataFrame(
+        {"attr_channel": ["Web", "Phone", None, "Fax"], "attr_history": [1.0, None, 3.0, 4.0]}
+    )
+    frame = design.frame(rows)
+    np.testing.assert_allclose(frame["attr_channel#0"], [0, 1, np.nan, 0])  # Phone
+    np.testing.assert_allclose(frame["attr_channel#1"], [1, 0, np.nan, 0])  # Web
+    np.testing.assert_allclose(frame["attr_history"], [1, np.nan, 3, 4])
+    assert frame["engagement_score"].isna().all()  # unknown: NaN, never made up
+    assert list(frame.columns) == design.columns()
+    assert CustomerDesign.from_dict(design.to_dict()) == design

@@ -18,6 +18,7 @@ from features.errors import InputError
 from features.online_log import OnlineEventLog, compact
 from features.snapshot import latest_snapshot, load_snapshot
 from features.store import EventStore
+from models.selector import OutcomeModel, Policy
 from serving.core import BatchTooLarge, DecisionCore, NotReady, UnknownCandidates
 from serving.rules import compile_rules, load_rules
 from serving.schemas import (
@@ -671,12 +672,16 @@ def test_the_serving_layout_scores_exactly_like_the_training_design(home):
     for slot in ("subject", "offer"):
         selector = core.bundle.selectors[slot]
         layout = core.bundle.layouts[slot]
+        assert selector.design is not None  # the artifact holds its customer design
         candidates = list(layout.content_ids)
         candidates = [
             c
             for c in candidates
             if c in set(core.bundle.content.loc[core.bundle.content["slot"] == slot, "content_id"])
         ]
+        content = core.bundle.content_features.reindex(
+            columns=selector.content.columns, fill_value=0.0
+        )
         for person in people:
             profile = profiles[person]
             row = dict(profile.features)
@@ -686,13 +691,53 @@ def test_the_serving_layout_scores_exactly_like_the_training_design(home):
                         row[name] = float(
                             profile.responses.get(name.removeprefix(prefix), (0, 0))[which]
                         )
-            expected = candidate_scores(
-                selector.model,
-                pd.DataFrame([row]),
-                core.bundle.content_features.reindex(columns=selector.content.columns),
-                candidates,
+            frame = pd.DataFrame([row])
+            # The design serving builds is the one training builds, column for column.
+            customer = selector.design.frame(frame)
+            training = pd.concat(
+                [
+                    customer.loc[[0] * len(candidates)].reset_index(drop=True),
+                    content.loc[candidates].reset_index(drop=True),
+                ],
+                axis=1,
+            )[selector.model.feature_names_]
+            np.testing.assert_array_equal(
+                layout.design(profile, candidates), training.to_numpy(dtype=float)
             )
+            expected = candidate_scores(selector.model, frame, content, candidates, selector.design)
             np.testing.assert_allclose(layout.scores(profile, candidates), expected, rtol=1e-9)
+
+
+def test_the_serving_layout_reads_attribute_categories_with_the_stored_levels():
+    from models.selector import CustomerDesign, Selector
+    from serving.core import SelectorLayout
+    from serving.online import Profile
+
+    content = pd.DataFrame({"offer_id_a": [1.0, 0.0], "offer_id_b": [0.0, 1.0]}, index=["a", "b"])
+    design = CustomerDesign(
+        numeric=("attr_history",), categories=(("attr_channel", ("Phone", "Web")),)
+    )
+    rows = pd.DataFrame({"attr_history": np.arange(200.0), "attr_channel": ["Web", "Phone"] * 100})
+    shown = np.tile([0, 1], 100)
+    features = pd.concat([design.frame(rows), content.iloc[shown].reset_index(drop=True)], axis=1)
+    model = OutcomeModel(n_estimators=5, min_child_samples=5).fit(features, shown % 2)
+    selector = Selector("offer", "click", model, Policy("greedy"), ["a", "b"], content, design)
+    layout = SelectorLayout.build(selector, content)
+    profile = Profile(
+        "c1", True, True, True, raw_features='{"attr_history": 12, "attr_channel": "Phone"}'
+    )
+    expected = pd.concat(
+        [
+            design.frame(pd.DataFrame([{"attr_history": 12, "attr_channel": "Phone"}]))
+            .loc[[0, 0]]
+            .reset_index(drop=True),
+            content.reset_index(drop=True),
+        ],
+        axis=1,
+    )[model.feature_names_]
+    np.testing.assert_array_equal(layout.design(profile, ["a", "b"]), expected.to_numpy())
+    unknown = Profile("c2", True, True, True, raw_features='{"attr_history": null}')
+    assert np.isnan(layout.design(unknown, ["a"])[0, model.feature_names_.index("attr_channel#0")])
 
 
 def test_an_unsubscribe_makes_the_customer_not_sendable_at_once(home):

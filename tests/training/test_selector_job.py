@@ -87,6 +87,52 @@ def test_outcomes_are_attributed_within_the_window_only():
     assert not out.loc["c2", "opened"]  # before the send: not caused by it
 
 
+def test_outcomes_carrying_the_decision_id_count_at_any_time_after_the_send():
+    t0 = pd.Timestamp("2008-03-01T10:00:00Z")
+    decisions = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2", "c3"],
+            "campaign_id": ["k", "k", "k"],
+            "ts": [t0, t0, t0],
+            "content_id": ["a", "b", "a"],
+            "decision_id": ["d1", "d2", "d3"],
+            "propensity": [0.5, 0.5, 0.5],
+        }
+    )
+    sends = decisions.assign(event_type="email_sent", slot="offer")
+    # c1's subject decision of the same send: a click carrying it is c1's outcome.
+    subject = sends.iloc[[0]].assign(slot="subject", decision_id="s1", content_id="line")
+    outcomes = pd.DataFrame(
+        {
+            "event_type": ["email_click", "purchase", "purchase", "email_click", "purchase"],
+            "customer_id": ["c1", "c1", "c2", "c3", "c3"],
+            "campaign_id": [None, "k", "k", "k", "k"],
+            "decision_id": ["s1", "d1", None, None, "d3"],
+            "ts": [
+                t0 + timedelta(hours=200),  # by the subject decision's id, 200 h later
+                t0 + timedelta(hours=350),  # by its own decision id, 350 h later
+                t0 + timedelta(hours=80),  # no id, outside the 72 h window
+                t0 + timedelta(hours=5),  # no id, inside the window
+                t0 - timedelta(hours=1),  # carries the id but precedes the send
+            ],
+            "price": [None, 40.0, 30.0, None, 10.0],
+            "quantity": [None, 1, 1, None, 1],
+        }
+    )
+    events = pd.concat([sends, subject, outcomes], ignore_index=True)
+    out = attach_outcomes(decisions, events, window=timedelta(hours=72)).set_index("customer_id")
+    assert out.loc["c1", "clicked"] and out.loc["c1", "converted"]
+    assert out.loc["c1", "revenue"] == 40.0
+    assert out.loc["c1", "click_ts"] == t0 + timedelta(hours=200)
+    assert not out.loc["c2", "converted"]
+    assert out.loc["c3", "clicked"] and not out.loc["c3", "converted"]
+    assert not out["open_event"].any()  # clicks imply opens, but no open was logged
+    assert out["opened"].tolist() == [True, False, True]
+    # A longer window takes c2's purchase without a decision id too.
+    wide = attach_outcomes(decisions, events, window=timedelta(hours=96)).set_index("customer_id")
+    assert wide.loc["c2", "converted"]
+
+
 def test_response_history_never_includes_the_row_itself():
     t = pd.Timestamp("2026-11-01", tz="UTC")
     table = pd.DataFrame(
@@ -95,12 +141,32 @@ def test_response_history_never_includes_the_row_itself():
             "ts": [t, t + timedelta(days=4), t + timedelta(days=8)],
             "content_id": ["a", "a", "b"],
             "clicked": [True, False, True],
+            "click_ts": [t + timedelta(hours=1), pd.NaT, t + timedelta(days=8, hours=1)],
         }
     )
     out = with_response_history(table, ["a", "b"])
     assert out["prior_sends_a"].tolist() == [0, 1, 2]
     assert out["prior_clicks_a"].tolist() == [0, 1, 1]
     assert out["prior_sends_b"].tolist() == [0, 0, 0]
+    assert out["prior_clicks_b"].tolist() == [0, 0, 0]
+
+
+def test_a_click_arriving_after_the_current_send_is_not_a_prior_response():
+    t = pd.Timestamp("2026-11-01", tz="UTC")
+    table = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c1", "c2"],
+            "ts": [t, t + timedelta(days=2), t + timedelta(days=9), t + timedelta(days=2)],
+            "content_id": ["a", "b", "b", "a"],
+            "clicked": [True, False, False, False],
+            # c1 clicked the first send (a) five days later: after the second send.
+            "click_ts": [t + timedelta(days=5), pd.NaT, pd.NaT, pd.NaT],
+        }
+    ).sample(frac=1.0, random_state=3)  # row order does not matter
+    out = with_response_history(table, ["a", "b"]).sort_values(["customer_id", "ts"])
+    assert out["prior_clicks_a"].tolist() == [0, 0, 1, 0]
+    assert out["prior_sends_a"].tolist() == [0, 1, 1, 0]
+    assert out["prior_sends_b"].tolist() == [0, 0, 1, 0]
 
 
 def test_features_come_from_before_each_campaign(store):
@@ -129,7 +195,9 @@ def test_the_planted_best_subject_line_is_recovered(store, slot_data):
     data = slot_data("subject")
     model = OutcomeModel().fit(data.features, data.rewards)
     latest = data.table.sort_values("ts").drop_duplicates("customer_id", keep="last")
-    scores = candidate_scores(model, latest, data.content, data.candidates).mean(axis=(0, 1))
+    scores = candidate_scores(model, latest, data.content, data.candidates, data.design).mean(
+        axis=(0, 1)
+    )
     ranking = pd.Series(scores, index=data.candidates).sort_values(ascending=False)
     # The planted best trait is personalisation: the model's best line carries it,
     # and its true open rate is within a point of the truly best line's.
@@ -190,7 +258,7 @@ def test_learned_subject_policy_beats_logging_and_ope_covers_its_true_value(stor
     model = OutcomeModel().fit(data.features[train], data.rewards[train])
     test = table[~train].reset_index(drop=True)
     candidates = data.candidates
-    scores = candidate_scores(model, test, data.content, candidates).mean(axis=0)
+    scores = candidate_scores(model, test, data.content, candidates, data.design).mean(axis=0)
     # Eligibility before the policy: no name token for customers without consent.
     consent = (
         test["customer_id"]
@@ -227,7 +295,10 @@ def test_gate_picks_the_learned_policy_or_falls_back_to_the_best_variant(slot_da
     starts = data.table.groupby("campaign_id")["ts"].transform("min")
     holdout = (starts >= starts.quantile(0.6)).to_numpy()
     model = OutcomeModel().fit(data.features[~holdout], data.rewards[~holdout])
-    result = evaluate_selector(model, data, holdout)
+    members = candidate_scores(
+        model, data.table[holdout], data.content, data.candidates, data.design
+    )
+    result = evaluate_selector(members, data, holdout)
     assert set(result.estimates) == {"IPS", "SNIPS", "DM", "DR"}
     assert result.best_single in data.candidates
     if result.promoted == "learned":
@@ -238,7 +309,7 @@ def test_gate_picks_the_learned_policy_or_falls_back_to_the_best_variant(slot_da
         assert result.promoted == result.best_single
         assert "best single variant" in result.reason or "logging" in result.reason
     # A champion that cannot be beaten blocks promotion, whatever the model.
-    blocked = evaluate_selector(model, data, holdout, champion_value=1.0)
+    blocked = evaluate_selector(members, data, holdout, champion_value=1.0)
     assert blocked.promoted == blocked.best_single and "current champion" in blocked.reason
 
 
