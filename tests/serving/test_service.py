@@ -312,7 +312,8 @@ def test_starts_degraded_without_a_registered_model(trained_home, tmp_path):
         snapshot = load_snapshot(latest_snapshot(home / "features"))
         people = snapshot.customers[snapshot.customers["personalised"].astype(bool)]
         busy = set(snapshot.triggers["customer_id"]) | set(snapshot.segments["customer_id"])
-        customer = next(c for c in people["customer_id"] if c not in busy)
+        with_history = set(snapshot.user_ids)
+        customer = next(c for c in people["customer_id"] if c not in busy and c in with_history)
         answer = _post(bare, "/recommend", {"customer_id": customer, "n": 3})
         assert answer.status_code == 200
         assert answer.json()["strategy"] == "fallback:popular"
