@@ -205,6 +205,10 @@ class OutcomeModel:
             raise NotFoundError("OutcomeModel is not fitted; call fit() first")
 
 
+OFFER_TREES: dict[str, int] = {"n_estimators": 600, "num_leaves": 4, "min_child_samples": 200}
+"""LightGBM settings of an offer model: shallow trees, large leaves."""
+
+
 def slot_model(slot: str, *, ensemble: int = 1, random_state: int = 0) -> OutcomeModel:
     """The outcome model a slot is fitted with.
 
@@ -219,9 +223,7 @@ def slot_model(slot: str, *, ensemble: int = 1, random_state: int = 0) -> Outcom
     """
     if slot == "offer":
         return OutcomeModel(
-            n_estimators=600,
-            num_leaves=4,
-            min_child_samples=200,
+            **OFFER_TREES,
             ensemble=ensemble,
             random_state=random_state,
             columns=[*OFFER_CUSTOMER_FEATURES, *OFFER_FEATURES],

@@ -41,6 +41,7 @@ from features.store import EventStore
 from models.content_features import OFFER_FEATURES, OFFER_ID_PREFIX, content_features
 from models.selector import (
     OFFER_CUSTOMER_FEATURES,
+    OFFER_TREES,
     CustomerDesign,
     OutcomeModel,
     Policy,
@@ -349,9 +350,7 @@ def slot_outcome_model(
     changes an outcome by a few points, and deep trees fit noise)."""
     if slot == "offer":
         return OutcomeModel(
-            n_estimators=600,
-            num_leaves=4,
-            min_child_samples=200,
+            **OFFER_TREES,
             ensemble=ensemble,
             random_state=random_state,
             columns=columns,
