@@ -64,6 +64,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from features.contracts import CATALOG, CHANNELS, CONTENT, CUSTOMERS, EVENT_TYPES, EVENTS
 from features.errors import InputError
+from features.simulated_identity import make_contacts
 
 __all__ = [
     "CUSTOMER_TYPES",
@@ -102,17 +103,6 @@ _CATEGORY_NAMES = tuple(
 _BRAND_HEADS = ("Nor", "Vel", "Ast", "Bri", "Cal", "Dun", "Eve", "Fal", "Hal", "Kin")
 _BRAND_TAILS = ("ora", "ex", "wood", "line", "field", "mark")
 _ADJECTIVES = ("Classic", "Everyday", "Premium", "Essential", "Modern", "Compact", "Deluxe")
-_FIRST_NAMES = tuple(
-    "Ava Ben Chloe Daniel Ella Finn Grace Henry Isla Jack Kate Liam Maya Noah Olivia Paul "
-    "Quinn Ruby Sam Tara Uma Victor Wendy Xavier Yara Zoe Aaron Bella Carlos Diana Ethan "
-    "Fiona Gabriel Hannah Ivan Julia Kevin Laura Marco Nina".split()
-)
-_LAST_NAMES = tuple(
-    "Smith Johnson Brown Garcia Miller Davis Wilson Moore Taylor Anderson Thomas Jackson "
-    "White Harris Martin Thompson Lopez Lee Walker Hall Allen Young King Wright Scott Green "
-    "Baker Adams Nelson Hill Campbell Mitchell Roberts Carter Phillips Evans".split()
-)
-_EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example", "inbox.example")
 
 _COUNTRIES = ("US", "CA", "GB", "DE", "AU")
 _COUNTRY_P = (0.70, 0.10, 0.10, 0.05, 0.05)
@@ -129,7 +119,6 @@ _TIMEZONES: tuple[tuple[str, int, tuple[int, ...], str], ...] = (
     ("Australia/Sydney", 11, (), "AU"),
 )
 _TZ_P_IN_COUNTRY = (0.45, 0.25, 0.08, 0.22, 0.7, 0.3, 1.0, 1.0, 1.0)
-_INTL_PHONE = {"GB": ("+44 20 ", "+4420"), "DE": ("+49 30 ", "+4930"), "AU": ("+61 2 ", "+612")}
 _LOCAL_HOURS = np.array([7, 8, 12, 13, 18, 19, 20, 21, 22])
 _LOCAL_HOUR_P = np.array([0.08, 0.12, 0.12, 0.08, 0.1, 0.14, 0.16, 0.12, 0.08])
 
@@ -579,10 +568,6 @@ def _in_stock(cat: _Catalog, item: np.ndarray, t: np.ndarray, horizon: int) -> n
 
 
 # ---------------------------------------------------------------- customers
-def _pad(values: np.ndarray, width: int) -> pd.Series:
-    return pd.Series(np.asarray(values, dtype=np.int64)).astype(str).str.zfill(width)
-
-
 def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _People:
     start = int(cfg.start.timestamp())
     end = start + cfg.days * _DAY
@@ -630,95 +615,20 @@ def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _Pe
     lapsing = rng.choice(candidates, n_lapse, replace=False)
     lapse[lapsing] = start + (rng.uniform(0.35, 0.65, n_lapse) * (end - start)).astype(np.int64)
 
-    # names, emails, phones
-    first = np.array(_FIRST_NAMES, dtype=object)[rng.integers(0, len(_FIRST_NAMES), n_per)]
-    last = np.array(_LAST_NAMES, dtype=object)[rng.integers(0, len(_LAST_NAMES), n_per)]
-    domain = np.array(_EMAIL_DOMAINS, dtype=object)[rng.integers(0, len(_EMAIL_DOMAINS), n_per)]
-    number = pd.Series(rng.permutation(n_per) + 1).astype(str)
-    email = (
-        pd.Series(first).str.lower() + "." + pd.Series(last).str.lower() + number + "@" + domain
-    ).to_numpy(dtype=object)
-
-    # central-office codes 200-999 without the N11 service codes (211, ..., 911)
-    exchanges = np.array([x for x in range(200, 1000) if x % 100 != 11])
-    subscriber = rng.choice(len(exchanges) * 10_000, n_per, replace=False)
-    nanp = country <= 1
-    has_phone = rng.random(n_per) < np.where(nanp, 0.8, 0.5)
-    codes_by_tz = [t[2] for t in _TIMEZONES]
-    area = np.zeros(n_per, np.int64)
-    for z, codes in enumerate(codes_by_tz):  # loop over 9 timezones
-        rows = np.flatnonzero(tz == z)
-        if codes and len(rows):
-            area[rows] = np.array(codes)[rng.integers(0, len(codes), len(rows))]
-    a = _pad(area, 3)
-    e = _pad(exchanges[subscriber // 10_000], 3)
-    ln = _pad(subscriber % 10_000, 4)
-    nanp_formats = np.stack(
-        [
-            ("+1 " + a + " " + e + " " + ln).to_numpy(dtype=object),
-            ("(" + a + ") " + e + "-" + ln).to_numpy(dtype=object),
-            (a + "." + e + "." + ln).to_numpy(dtype=object),
-            (a + "-" + e + "-" + ln).to_numpy(dtype=object),
-            ("+1" + a + e + ln).to_numpy(dtype=object),
-        ]
+    contacts = make_contacts(
+        rng,
+        country=np.array(_COUNTRIES, dtype=object)[country],
+        tz=tz,
+        area_codes=[t[2] for t in _TIMEZONES],
+        signup=signup,
+        n_dup=n_dup,
+        start=start,
+        end=end,
     )
-    sub8 = _pad(70_000_000 + subscriber, 8)
-    spaced_head = np.full(n_per, "", dtype=object)
-    compact_head = np.full(n_per, "", dtype=object)
-    for code, (spaced, compact) in _INTL_PHONE.items():
-        rows = country == _COUNTRIES.index(code)
-        spaced_head[rows] = spaced
-        compact_head[rows] = compact
-    intl_formats = np.stack(
-        [
-            (spaced_head + sub8.str.slice(0, 4) + " " + sub8.str.slice(4)).to_numpy(dtype=object),
-            (compact_head + sub8).to_numpy(dtype=object),
-        ]
-    )
-    fmt = rng.integers(0, 5, n_per)
-    idx = np.arange(n_per)
-    phone = np.where(nanp, nanp_formats[fmt, idx], intl_formats[fmt % 2, idx])
-    phone[~has_phone] = None
-
-    # second records of duplicate persons
-    dup_persons = np.sort(rng.choice(n_per, n_dup, replace=False))
-    dup_record = np.full(n_per, -1, np.int64)
-    dup_record[dup_persons] = n_per + np.arange(n_dup)
-    variant = rng.choice(4, n_dup, p=(0.35, 0.3, 0.2, 0.15))
-    dp_phone = has_phone[dup_persons]
-    variant = np.where((variant == 3) & ~dp_phone, 0, variant)
-    base_email = pd.Series(email[dup_persons], dtype=object).astype(str)
-    email_variants = np.stack(
-        [
-            base_email.str.title().to_numpy(dtype=object),
-            (" " + base_email.str.title() + " ").to_numpy(dtype=object),
-            base_email.str.upper().to_numpy(dtype=object),
-            np.full(n_dup, None, dtype=object),
-        ]
-    )
-    dup_email = email_variants[variant, np.arange(n_dup)]
-    keep_phone = dp_phone & ((variant == 3) | (rng.random(n_dup) < 0.6))
-    other_fmt = (fmt[dup_persons] + 1 + rng.integers(0, 4, n_dup)) % 5
-    dup_nanp = nanp[dup_persons]
-    dup_phone_text = np.where(
-        dup_nanp,
-        nanp_formats[other_fmt, dup_persons],
-        intl_formats[(fmt[dup_persons] + 1) % 2, dup_persons],
-    )
-    dup_phone = dup_phone_text.copy()
-    dup_phone[~keep_phone] = None
-    has_dup_email = variant != 3
-    link_via = np.where(
-        has_dup_email & keep_phone, "email+phone", np.where(has_dup_email, "email", "phone")
-    ).tolist()
-    dup_signup = signup[dup_persons] + (
-        rng.random(n_dup) * (end - np.maximum(signup[dup_persons], start - 365 * _DAY))
-    ).astype(np.int64)
-
-    person = np.concatenate([np.arange(n_per), dup_persons])
-    rec_signup = np.concatenate([signup, dup_signup])
-    rec_email = np.concatenate([email, dup_email])
-    rec_phone = np.concatenate([phone, dup_phone])
+    person = contacts.person
+    rec_signup = contacts.signup
+    rec_email = contacts.email
+    rec_phone = contacts.phone
     consent_email = rng.random(n_rec) >= cfg.no_email_consent_share
     consent_pers = rng.random(n_rec) >= cfg.no_personalization_consent_share
     updated = np.where(
@@ -730,7 +640,11 @@ def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _Pe
     ids = _ids("c", id_number, 7).to_numpy(zero_copy_only=False)
     tz_names = np.array([t[0] for t in _TIMEZONES], dtype=object)[tz]
     attributes = (
-        '{"first_name": "' + pd.Series(first) + '", "timezone": "' + pd.Series(tz_names) + '"}'
+        '{"first_name": "'
+        + pd.Series(contacts.first_name)
+        + '", "timezone": "'
+        + pd.Series(tz_names)
+        + '"}'
     ).to_numpy(dtype=object)[person]
 
     order = np.argsort(id_number)
@@ -762,7 +676,7 @@ def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _Pe
         hour_utc=hour_utc,
         lapse=lapse,
         intl=intl,
-        dup_record=dup_record,
+        dup_record=contacts.dup_record,
         person=person,
         ids=ids,
         signup=rec_signup,
@@ -770,7 +684,7 @@ def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _Pe
         consent_personalization=consent_pers,
         has_email=pd.notna(rec_email),
         table=frame,
-        link_via=link_via,
+        link_via=contacts.link_via,
     )
 
 
