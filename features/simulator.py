@@ -7,8 +7,12 @@ ground truth that downstream code must recover and records all of it in
 - each customer's latent category preferences (one clearly preferred category),
   price sensitivity, activity level and type (``bargain_hunter``,
   ``convenience_seeker``, ``brand_loyal``), none of which appear in the tables;
-- the same person under two customer records (email re-cased / padded, phone
-  re-formatted), anonymous sessions linked by a ``login`` event, shared devices;
+- who is who, as a real CRM export has it (drawn by :mod:`features.simulated_identity`):
+  name, date of birth, address, postcode and city in ``attributes``; the same person
+  under two customer records (email re-cased / padded, phone re-formatted, and on
+  top name typos, moves, and fuzzy duplicates that share no email or phone);
+  placeholder emails, household landlines and the shop's phone shared by records of
+  different persons; anonymous sessions linked by a ``login`` event, shared devices;
 - a browse funnel with realistic rates (product view -> cart about 9 %, cart ->
   purchase about 35 %), price-sensitive browsing (the more price-sensitive, the more
   often a shopper opens the cheapest item of a listing rather than the priciest) and
@@ -41,6 +45,7 @@ Conventions
   ``customers - len(truth["identity_links"])`` persons.
 - Per-customer truth (``preferred_category``, ``customer_type``, ...) is keyed by
   every customer id; both records of one person carry the person's values.
+- Placeholder emails are no addresses: their records receive no campaign email.
 
 Everything is vectorised with numpy / Arrow; Python loops run over campaigns only.
 """
@@ -64,7 +69,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from features.contracts import CATALOG, CHANNELS, CONTENT, CUSTOMERS, EVENT_TYPES, EVENTS
 from features.errors import InputError
-from features.simulated_identity import make_contacts
+from features.simulated_identity import customer_attributes, identity_truth, make_contacts
 
 __all__ = [
     "CUSTOMER_TYPES",
@@ -246,6 +251,34 @@ class SimulationConfig(BaseModel):
     duplicate_person_share: float = Field(
         0.03, ge=0.0, le=1.0, description="share of persons with a second customer record"
     )
+    name_typo_share: float = Field(
+        0.3, ge=0.0, le=1.0, description="share of second records with a one-letter name typo"
+    )
+    moved_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="share of second records at a new address (moved)"
+    )
+    fuzzy_duplicate_share: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="share of second records with another email and no phone: linkable "
+        "only by name, date of birth and address",
+    )
+    placeholder_email_share: float = Field(
+        0.03,
+        ge=0.0,
+        le=1.0,
+        description="share of records whose email is a placeholder (noemail@example.com, ...)",
+    )
+    household_share: float = Field(
+        0.04,
+        ge=0.0,
+        le=1.0,
+        description="share of persons in households of 2-3 (one last name, address, landline)",
+    )
+    store_phone_share: float = Field(
+        0.01, ge=0.0, le=1.0, description="share of records carrying the shop's phone number"
+    )
     anonymous_session_share: float = Field(
         0.2, ge=0.0, le=1.0, description="share of sessions that start anonymous (web)"
     )
@@ -396,9 +429,10 @@ class _People:
     signup: np.ndarray  # (R,) epoch seconds
     consent_email: np.ndarray  # (R,) bool
     consent_personalization: np.ndarray  # (R,) bool
-    has_email: np.ndarray  # (R,) bool
+    has_email: np.ndarray  # (R,) bool: a real address (placeholders are never mailed)
     table: pd.DataFrame  # the customers contract table
-    link_via: list[str]  # per duplicate person: email / phone / email+phone
+    link_via: list[str]  # per duplicate person: email / phone / email+phone / fuzzy
+    identity_truth: dict[str, Any]  # placeholder emails, shared phones, households
 
 
 def _col(n: int, **cols: np.ndarray | float) -> dict[str, np.ndarray]:
@@ -568,7 +602,9 @@ def _in_stock(cat: _Catalog, item: np.ndarray, t: np.ndarray, horizon: int) -> n
 
 
 # ---------------------------------------------------------------- customers
-def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _People:
+def _make_people(
+    cfg: SimulationConfig, rng: np.random.Generator, k: int, identity_rng: np.random.Generator
+) -> _People:
     start = int(cfg.start.timestamp())
     end = start + cfg.days * _DAY
     n_dup = int(
@@ -616,7 +652,9 @@ def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _Pe
     lapse[lapsing] = start + (rng.uniform(0.35, 0.65, n_lapse) * (end - start)).astype(np.int64)
 
     contacts = make_contacts(
+        cfg,
         rng,
+        identity_rng,
         country=np.array(_COUNTRIES, dtype=object)[country],
         tz=tz,
         area_codes=[t[2] for t in _TIMEZONES],
@@ -627,8 +665,6 @@ def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _Pe
     )
     person = contacts.person
     rec_signup = contacts.signup
-    rec_email = contacts.email
-    rec_phone = contacts.phone
     consent_email = rng.random(n_rec) >= cfg.no_email_consent_share
     consent_pers = rng.random(n_rec) >= cfg.no_personalization_consent_share
     updated = np.where(
@@ -639,26 +675,20 @@ def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _Pe
     id_number = rng.permutation(n_rec)
     ids = _ids("c", id_number, 7).to_numpy(zero_copy_only=False)
     tz_names = np.array([t[0] for t in _TIMEZONES], dtype=object)[tz]
-    attributes = (
-        '{"first_name": "'
-        + pd.Series(contacts.first_name)
-        + '", "timezone": "'
-        + pd.Series(tz_names)
-        + '"}'
-    ).to_numpy(dtype=object)[person]
+    attributes = customer_attributes(contacts, tz_names[person])
 
     order = np.argsort(id_number)
     table = pa.table(
         {
             "customer_id": pa.array(ids[order], pa.string()),
-            "email": pa.array(rec_email[order], pa.string()),
-            "phone": pa.array(rec_phone[order], pa.string()),
+            "email": pa.array(contacts.email[order], pa.string()),
+            "phone": pa.array(contacts.phone[order], pa.string()),
             "country": pa.array(np.array(_COUNTRIES, dtype=object)[country[person]][order]),
             "signup_ts": pa.array(rec_signup[order]).cast(pa.timestamp("s", tz="UTC")),
             "consent_email": pa.array(consent_email[order]),
             "consent_personalization": pa.array(consent_pers[order]),
             "consent_updated_ts": pa.array(updated[order]).cast(pa.timestamp("s", tz="UTC")),
-            "attributes": pa.array(attributes[order], pa.string()),
+            "attributes": attributes.take(order).cast(pa.string()),
         }
     )
     frame = _to_pandas(table.select(CUSTOMERS.names))
@@ -682,9 +712,10 @@ def _make_people(cfg: SimulationConfig, rng: np.random.Generator, k: int) -> _Pe
         signup=rec_signup,
         consent_email=consent_email,
         consent_personalization=consent_pers,
-        has_email=pd.notna(rec_email),
+        has_email=contacts.has_email,
         table=frame,
         link_via=contacts.link_via,
+        identity_truth=identity_truth(contacts, ids),
     )
 
 
@@ -1203,10 +1234,23 @@ def simulate(config: SimulationConfig) -> SimulatedStore:
           offset), ``preferred_hour_utc``.
         - ``heavy_buyers``, ``lapsing_customers`` (ids), ``lapse_ts`` (id -> ISO).
         - ``identity_links`` ([id_a, id_b] per person with two records, a the first
-          record), ``identity_link_via`` (``email`` / ``phone`` / ``email+phone``,
-          aligned), ``anonymous_links`` (anonymous id -> customer id, through a
-          ``login``), ``unlinked_anonymous`` (anonymous ids that never log in ->
-          true customer id), ``shared_devices`` ([{anonymous_id, customer_ids}]).
+          record; fuzzy duplicates included), ``identity_link_via`` (aligned: the
+          keys the pair shares, ``email`` / ``phone`` / ``email+phone``, or
+          ``fuzzy``: neither, only name, date of birth and address),
+          ``anonymous_links`` (anonymous id -> customer id, through a ``login``),
+          ``unlinked_anonymous`` (anonymous ids that never log in -> true customer
+          id), ``shared_devices`` ([{anonymous_id, customer_ids}]).
+        - Keys shared by different persons: ``placeholder_emails`` (the distinct
+          placeholder values planted, normalised: trimmed, lower-cased; sorted),
+          ``placeholder_email_records`` (sorted ids of the records carrying one, each
+          the only record of its person), ``shared_phones`` ([{phone, kind,
+          customer_ids}], one per shared number, sorted by kind then phone: ``phone``
+          in E.164, ``kind`` ``household`` (a household's landline) or ``store`` (the
+          shop's number), ``customer_ids`` the sorted ids of every record whose
+          phone normalises to it: records of at least two persons, and for a
+          household also a member's second record where it carries the landline),
+          ``households`` (sorted lists of the sorted ids of each household's
+          members' first records). See :mod:`features.simulated_identity`.
         - ``stock_outages`` ([{item_id, out_ts, back_ts}], ``null`` = before the
           window / not within it), ``inventory_anonymous_id``.
         - ``funnel``: browse-model parameters and the realised rates.
@@ -1222,13 +1266,14 @@ def simulate(config: SimulationConfig) -> SimulatedStore:
           ``unsubscribed`` (id -> ISO).
         - ``malformed``: [{event_id, kind, row_index}] for every planted bad row.
     """
-    seeds = np.random.SeedSequence(config.seed).spawn(7)
+    # The identity stream (the eighth) came last: spawning it left the others as they were.
+    seeds = np.random.SeedSequence(config.seed).spawn(8)
     rngs = [np.random.default_rng(s) for s in seeds]
     start = int(config.start.timestamp())
     end = start + config.days * _DAY
 
     cat = _make_catalog(config, rngs[0])
-    people = _make_people(config, rngs[1], len(cat.names))
+    people = _make_people(config, rngs[1], len(cat.names), rngs[7])
     browse = _simulate_sessions(config, rngs[2], people, cat)
     email = _simulate_campaigns(config, rngs[3], people, cat, browse.n_orders)
     n_anon = len(browse.anon_owner)
@@ -1364,6 +1409,7 @@ def _truth(
         "lapse_ts": {ids[r]: _iso(int(people.lapse[per[r]])) for r in lapsing.tolist()},
         "identity_links": identity_links,
         "identity_link_via": people.link_via,
+        **people.identity_truth,
         "anonymous_links": anonymous_links,
         "unlinked_anonymous": {anon_ids[a]: ids[owner[a]] for a in unlinked.tolist()},
         "shared_devices": [

@@ -164,7 +164,8 @@ TRUTH_KEYS = {
     "funnel", "subject_traits", "subject_trait_effects", "best_subject_trait", "open_model",
     "subject_open", "best_subject", "offer_click", "offer_conversion", "best_offer",
     "offer_value", "best_offer_by_value", "value_model", "logging_policy", "campaigns",
-    "attribution_hours", "unsubscribed", "malformed",
+    "attribution_hours", "unsubscribed", "malformed", "placeholder_emails",
+    "placeholder_email_records", "shared_phones", "households",
 }  # fmt: skip
 
 
@@ -263,7 +264,9 @@ def test_customers_have_plausible_contact_data(store: SimulatedStore) -> None:
     assert 0.03 < (~customers["consent_email"]).mean() < 0.08
     assert 0.06 < (~customers["consent_personalization"]).mean() < 0.14
     attrs = customers["attributes"].map(json.loads)
-    assert set(attrs.iloc[0]) == {"first_name", "timezone"}  # never the latent variables
+    assert set(attrs.iloc[0]) == {  # never the latent variables
+        "first_name", "last_name", "date_of_birth", "address", "postcode", "city", "timezone",
+    }  # fmt: skip
 
 
 def test_identity_links_are_the_same_person_in_the_customers_table(
@@ -294,8 +297,9 @@ def test_identity_links_are_the_same_person_in_the_customers_table(
     assert not exact_copy.any()
     kinds = store.truth["customer_type"]
     assert (a.map(kinds) == b.map(kinds)).all()
-    # emails of different persons never collide after normalisation
-    persons = norm_email.drop([b for _, b in links]).dropna()
+    # emails of different persons never collide after normalisation, placeholders aside
+    placeholders = store.truth["placeholder_email_records"]
+    persons = norm_email.drop([b for _, b in links] + placeholders).dropna()
     assert persons.is_unique
 
 
