@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
 
 from features.identity import normalise_email, normalise_phone
+from features.simulated_identity import _FIRST_NAMES, _LAST_NAMES, _distinct_birth_dates, _one_edit
 from features.simulator import SimulatedStore, SimulationConfig, simulate
 
 CONFIG = SimulationConfig(customers=6000, days=2, seed=0)
@@ -84,6 +86,26 @@ def test_the_edit_distance_helper() -> None:
     assert not _within_one_edit("Smith", "Smiht ")
     assert not _within_one_edit("Smith", "Stimh")
     assert not _within_one_edit("Smith", "Sm")
+
+
+def test_a_typo_is_one_edit_after_the_first_letter() -> None:
+    names = np.array((_FIRST_NAMES + _LAST_NAMES) * 50, dtype=object)
+    edited = _one_edit(np.random.default_rng(0), names)
+    assert (edited != names).all()
+    assert all(_within_one_edit(a, b) for a, b in zip(names, edited, strict=True))
+    assert all(a[0] == b[0] for a, b in zip(names, edited, strict=True))
+    lengths = pd.Series(edited).str.len() - pd.Series(names).str.len()
+    assert set(lengths) == {0, -1}  # substitutions and swaps, deletions
+
+
+def test_birth_dates_move_until_no_key_repeats() -> None:
+    birth = np.array(["1980-01-02"] * 4 + ["1990-05-05"], dtype="datetime64[D]")
+    names = np.array([7, 7, 7, 8, 7])
+    homes = np.array([0, 1, 2, 3, 0])
+    moved = _distinct_birth_dates(birth, [names, homes])
+    assert len(set(zip(names, moved, strict=True))) == len(birth)
+    assert moved[0] == birth[0] and moved[3] == birth[3] and moved[4] == birth[4]
+    assert (moved <= birth).all() and (birth - moved).max() <= np.timedelta64(2, "D")
 
 
 # ---------------------------------------------------------------- attributes
