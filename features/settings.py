@@ -59,6 +59,117 @@ class TriggerConfig(BaseModel):
     )
 
 
+# Values that shop tills, call centres and test scripts type when a customer has none:
+# shared by strangers, they must never merge records. Glob patterns ("*" any text)
+# over the normalised (trimmed, lower-cased) e-mail.
+DEFAULT_PLACEHOLDER_EMAILS: tuple[str, ...] = (
+    "noemail@*",
+    "no.email@*",
+    "no-email@*",
+    "no_email@*",
+    "nomail@*",
+    "none@*",
+    "na@*",
+    "n/a@*",
+    "null@*",
+    "unknown@*",
+    "test@*",
+    "noreply@*",
+    "no-reply@*",
+    "donotreply@*",
+    "do-not-reply@*",
+    "email@email.com",
+    "a@a.com",
+    "x@x.com",
+    "abc@abc.com",
+)
+# Regular expressions (RE2) over the E.164 form: seven equal or counting digits at the end.
+DEFAULT_PLACEHOLDER_PHONES: tuple[str, ...] = (
+    r"(0{7}|1{7}|2{7}|3{7}|4{7}|5{7}|6{7}|7{7}|8{7}|9{7})$",
+    r"(0123456|1234567|2345678|3456789|9876543|8765432)$",
+)
+
+
+class IdentityConfig(BaseModel):
+    """Identity resolution: which keys merge customer records, and the guards on them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    placeholder_emails: tuple[str, ...] = Field(
+        DEFAULT_PLACEHOLDER_EMAILS,
+        description="Glob patterns of e-mails that never merge anybody (placeholders).",
+    )
+    placeholder_phones: tuple[str, ...] = Field(
+        DEFAULT_PLACEHOLDER_PHONES,
+        description="Regular expressions over E.164 numbers that never merge anybody.",
+    )
+    max_records_per_key: int = Field(
+        5,
+        ge=2,
+        description=(
+            "Most customer records one e-mail or phone may join; a key shared by more "
+            "merges nobody and is reported (a store phone, a shared inbox)."
+        ),
+    )
+    name_check: bool = Field(
+        True,
+        description=(
+            "A key shared by records whose first names differ (a household phone, a "
+            "family inbox) merges nobody and is reported; the probabilistic matcher "
+            "may still link the records that agree on everything else."
+        ),
+    )
+    gmail_normalisation: bool = Field(
+        False,
+        description=(
+            "Treat j.doe+news@gmail.com as jdoe@gmail.com (dots and +tags at Gmail, "
+            "+tags elsewhere)."
+        ),
+    )
+    probabilistic: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Fellegi-Sunter matching (Splink, trained by EM without labels) over the "
+            "fields customer records carry. auto: when the records carry at least two "
+            "of name, date of birth, postcode, address, city (and min_records); on: "
+            "always, failing when it cannot; off: exact keys only."
+        ),
+    )
+    match_threshold: float = Field(
+        0.9, gt=0.0, lt=1.0, description="Match probability above which records link."
+    )
+    min_records: int = Field(
+        1_000,
+        ge=2,
+        description="Fewest customer records for which auto runs probabilistic matching.",
+    )
+    max_records_per_person: int = Field(
+        20,
+        ge=2,
+        description=(
+            "Most customer records one person may hold; a larger cluster keeps no "
+            "probabilistic links, and, if still larger, no links at all (reported)."
+        ),
+    )
+    extra_fields: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Further attributes compared by the probabilistic matcher (exact or one "
+            "edit apart), e.g. a loyalty card or national id."
+        ),
+    )
+
+    @field_validator("extra_fields")
+    @classmethod
+    def _plain_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            if not name or not all(ch.isalnum() or ch in "_-. " for ch in name):
+                raise ValueError(
+                    f"{name!r}: an attribute name of letters, digits, '_', '-', '.' or spaces"
+                )
+        return names
+
+
 class FeatureConfig(BaseModel):
     """Settings of the feature job."""
 
@@ -116,6 +227,7 @@ class FeatureConfig(BaseModel):
         ),
     )
     triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
 
 
 class RecommenderSettings(BaseModel):

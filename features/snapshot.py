@@ -39,7 +39,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,7 +55,9 @@ import scipy.sparse as sp
 
 from features.contracts import EVENT_TYPES
 from features.errors import InputError, NotFoundError
-from features.identity import Identity, resolve_identities
+from features.identity import CONFLICT_COLUMNS, LINK_COLUMNS, Identity, resolve_identities
+from features.identity_match import TrainedMatchers, personal_keys
+from features.identity_overrides import Override, load_overrides
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.store import INGESTED_AT, STRING_DTYPE, EventStore, connect, fetch_frame
@@ -188,12 +190,16 @@ def build_snapshot(
     phone_region: str = "US",
     progress: Progress | None = None,
     write_to: Path | None = None,
+    matchers: TrainedMatchers | None = None,
 ) -> Snapshot:
     """Compute a snapshot from the event store (DuckDB over its Parquet files).
 
     ``write_to``: also write it under this folder (as :func:`write_snapshot` does),
     each table in the background as soon as it is computed; the folder appears,
-    complete, when this returns (``manifest["path"]``).
+    complete, when this returns (``manifest["path"]``). ``matchers``: share one
+    trained identity matcher among the builds of one job (see
+    :class:`features.identity_match.TrainedMatchers`). Identity overrides kept
+    beside the store apply.
     """
     if not store.files("events"):
         raise NotFoundError(f"no events in the store at {store.root}; run `tailor ingest` first")
@@ -204,7 +210,10 @@ def build_snapshot(
         store.register(con, "customers", "customers_history")
         con.execute(_customers_as_of_sql(as_of))
         store.register(con, "catalog", "catalog_history")
-        snapshot = _compute(con, as_of, config, segments, phone_region, progress, writer)
+        overrides = load_overrides(store.root)
+        snapshot = _compute(
+            con, as_of, config, segments, phone_region, progress, writer, overrides, matchers
+        )
         snapshot.manifest["store_batches"] = len(store._history())
         if writer is not None:
             snapshot.manifest["path"] = str(writer.finish(snapshot.manifest))
@@ -322,6 +331,8 @@ def _compute(
     phone_region: str,
     progress: Progress | None,
     writer: _SnapshotWriter | None,
+    overrides: Sequence[Override] = (),
+    matchers: TrainedMatchers | None = None,
 ) -> Snapshot:
     """The snapshot in stages; each stage's seconds go to the manifest. With a
     ``writer``, each table is handed to it as soon as it is final.
@@ -358,7 +369,9 @@ def _compute(
         "signup_ts, consent_email, consent_personalization, consent_updated_ts, "
         "json_extract_string(attributes, '$.timezone') AS timezone, attributes FROM customers"
     )
-    customers = fetch_frame(con, "SELECT customer_id, email, phone FROM customer_records")
+    customers = fetch_frame(
+        con, "SELECT customer_id, email, phone, attributes FROM customer_records"
+    )
     links = fetch_frame(
         con,
         "SELECT DISTINCT customer_id, anonymous_id FROM events "
@@ -371,7 +384,15 @@ def _compute(
     # needed row by row, in one selective pass (the type filter is pushed into the
     # scan, so the other rows are barely read).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        resolving = pool.submit(resolve_identities, customers, links, phone_region=phone_region)
+        resolving = pool.submit(
+            resolve_identities,
+            customers,
+            links,
+            phone_region=phone_region,
+            config=config.identity,
+            overrides=overrides,
+            matchers=matchers,
+        )
         con.execute(
             """
             CREATE TEMP TABLE sparse AS
@@ -396,9 +417,7 @@ def _compute(
         con, "SELECT DISTINCT unnumbered FROM ev WHERE unnumbered IS NOT NULL"
     )["unnumbered"]
     if len(unnumbered):
-        identity = resolve_identities(
-            customers, links, extra_customer_ids=unnumbered, phone_region=phone_region
-        )
+        identity = identity.with_customers(unnumbered.astype(str).tolist())
         numbered = fetch_frame(con, "SELECT * FROM person")
         base = _number_people(con, identity, config, numbered=numbered)
         con.execute(
@@ -428,7 +447,11 @@ def _compute(
         params,
     )
     events_read = con.execute("SELECT count(*) FROM ev").fetchall()[0]
-    hand_over(identity=identity.mapping, identity_conflicts=identity.conflicts)
+    hand_over(
+        identity=identity.mapping,
+        identity_conflicts=identity.conflicts,
+        identity_links=identity.links,
+    )
     step("events resolved")
 
     _customer_aggregates(con, config, as_of, params)
@@ -469,7 +492,9 @@ def _compute(
             "triggers": len(triggers),
             "identity": len(identity.mapping),
             "identity_conflicts": len(identity.conflicts),
+            "identity_links": len(identity.links),
         },
+        "identity": identity.report,
         "features": {
             "customers": _schema(customers_out),
             "items": _schema(items),
@@ -831,7 +856,9 @@ def _customer_table(
     lifecycle[unprofiled] = None
 
     table = sql.to_dict("series")
-    attributes = _attribute_columns(con, base["attributes"], personal)
+    attributes = _attribute_columns(
+        con, base["attributes"], personal, personal_keys(config.identity.extra_fields)
+    )
     columns: dict[str, Any] = {c: base[c] for c in CONSENT_COLUMNS}
     for column in ("signup_ts", "country", "timezone"):
         columns[column] = base[column].where(personal)
@@ -878,9 +905,16 @@ _NUMERIC_JSON = ("BIGINT", "UBIGINT", "DOUBLE", "BOOLEAN")
 
 
 def _attribute_columns(
-    con: duckdb.DuckDBPyConnection, attributes: pd.Series, personal: np.ndarray
+    con: duckdb.DuckDBPyConnection,
+    attributes: pd.Series,
+    personal: np.ndarray,
+    excluded: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The customer record's ``attributes`` JSON as typed columns ``attr_<key>``.
+
+    Keys in ``excluded`` (lower-cased: names, date of birth, address and the other
+    fields identity resolution compares) identify a person and describe no taste;
+    they never become features.
 
     A key whose every value is a JSON number or boolean is a number (``float64``,
     booleans 0/1); any other key is text (a JSON string as is, a nested value as its
@@ -928,6 +962,8 @@ def _attribute_columns(
     out: dict[str, Any] = {}
     named: dict[str, str] = {}
     for key, rows in values.groupby("key", sort=True):
+        if str(key).lower() in excluded:
+            continue
         name = ATTRIBUTE_PREFIX + "".join(
             ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in str(key).lower()
         )
@@ -1347,6 +1383,31 @@ def snapshot_dir(root: Path, as_of: datetime) -> Path:
     return Path(root) / f"as_of={as_of.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
 
+def load_identity(path: Path, manifest: dict[str, Any] | None = None) -> Identity:
+    """The identity tables of the snapshot folder ``path``."""
+    if manifest is None:
+        manifest = json.loads((path / "manifest.json").read_text())
+    links = path / "identity_links.parquet"  # absent from snapshots written before links
+    conflicts = pd.read_parquet(path / "identity_conflicts.parquet")
+    if "anonymous_id" in conflicts:  # written when shared devices were the only conflicts
+        conflicts = pd.DataFrame(
+            {
+                "kind": "anonymous",
+                "key": conflicts["anonymous_id"],
+                "n_customers": conflicts["n_customers"],
+                "reason": "shared_device",
+                "customer_ids": conflicts["canonical_ids"],
+            },
+            columns=CONFLICT_COLUMNS,
+        )
+    return Identity(
+        pd.read_parquet(path / "identity.parquet"),
+        conflicts,
+        pd.read_parquet(links) if links.exists() else pd.DataFrame(columns=LINK_COLUMNS),
+        manifest.get("identity", {}),
+    )
+
+
 def write_snapshot(snapshot: Snapshot, root: Path) -> Path:
     """Write every table atomically (a temporary folder renamed into place)."""
     writer = _SnapshotWriter(root, snapshot.as_of, workers=2)
@@ -1359,6 +1420,7 @@ def write_snapshot(snapshot: Snapshot, root: Path) -> Path:
         writer.frame("triggers", snapshot.triggers)
         writer.frame("identity", snapshot.identity.mapping)
         writer.frame("identity_conflicts", snapshot.identity.conflicts)
+        writer.frame("identity_links", snapshot.identity.links)
         writer.matrix(snapshot.interactions, snapshot.user_ids, snapshot.item_ids)
         return writer.finish(snapshot.manifest)
     except BaseException:
@@ -1447,9 +1509,6 @@ def load_snapshot(path: Path) -> Snapshot:
         item_ids=pd.read_parquet(path / "item_index.parquet")["item_id"].to_numpy(dtype=str),
         segments=pd.read_parquet(path / "segments.parquet"),
         triggers=pd.read_parquet(path / "triggers.parquet"),
-        identity=Identity(
-            pd.read_parquet(path / "identity.parquet"),
-            pd.read_parquet(path / "identity_conflicts.parquet"),
-        ),
+        identity=load_identity(path, manifest),
         manifest=manifest,
     )

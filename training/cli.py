@@ -1,7 +1,7 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
-Subcommands: ``simulate``, ``ingest``, ``features build``, ``train recommender``,
-``train selector``, ``promote``, ``serve``, ``demo``. Each builds the settings once,
+Subcommands: ``simulate``, ``ingest``, ``features build``, ``identity``, ``train
+recommender``, ``train selector``, ``promote``, ``serve``, ``demo``. Each builds the settings once,
 configures logging, and passes what it needs down. ``serve`` runs the BentoML
 service (``serving.service``) in its own process.
 """
@@ -27,6 +27,7 @@ from features.errors import TailorError
 from features.ingest import IngestReport, ingest_file
 from features.settings import SelectorConfig, Settings
 from features.store import EventStore, connect
+from training import identity_cli
 
 logger = logging.getLogger("tailor")
 
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile the rules and check the content they name against the active content",
     )
 
+    identity_cli.add_parser(sub)
+
     demo = sub.add_parser("demo", help="simulate a store and run the pipeline end to end")
     demo.add_argument("--customers", type=int, default=3000)
     demo.add_argument("--days", type=int, default=30)
@@ -226,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, host=args.host, port=args.port)
         if args.command == "rules":
             return _check_rules(_service_environment(settings))
+        if args.command == "identity":
+            return identity_cli.run(args, settings)
         if args.command == "demo":
             return _demo(args, settings)
     except ValidationError as exc:
@@ -322,9 +327,9 @@ def _features_build(as_of: datetime, settings: Settings) -> int:
     print(
         f"  {snapshot.manifest['events_read']:,} events read; {rows['customers']:,} customers "
         f"({rows['personalised_customers']:,} with personalisation consent), "
-        f"{rows['items']:,} items, {rows['interactions_nnz']:,} interactions; "
-        f"identity: {rows['identity_conflicts']:,} shared devices left unmerged"
+        f"{rows['items']:,} items, {rows['interactions_nnz']:,} interactions"
     )
+    print(_identity_summary(snapshot.manifest.get("identity", {})))
     print("  segments:")
     sizes = snapshot.manifest["segment_sizes"]
     for name in segments.names:
@@ -334,6 +339,22 @@ def _features_build(as_of: datetime, settings: Settings) -> int:
     for name in ("cart_abandoned", "browse_abandoned", "lapsing", "back_in_stock"):
         print(f"    {name:26s} {counts.get(name, 0):>8,}")
     return 0
+
+
+def _identity_summary(report: dict[str, object]) -> str:
+    """Two lines on identity: people and links made, links refused and why."""
+    links = report.get("links") or {}
+    conflicts = report.get("conflicts") or {}
+    matched = report.get("probabilistic") or {}
+    assert isinstance(links, dict) and isinstance(conflicts, dict) and isinstance(matched, dict)
+    made = ", ".join(f"{n:,} by {via}" for via, n in links.items()) or "none"
+    refused = ", ".join(f"{n:,} {why}" for why, n in conflicts.items()) or "none"
+    how = "ran" if matched.get("ran") else "skipped"
+    return (
+        f"  identity: {report.get('records', 0):,} records → {report.get('people', 0):,} people; "
+        f"links {made}; refused {refused} (`tailor identity explain ID`)\n"
+        f"  probabilistic matching {how}: {matched.get('reason', '')}"
+    )
 
 
 def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:

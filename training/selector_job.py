@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.identity_match import TrainedMatchers
 from features.segments import SegmentSet
 from features.settings import FeatureConfig, SelectorConfig
 from features.snapshot import build_snapshot
@@ -92,8 +93,14 @@ def store_features_at(
     """``ts -> customer features`` from a snapshot as of ``ts``, keyed by every customer
     id a person has (so a send to a duplicate record finds its person's features)."""
 
+    # One identity matcher for every campaign's snapshot: trained by the first build,
+    # reused to score the records as they stood at each later one.
+    matchers = TrainedMatchers()
+
     def features_at(ts: pd.Timestamp) -> pd.DataFrame:
-        snapshot = build_snapshot(store, as_of=ts.to_pydatetime(), config=config, segments=segments)
+        snapshot = build_snapshot(
+            store, as_of=ts.to_pydatetime(), config=config, segments=segments, matchers=matchers
+        )
         mapping = snapshot.identity.mapping
         ids = mapping.loc[mapping["source_type"] == "customer", ["source_id", "canonical_id"]]
         people = snapshot.customers.rename(columns={"customer_id": "canonical_id"})

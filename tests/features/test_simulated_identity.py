@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from features.identity import normalise_email, normalise_phone
+from features.identity_keys import normalise_email, normalise_phone
 from features.simulated_identity import _FIRST_NAMES, _LAST_NAMES, _distinct_birth_dates, _one_edit
 from features.simulator import SimulatedStore, SimulationConfig, simulate
 

@@ -584,7 +584,13 @@ def test_anonymous_history_is_attributed_and_shared_devices_are_not_merged():
     assert c1["login_7d"] == 2
     conflicts = s.identity.conflicts
     assert conflicts.to_dict("records") == [
-        {"anonymous_id": "shared", "canonical_ids": "c1,c2", "n_customers": 2}
+        {
+            "kind": "anonymous",
+            "key": "shared",
+            "n_customers": 2,
+            "reason": "shared_device",
+            "customer_ids": "c1,c2",
+        }
     ]
     assert row(s, "c2")["product_view_7d"] == 0
     mapping = s.identity.mapping
