@@ -65,6 +65,8 @@ KEY_FIELDS = ("email", "phone")
 # Random pairs drawn to estimate u, and blocked pairs per EM session (at most).
 U_PAIRS = 2e6
 EM_PAIRS = 2e6
+# The exact level of an extra field's comparison (exact 2, one edit 1, else 0).
+EXTRA_EXACT_LEVEL = 2
 # Candidate pairs one blocking rule may make: 20 per record, at least a million.
 PAIRS_PER_RECORD = 20
 PAIR_BUDGET_FLOOR = 1e6
@@ -205,13 +207,33 @@ def _pairs_blocked(records: pd.DataFrame, fields: tuple[str, ...]) -> float:
     return float((n * (n - 1) / 2).sum())
 
 
-def _training_sessions(fields: list[str], rules: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-    """EM sessions whose blocking rules leave every comparison estimated at least once
-    (a session estimates the comparisons its rule does not block on)."""
+# Rules whose pairs are mostly one person: the EM sessions and the prior come from
+# them (a broad rule, such as a first and last name among a million records, has so
+# few matches that EM converges on "same name and area" instead of "same person").
+TIGHT_RULES: tuple[tuple[str, ...], ...] = (
+    ("first_name", "last_name", "date_of_birth"),
+    ("postcode", "address"),
+    ("email",),
+    ("phone",),
+    ("date_of_birth", "postcode"),
+    ("first_name", "last_name", "postcode"),
+    ("first_name", "last_name"),
+    ("date_of_birth",),
+    ("postcode",),
+)
+
+
+def _tight(fields: list[str]) -> list[tuple[str, ...]]:
+    extras = [(f,) for f in fields if f.startswith("attr_")]
+    return [r for r in (*extras, *TIGHT_RULES) if set(r) <= set(fields)]
+
+
+def _training_sessions(fields: list[str]) -> list[tuple[str, ...]]:
+    """EM sessions, tightest rules first, until every comparison is estimated at least
+    once (a session estimates the comparisons its rule does not block on)."""
     sessions: list[tuple[str, ...]] = []
     todo = set(fields)
-    # Broad rules first: one on names, then one on anything else.
-    for rule in sorted(rules, key=lambda r: (r != ("first_name", "last_name"), len(r))):
+    for rule in _tight(fields):
         if not todo:
             break
         if todo - set(rule):
@@ -276,7 +298,7 @@ def match_records(
     keys = [k for k in KEY_FIELDS if records[k].notna().any()]
     compared = fields + keys
     rules = _blocking(compared, records)
-    sessions = _training_sessions(compared, rules)
+    sessions = _training_sessions(compared)
     if not sessions:
         return _skip(config, f"no blocking rules can train every comparison ({described})")
     from splink.internals.exceptions import SplinkException
@@ -353,12 +375,13 @@ def _train_and_predict(
 
 
 def _train(linker: Any, rules: list[tuple[str, ...]], sessions: list[tuple[str, ...]]) -> None:
-    """The prior from near-certain rules, u from random pairs, m by EM per session."""
+    """The prior from the tightest rules, u from random pairs, m by EM per session."""
     from splink import block_on
 
-    deterministic: list[Any] = [block_on(*r) for r in rules if len(r) >= 2 or r[0] in KEY_FIELDS]
+    fields = sorted({f for r in rules for f in r})
+    tight = [r for r in _tight(fields) if len(r) >= 3 or r[0] in KEY_FIELDS or "attr_" in r[0]]
     linker.training.estimate_probability_two_random_records_match(
-        deterministic or [block_on(*rules[0])], recall=0.7
+        [block_on(*r) for r in (tight or [rules[0]])], recall=0.7
     )
     linker.training.estimate_u_using_random_sampling(max_pairs=U_PAIRS, seed=0)
     for rule in sessions:
@@ -370,17 +393,23 @@ def _train(linker: Any, rules: list[tuple[str, ...]], sessions: list[tuple[str, 
 def _different_people(predicted: pd.DataFrame) -> np.ndarray:
     """Pairs that agree on where a person lives but not on who they are: first names
     below the 0.88 similarity level and dates of birth more than two edits apart
-    (or one missing). A household shares a surname, an address and a landline,
-    which outweigh two different first names under the independence the model
-    assumes; this rule keeps them apart, where typos in one person's records (one
-    or two edits in a date) still link."""
+    (or one missing), and no extra identifier equal. A household shares a surname, an
+    address and a landline, which outweigh two different first names under the
+    independence the model assumes; this rule keeps them apart, where typos in one
+    person's records (one or two edits in a date) still link."""
     if "gamma_first_name" not in predicted or "gamma_date_of_birth" not in predicted:
         return np.zeros(len(predicted), dtype=bool)
     first = predicted["gamma_first_name"].to_numpy()
     birth = predicted["gamma_date_of_birth"].to_numpy()
     # NameComparison levels: -1 missing, 0 else, 1 >= 0.7, 2 >= 0.88, 3 >= 0.92, 4 exact;
     # date of birth: -1 missing, 0 more than two edits, 1 two, 2 one, 3 exact.
-    return np.asarray((first >= 0) & (first <= 1) & (birth <= 0), dtype=bool)
+    apart = (first >= 0) & (first <= 1) & (birth <= 0)
+    # An identifier of the person (an extra field: a national id, a loyalty card)
+    # agreeing exactly says one person whatever the names; a household shares none.
+    for column in predicted.columns:
+        if column.startswith("gamma_attr_"):
+            apart &= predicted[column].to_numpy() != EXTRA_EXACT_LEVEL
+    return np.asarray(apart, dtype=bool)
 
 
 def _level_labels(model: dict[str, Any]) -> dict[str, dict[int, str]]:
