@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.identity_data import febrl_customers, febrl_entity, link_scores, pairwise_scores
+from bench.identity_data import (
+    febrl_customers,
+    febrl_entity,
+    link_scores,
+    merged_pairs,
+    pairwise_scores,
+)
 from bench.results import record, table
 from features.identity import resolve_identities
 from features.settings import IdentityConfig
@@ -126,24 +132,17 @@ def febrl_rows() -> list[list[Any]]:
     return rows
 
 
-def _merged_pairs(canonical: pd.Series) -> set[frozenset[str]]:
-    pairs: set[frozenset[str]] = set()
-    for _, members in canonical.groupby(canonical.to_numpy()):
-        pairs.update(frozenset(p) for p in itertools.combinations(sorted(members.index), 2))
-    return pairs
-
-
 def simulator_rows(customers: int, days: int) -> tuple[list[list[Any]], str]:
     sim = simulate(SimulationConfig(customers=customers, days=days, seed=5))
     events = sim.events
     links = events.loc[events["event_type"] == "login", ["customer_id", "anonymous_id"]]
     started = time.perf_counter()
-    identity = resolve_identities(
-        sim.customers, links.dropna(), extra_customer_ids=events["customer_id"].dropna()
+    identity = resolve_identities(sim.customers, links.dropna()).with_customers(
+        events["customer_id"].dropna().astype(str).tolist()
     )
     seconds = time.perf_counter() - started
     canonical = identity.canonical("customer")
-    found = _merged_pairs(canonical)
+    found = merged_pairs(canonical)
     truth = sim.truth
     via = dict(zip(map(tuple, truth["identity_links"]), truth["identity_link_via"], strict=True))
     rows: list[list[Any]] = []

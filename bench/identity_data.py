@@ -7,6 +7,7 @@ a record is the number in its ``rec_id`` (``rec-<n>-org``, ``rec-<n>-dup-<k>``).
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -92,3 +93,12 @@ def link_scores(pairs: list[tuple[str, str]], truth: pd.Series) -> dict[str, flo
     found = {tuple(sorted(p)) for p in pairs}
     hits = sum(entity[a] == entity[b] for a, b in found)
     return scores(hits, len(found), _pairs_within(truth))
+
+
+def merged_pairs(canonical: pd.Series) -> set[frozenset[str]]:
+    """Every pair of records a clustering puts together (``canonical``: cluster by
+    record id), for small sets whose pairs are compared one by one."""
+    pairs: set[frozenset[str]] = set()
+    for _, members in canonical.groupby(canonical.to_numpy()):
+        pairs.update(frozenset(p) for p in itertools.combinations(sorted(members.index), 2))
+    return pairs

@@ -42,7 +42,7 @@ from features.identity_keys import (
     normalise_email,
     normalise_phone,
 )
-from features.identity_match import TrainedMatchers, field_sql, match_records
+from features.identity_match import MatchResult, TrainedMatchers, field_sql, match_records
 from features.identity_overrides import Override
 from features.settings import IdentityConfig
 from features.store import fetch_frame
@@ -124,7 +124,6 @@ def resolve_identities(
     customers: pd.DataFrame,
     links: pd.DataFrame,
     *,
-    extra_customer_ids: pd.Series | None = None,
     phone_region: str = "US",
     config: IdentityConfig | None = None,
     overrides: Sequence[Override] = (),
@@ -140,8 +139,6 @@ def resolve_identities(
     links : pandas.DataFrame
         ``customer_id``, ``anonymous_id``: pairs seen together on ``login`` /
         ``identify`` events (or any event carrying both).
-    extra_customer_ids : pandas.Series, optional
-        Customer ids seen in events but absent from ``customers``.
     phone_region : str
         Region for phone numbers without a country code.
     config : IdentityConfig, optional
@@ -155,17 +152,18 @@ def resolve_identities(
     -------
     Identity
         The canonical id of a person is the smallest customer id among their
-        records, so it is stable while records are only added.
+        records, so it is stable while records are only added. Customer ids seen
+        only in events join with :meth:`Identity.with_customers`.
     """
     config = config or IdentityConfig()
     con = duckdb.connect()
     try:
-        n = _load_records(con, customers, links, extra_customer_ids, phone_region, config)
+        n = _load_records(con, customers, links, phone_region, config)
         refusals = _guard_keys(con, config)
         edges = _key_edges(con)
-        matched = _probabilistic(con, config, matchers)
-        if not matched["pairs"].empty:
-            edges = pd.concat([edges, matched["pairs"]], ignore_index=True)
+        matched, matched_edges, kept_apart = _probabilistic(con, config, matchers)
+        if not matched_edges.empty:
+            edges = pd.concat([edges, matched_edges], ignore_index=True)
         ids = fetch_frame(con, "SELECT customer_id FROM ids ORDER BY pos")["customer_id"]
         edges, unknown = _apply_overrides(edges, overrides, ids)
         labels, edges, too_big = _people(n, edges, config.max_records_per_person)
@@ -179,7 +177,7 @@ def resolve_identities(
         )
         mapping = _mapping(con, edges, n)
         refusals = pd.concat(
-            [f for f in (refusals, matched["refused"]) if not f.empty] or [refusals],
+            [f for f in (refusals, kept_apart) if not f.empty] or [refusals],
             ignore_index=True,
         )
         conflicts = _conflicts(con, refusals, too_big, ids)
@@ -198,7 +196,6 @@ def _load_records(
     con: duckdb.DuckDBPyConnection,
     customers: pd.DataFrame,
     links: pd.DataFrame,
-    extra_customer_ids: pd.Series | None,
     phone_region: str,
     config: IdentityConfig,
 ) -> int:
@@ -226,15 +223,12 @@ def _load_records(
     con.register(
         "pairs", pa.table({c: _strings(links[c]) for c in ("customer_id", "anonymous_id")})
     )
-    extra = extra_customer_ids if extra_customer_ids is not None else pd.Series([], dtype=str)
-    con.register("extra", pa.table({"customer_id": _strings(extra)}))
     # Every customer id, numbered in id order (byte order of UTF-8 = code point order).
     con.execute(
         """
         CREATE TABLE ids AS
         SELECT customer_id, (row_number() OVER (ORDER BY customer_id) - 1)::INTEGER AS pos
-        FROM (SELECT customer_id FROM raw UNION SELECT customer_id FROM pairs
-              UNION SELECT customer_id FROM extra)
+        FROM (SELECT customer_id FROM raw UNION SELECT customer_id FROM pairs)
         WHERE customer_id IS NOT NULL
         """
     )
@@ -319,16 +313,12 @@ def _key_edges(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 def _probabilistic(
     con: duckdb.DuckDBPyConnection, config: IdentityConfig, matchers: TrainedMatchers | None
-) -> dict[str, Any]:
-    """Pairs the matcher links (as ``a``, ``b`` positions), and how it ran."""
+) -> tuple[MatchResult, pd.DataFrame, pd.DataFrame]:
+    """How the matcher ran, the links it makes (as ``a``, ``b`` positions) and the
+    probable matches it kept apart (as conflict rows)."""
+    none = pd.DataFrame()
     if config.probabilistic == "off":
-        return {
-            "ran": False,
-            "reason": "off in settings",
-            "pairs": pd.DataFrame(),
-            "refused": pd.DataFrame(),
-            "fields": [],
-        }
+        return MatchResult.skipped("off in settings"), none, none
     # Keys that may link nobody are no evidence either; a household phone still is.
     records = fetch_frame(
         con,
@@ -345,21 +335,21 @@ def _probabilistic(
         """,
     )
     result = match_records(records, config, matchers)
-    refused = result.refused
-    if not refused.empty:
-        refused = pd.DataFrame(
+    apart = result.refused
+    if not apart.empty:
+        apart = pd.DataFrame(
             {
                 "kind": "match",
-                "key": refused["customer_a"].to_numpy(),
+                "key": apart["customer_a"].to_numpy(),
                 "n_customers": 2,
                 "reason": "different_person",
-                "customer_ids": (refused["customer_a"] + "," + refused["customer_b"]).to_numpy(),
+                "customer_ids": (apart["customer_a"] + "," + apart["customer_b"]).to_numpy(),
             }
         )
-    pairs = result.pairs
-    if not pairs.empty:
-        con.register("matched", pa.Table.from_pandas(pairs, preserve_index=False))
-        pairs = fetch_frame(
+    edges = none
+    if not result.pairs.empty:
+        con.register("matched", pa.Table.from_pandas(result.pairs, preserve_index=False))
+        edges = fetch_frame(
             con,
             f"""
             SELECT ia.pos AS a, ib.pos AS b, {PROBABILISTIC} AS via, NULL::VARCHAR AS key,
@@ -368,14 +358,7 @@ def _probabilistic(
             JOIN ids ib ON ib.customer_id = m.customer_b
             """,
         )
-    return {
-        "ran": result.ran,
-        "reason": result.reason,
-        "pairs": pairs,
-        "refused": refused,
-        "fields": result.fields,
-        "model": result.model,
-    }
+    return result, edges, apart
 
 
 def _apply_overrides(
@@ -554,7 +537,7 @@ def _report(
     mapping: pd.DataFrame,
     conflicts: pd.DataFrame,
     links: pd.DataFrame,
-    matched: dict[str, Any],
+    matched: MatchResult,
     unknown: list[str],
     n_overrides: int,
 ) -> dict[str, Any]:
@@ -567,10 +550,10 @@ def _report(
             k: int(v) for k, v in conflicts["reason"].value_counts().sort_index().items()
         },
         "probabilistic": {
-            "ran": bool(matched["ran"]),
-            "reason": matched["reason"],
-            "fields": list(matched.get("fields", [])),
-            "model": matched.get("model", {}),
+            "ran": matched.ran,
+            "reason": matched.reason,
+            "fields": list(matched.fields),
+            "model": matched.model,
         },
         "overrides": n_overrides,
         "overrides_unknown_ids": unknown,

@@ -99,6 +99,11 @@ class MatchResult:
     fields: list[str] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def skipped(cls, reason: str) -> MatchResult:
+        """Nothing compared, for ``reason``."""
+        return cls(pairs=_empty_pairs(), ran=False, reason=reason)
+
 
 def _empty_pairs() -> pd.DataFrame:
     return pd.DataFrame(
@@ -317,7 +322,7 @@ def _skip(config: IdentityConfig, reason: str) -> MatchResult:
             f"probabilistic identity matching cannot run: {reason}. Set "
             "features.identity.probabilistic to 'auto' or 'off', or add the fields."
         )
-    return MatchResult(pairs=_empty_pairs(), ran=False, reason=reason)
+    return MatchResult.skipped(reason)
 
 
 def _train_and_predict(

@@ -1,8 +1,8 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
 Subcommands: ``simulate``, ``ingest``, ``features build``, ``identity``, ``train
-recommender``, ``train selector``, ``promote``, ``serve``, ``demo``. Each builds the settings once,
-configures logging, and passes what it needs down. ``serve`` runs the BentoML
+recommender``, ``train selector``, ``promote``, ``serve``, ``demo``. Each builds the
+settings once, configures logging, and passes what it needs down. ``serve`` runs the BentoML
 service (``serving.service``) in its own process.
 """
 
@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -341,12 +342,11 @@ def _features_build(as_of: datetime, settings: Settings) -> int:
     return 0
 
 
-def _identity_summary(report: dict[str, object]) -> str:
+def _identity_summary(report: dict[str, Any]) -> str:
     """Two lines on identity: people and links made, links refused and why."""
     links = report.get("links") or {}
     conflicts = report.get("conflicts") or {}
     matched = report.get("probabilistic") or {}
-    assert isinstance(links, dict) and isinstance(conflicts, dict) and isinstance(matched, dict)
     made = ", ".join(f"{n:,} by {via}" for via, n in links.items()) or "none"
     refused = ", ".join(f"{n:,} {why}" for why, n in conflicts.items()) or "none"
     how = "ran" if matched.get("ran") else "skipped"

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.identity_data import merged_pairs
 from features.errors import NotFoundError
 from features.identity import resolve_identities
 from features.identity_explain import explain, format_explanation
@@ -314,18 +315,10 @@ def simulated():
     sim = simulate(SimulationConfig(customers=3000, days=5, seed=11))
     events = sim.events
     links = events.loc[events["event_type"] == "login", ["customer_id", "anonymous_id"]].dropna()
-    identity = resolve_identities(
-        sim.customers, links, extra_customer_ids=events["customer_id"].dropna()
+    identity = resolve_identities(sim.customers, links).with_customers(
+        events["customer_id"].dropna().astype(str).tolist()
     )
     return sim, identity
-
-
-def _pairs(canonical: pd.Series) -> set[frozenset[str]]:
-    pairs: set[frozenset[str]] = set()
-    for _, members in canonical.groupby(canonical.to_numpy()):
-        ids = sorted(members.index)
-        pairs.update(frozenset((a, b)) for i, a in enumerate(ids) for b in ids[i + 1 :])
-    return pairs
 
 
 def test_planted_identities_recovered_without_collapse(simulated):
@@ -334,7 +327,7 @@ def test_planted_identities_recovered_without_collapse(simulated):
     sim, identity = simulated
     truth = sim.truth
     assert identity.report["probabilistic"]["ran"], identity.report["probabilistic"]
-    found = _pairs(identity.canonical("customer"))
+    found = merged_pairs(identity.canonical("customer"))
     planted = zip(truth["identity_links"], truth["identity_link_via"], strict=True)
     via = {frozenset(p): v for p, v in planted}
     assert "fuzzy" in via.values()
@@ -351,7 +344,7 @@ def test_planted_identities_recovered_without_collapse(simulated):
         g["customer_ids"] for g in truth["shared_phones"]
     ]
     for group in groups:
-        strangers |= _pairs(pd.Series("x", index=group)) - set(via)
+        strangers |= merged_pairs(pd.Series("x", index=group)) - set(via)
     assert len(found & strangers) <= 0.01 * len(strangers)
     reasons = set(identity.conflicts["reason"])
     assert {"placeholder", "over_limit", "names_differ", "shared_device"} <= reasons
