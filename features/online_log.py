@@ -67,11 +67,15 @@ class Appended:
         Valid events whose ``event_id`` the log already held (or repeated in the call).
     rejected : pandas.DataFrame
         ``index`` (position in the call), ``reason`` and ``raw`` of each bad row.
+    accepted_index, duplicate_index : numpy.ndarray of int64
+        Position in the call of each accepted row and of each duplicate.
     """
 
     accepted: pd.DataFrame
     duplicates: int
     rejected: pd.DataFrame
+    accepted_index: np.ndarray
+    duplicate_index: np.ndarray
 
 
 class OnlineEventLog:
@@ -121,29 +125,35 @@ class OnlineEventLog:
                 self._con.execute("ROLLBACK")
                 raise
         rejected = result.rejected.rename(columns={"line_number": "index"})
+        lines = np.asarray(result.valid_lines, dtype=np.int64)
         return Appended(
             accepted=valid[fresh].reset_index(drop=True),
             duplicates=int((~fresh).sum()),
             rejected=rejected.reset_index(drop=True),
+            accepted_index=lines[fresh],
+            duplicate_index=lines[~fresh],
         )
 
     def pending(self) -> tuple[pd.DataFrame, int]:
         """Events not yet compacted (typed, contract columns) and the last seq read."""
-        rows = self._con.execute(
-            "SELECT seq, row FROM events WHERE compacted = 0 ORDER BY seq"
-        ).fetchall()
-        if not rows:
-            return pd.DataFrame(columns=EVENTS.names), 0
-        records = [json.loads(row) for _, row in rows]
-        frame = pd.DataFrame.from_records(records)
-        result = validate(
-            frame,
-            np.arange(len(records), dtype=np.int64),
-            EVENTS,
-            # Already checked against the clock when posted.
-            now=datetime(2200, 1, 1, tzinfo=UTC),
-        )
-        return result.valid, int(rows[-1][0])
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT seq, row FROM events WHERE compacted = 0 ORDER BY seq"
+            ).fetchall()
+            last = self._last_seq()
+        return _typed(rows), (int(rows[-1][0]) if rows else last)
+
+    def since(self, seq: int) -> tuple[pd.DataFrame, int]:
+        """Events logged after ``seq``, compacted or not, and the last seq read."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT seq, row FROM events WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+        return _typed(rows), (int(rows[-1][0]) if rows else seq)
+
+    def _last_seq(self) -> int:
+        row = self._con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        return int(row[0])
 
     def mark_compacted(self, through_seq: int) -> None:
         with self._lock:
@@ -155,6 +165,21 @@ class OnlineEventLog:
 
     def quarantined(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM quarantine ORDER BY seq", self._con)
+
+
+def _typed(rows: list[tuple[int, str]]) -> pd.DataFrame:
+    """Logged rows (seq, JSON) as typed events in contract columns."""
+    if not rows:
+        return pd.DataFrame(columns=EVENTS.names)
+    records = [json.loads(row) for _, row in rows]
+    result = validate(
+        pd.DataFrame.from_records(records),
+        np.arange(len(records), dtype=np.int64),
+        EVENTS,
+        # Already checked against the clock when posted.
+        now=datetime(2200, 1, 1, tzinfo=UTC),
+    )
+    return result.valid
 
 
 def _as_json_rows(valid: pd.DataFrame) -> list[str]:

@@ -435,6 +435,20 @@ class ServingConfig(BaseModel):
         14.0, gt=0, description="Days of events before the snapshot kept online for triggers."
     )
     default_n: int = Field(10, ge=1, le=500, description="Items per recommendation by default.")
+    max_body_bytes: int = Field(
+        4 << 20, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    rate_limit: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Requests a second per API key and worker (token bucket; 429 with Retry-After "
+            "above it); none: unlimited. A key's own limit in the key store wins."
+        ),
+    )
+    rate_burst: float = Field(
+        50.0, ge=1, description="Requests a key may send at once above its rate limit."
+    )
 
     @field_validator("api_keys")
     @classmethod

@@ -18,14 +18,14 @@ in flight finishes on the bundle it started with.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +46,9 @@ from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
 from models.registry import champion_version, load_version, registry_client, tracking_uri
 from models.selector import Selector, choose, default_content
+from serving.deadline import DeadlineExceeded, DeadlinePool
 from serving.decision_log import DecisionLog, DecisionRecord
+from serving.events import EventWriter, StoreUnavailable
 from serving.online import OnlineStore, Profile
 from serving.rules import (
     BUILTIN_NAMES,
@@ -67,7 +69,6 @@ from serving.schemas import (
     RecommendBatchRequest,
     RecommendBatchResponse,
     RecommendRequest,
-    RejectedEvent,
     SimilarItemsRequest,
     SimilarItemsResponse,
     Status,
@@ -80,6 +81,10 @@ logger = logging.getLogger(__name__)
 RECOMMENDER_NAME = "tailor-recommender"
 SELECTOR_PREFIX = "tailor-selector-"
 SLOTS = ("subject", "offer")
+KEEP_ONLINE_STORES = 3
+"""Online stores kept on disk (the newest builds); older ones are removed."""
+RETIRE_AFTER_SECONDS = 60.0
+"""How long a replaced online store stays open for requests that started on it."""
 MEMO_NAMES = frozenset({"segments", "triggers", "known", "slot", "context"})
 """Rules reading only these are matched once per distinct value of them in a batch."""
 
@@ -94,6 +99,10 @@ class UnknownCandidates(InputError):
 
 class NotReady(TailorError):
     """Decisions refused: the configuration did not load (HTTP 503)."""
+
+
+class ReloadFailed(TailorError):
+    """A reload could not load something; what was serving stays (HTTP 503)."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +254,8 @@ class Bundle:
     loaded_at: datetime | None = None
     registered_at: dict[str, float] = field(default_factory=dict)  # name → epoch seconds
     back_in_stock_hours: float = 0.0  # the longest a snapshot back-in-stock trigger lives
+    online: OnlineStore | None = None  # the online store built for this snapshot
+    load_errors: list[str] = field(default_factory=list)  # what this load could not load
 
     def versions(self, slot: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"snapshot": self.snapshot_id}
@@ -280,16 +291,30 @@ class DecisionCore:
         self.clock = clock
         self.tracking = tracking or tracking_uri(settings.home)
         online = settings.online_dir
-        self.events_log = OnlineEventLog(online / "events.db")
-        self.online = OnlineStore(
-            online / "profiles.db",
-            assume_consent_when_unknown=settings.features.assume_consent_when_unknown,
-        )
-        self.decisions = DecisionLog(online / "decisions.db")
+        self.store_error: str | None = None
+        try:
+            self.events_log = OnlineEventLog(online / "events.db")
+            self.decisions = DecisionLog(online / "decisions.db")
+            live = self._online_store(online / "profiles" / "live.db")
+        except (OSError, sqlite3.Error) as error:
+            # Serve nothing rather than die without a word: readiness says why.
+            raise StoreUnavailable(
+                f"the online folder {online} cannot be written: {error}; "
+                "make it writable (TAILOR_HOME) and restart"
+            ) from error
         self.store = EventStore(settings.store_dir)
-        self.bundle = Bundle(reasons=["not loaded yet"])
+        self.bundle = Bundle(reasons=["not loaded yet"], online=live)
         self._reload_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tailor-model")
+        self._swap_lock = threading.Lock()  # posted events vs the swap of online stores
+        self._pool = DeadlinePool(max_workers=4)
+        self.writer = EventWriter(
+            self.events_log,
+            lambda: self.online,
+            max_future_skew=settings.max_future_skew,
+            swap_lock=self._swap_lock,
+        )
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
         self._stock_seen: tuple[int, float] = (0, 0.0)
         self._stock_lock = threading.Lock()
         self.last_check = 0.0
@@ -306,13 +331,19 @@ class DecisionCore:
         with self._reload_lock:
             old = self.bundle
             reasons: list[str] = []
-            snapshot_path, snapshot = self._newest_snapshot(old, reasons, force)
+            errors: list[str] = []
+            try:
+                snapshot_path, snapshot, online = self._newest_snapshot(old, force)
+            except Exception as error:  # keep serving the snapshot that is loaded
+                logger.exception("loading the newest snapshot failed")
+                errors.append(f"snapshot not loaded, the previous one stays: {error}")
+                snapshot_path, snapshot, online = None, None, old.online
             wanted = self._champions(reasons)
             if wanted is None:  # registry unreachable: keep every loaded model
                 wanted = {RECOMMENDER_NAME: old.recommender_version} | {
                     SELECTOR_PREFIX + s: v for s, v in old.selector_versions.items()
                 }
-            new = Bundle()
+            new = Bundle(online=online)
             if snapshot is not None:
                 new.snapshot_id = snapshot_path.name if snapshot_path else None
                 new.as_of = snapshot.as_of
@@ -335,7 +366,7 @@ class DecisionCore:
                     new.recommender_version = version
                 except Exception as error:  # keep serving the old one
                     logger.exception("loading %s/%s failed", RECOMMENDER_NAME, version)
-                    reasons.append(f"recommender {version} failed to load: {error}")
+                    errors.append(f"recommender {version} failed to load: {error}")
                     new.recommender = old.recommender
                     new.recommender_version = old.recommender_version
                     new.pipeline = old.pipeline
@@ -357,7 +388,7 @@ class DecisionCore:
                         new.selector_versions[slot] = version
                     except Exception as error:
                         logger.exception("loading %s/%s failed", name, version)
-                        reasons.append(f"selector {slot} {version} failed to load: {error}")
+                        errors.append(f"selector {slot} {version} failed to load: {error}")
                         if slot in old.selectors:
                             new.selectors[slot] = old.selectors[slot]
                             new.selector_versions[slot] = old.selector_versions[slot]
@@ -405,12 +436,13 @@ class DecisionCore:
             except InputError as error:
                 if old.loaded_at is not None and old.rules_error is None:
                     # A bad edit, or content that went away: keep what was serving.
-                    reasons.append(f"rules not reloaded, the previous rules stay: {error}")
+                    errors.append(f"rules not reloaded, the previous rules stay: {error}")
                     new.rules = old.rules
                 else:  # nothing valid ever loaded: refuse to decide
                     new.rules_error = str(error)
                     reasons.append(f"rules not loaded, decisions refused: {error}")
-            new.reasons = reasons
+            new.reasons = errors + reasons
+            new.load_errors = errors
             new.loaded_at = datetime.now(UTC)
             loaded = {RECOMMENDER_NAME: new.recommender_version} | {
                 SELECTOR_PREFIX + s: v for s, v in new.selector_versions.items()
@@ -420,19 +452,84 @@ class DecisionCore:
                 for name, version in loaded.items()
                 if version is not None and (name, version) in self._registered
             }
-            self.bundle = new
+            if new.online is not old.online and new.online is not None:
+                with self._swap_lock:  # no posted event lands in the old store after this
+                    self.bundle = new
+                    self._catch_up(new.online)
+                self._retire(old.online)
+            else:
+                self.bundle = new
             self.last_check = time.monotonic()
             return self.status()
 
-    def maybe_reload(self) -> None:
-        """Check the registry and snapshots every ``registry_poll_seconds`` (each worker
-        polls, so one ``/admin/reload`` or promotion reaches all of them)."""
-        if time.monotonic() - self.last_check < self.config.registry_poll_seconds:
+    def reload_or_raise(self) -> Status:
+        """:meth:`reload`, raising :class:`ReloadFailed` when something did not load."""
+        status = self.reload()
+        if self.bundle.load_errors:
+            raise ReloadFailed("; ".join(self.bundle.load_errors))
+        return status
+
+    def start_polling(self) -> None:
+        """Check the registry and snapshots every ``registry_poll_seconds`` on a
+        background thread, idle or not (each worker polls, so one promotion reaches
+        every worker), and check the online folder can still be written."""
+        if self._poller is not None:
             return
-        if self._reload_lock.locked():
+
+        def poll() -> None:
+            while not self._stop.wait(self.config.registry_poll_seconds):
+                try:
+                    self.reload()
+                except Exception:  # the poller must outlive any one failure
+                    logger.exception("background reload failed")
+                self._probe_writable()
+
+        self._poller = threading.Thread(target=poll, daemon=True, name="tailor-poll")
+        self._poller.start()
+
+    def _probe_writable(self) -> None:
+        probe = self.settings.online_dir / f".probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"ok")
+                handle.flush()
+                os.fsync(handle.fileno())
+            probe.unlink()
+            self.store_error = None
+        except OSError as error:
+            self.store_error = (
+                f"the online folder {self.settings.online_dir} cannot be written: {error}"
+            )
+            logger.error("%s", self.store_error)
+
+    @property
+    def online(self) -> OnlineStore:
+        """The online store of the bundle being served."""
+        store = self.bundle.online
+        assert store is not None
+        return store
+
+    def _online_store(self, path: Path) -> OnlineStore:
+        return OnlineStore(
+            path, assume_consent_when_unknown=self.settings.features.assume_consent_when_unknown
+        )
+
+    def _catch_up(self, store: OnlineStore) -> None:
+        """Apply the posted events the store was built without (idempotent)."""
+        seen = int(store.meta("log_seq") or 0)
+        events, through = self.events_log.since(seen)
+        if not events.empty:
+            store.apply_events(events)
+        if through != seen:
+            store.set_meta("log_seq", str(through))
+
+    def _retire(self, store: OnlineStore | None) -> None:
+        """Close a replaced store once requests that started on it are done."""
+        if store is None:
             return
-        self.last_check = time.monotonic()
-        threading.Thread(target=self.reload, daemon=True, name="tailor-reload").start()
+        timer = threading.Timer(RETIRE_AFTER_SECONDS, store.close)
+        timer.daemon = True
+        timer.start()
 
     def _rules_source(self) -> str:
         return str(self.config.rules_file or DEFAULT_RULES_FILE)
@@ -459,25 +556,50 @@ class DecisionCore:
             return None
 
     def _newest_snapshot(
-        self, old: Bundle, reasons: list[str], force: bool
-    ) -> tuple[Path | None, Snapshot | None]:
+        self, old: Bundle, force: bool
+    ) -> tuple[Path | None, Snapshot | None, OnlineStore | None]:
+        """The newest snapshot when it is new (else ``None``) and its online store,
+        built aside: the store being served is never written by a load."""
         try:
             path = latest_snapshot(self.settings.features_dir)
         except NotFoundError:
-            return None, None
+            return None, None, old.online
         if path.name == old.snapshot_id and not force:
-            return path, None
+            return path, None, old.online
         snapshot = load_snapshot(path)
-        if self.online.meta("snapshot_id") != path.name or force:
-            pending, _ = self.events_log.pending()
-            self.online.load(
-                snapshot,
-                snapshot_id=path.name,
-                store=self.store,
-                pending=pending,
-                recent_days=self.config.recent_event_days,
-            )
-        return path, snapshot
+        return path, snapshot, self._build_online(path.name, snapshot, force)
+
+    def _build_online(self, snapshot_id: str, snapshot: Snapshot, force: bool) -> OnlineStore:
+        """The online store of a snapshot: ``profiles/<snapshot>.<build>.db``, built once
+        (under a file lock, so the workers share it) and renamed into place complete."""
+        folder = self.settings.online_dir / "profiles"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            built = sorted(folder.glob(f"{snapshot_id}.*.db"))
+            if built and not force:
+                return self._online_store(built[-1])
+            final = folder / f"{snapshot_id}.{time.time_ns():020d}.db"
+            building = final.with_suffix(".building")
+            for leftover in folder.glob("*.building*"):
+                leftover.unlink()
+            store = self._online_store(building)
+            try:
+                pending, through = self.events_log.pending()
+                store.load(
+                    snapshot,
+                    snapshot_id=snapshot_id,
+                    store=self.store,
+                    pending=pending,
+                    recent_days=self.config.recent_event_days,
+                )
+                store.set_meta("log_seq", str(through))
+                store.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                store.close()
+            os.replace(building, final)
+            _remove_old_stores(folder, keep=KEEP_ONLINE_STORES)
+        return self._online_store(final)
 
     def _current_snapshot(self, old: Bundle) -> Snapshot | None:
         if old.snapshot_id is None:
@@ -489,9 +611,11 @@ class DecisionCore:
         age = None
         if bundle.as_of is not None:
             age = (datetime.now(UTC) - bundle.as_of).total_seconds() / 3600.0
+        stores = [e for e in (self.store_error, self.writer.error) if e is not None]
+        reasons = stores + list(bundle.reasons)
         return Status(
-            state="degraded" if bundle.reasons else "ready",
-            reasons=list(bundle.reasons),
+            state="degraded" if reasons else "ready",
+            reasons=reasons,
             models={
                 RECOMMENDER_NAME: bundle.recommender_version,
                 **{SELECTOR_PREFIX + s: bundle.selector_versions.get(s) for s in SLOTS},
@@ -506,12 +630,21 @@ class DecisionCore:
         )
 
     def ready(self) -> bool:
-        """Something can be served (popular items or default content), under rules
-        that loaded."""
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Ready when something can be served (popular items or default content) under
+        rules that loaded, and the stores the service writes can be written; with the
+        reasons it is not (or is degraded)."""
         bundle = self.bundle
+        problems = [e for e in (self.store_error, self.writer.error) if e is not None]
         if bundle.rules_error is not None:
-            return False
-        return bundle.catalog is not None or len(bundle.content) > 0
+            problems.append(f"the rules did not load: {bundle.rules_error}")
+        if bundle.catalog is None and len(bundle.content) == 0:
+            problems.append("nothing to serve: no feature snapshot and no active content")
+        if problems:
+            return False, problems
+        return True, list(bundle.reasons)
 
     def _decide_with(self) -> Bundle:
         """The bundle to decide with; refused while no valid rules are loaded."""
@@ -674,24 +807,25 @@ class DecisionCore:
             model_rows = usable
         if model_rows and bundle.recommender is not None and bundle.catalog is not None:
             remaining = max(deadline - (time.monotonic() - started), 0.001)
-            future = self._pool.submit(
-                self._score,
-                bundle,
-                [people[i] for i in model_rows],
-                [profiles[people[i]] for i in model_rows],
-                purchased,
-                allowed,
-                n,
-                request.filters.exclude_items,
-                now,
-            )
             try:
-                ids, scores = future.result(timeout=remaining)
+                ids, scores = self._pool.run(
+                    remaining,
+                    self._score,
+                    bundle,
+                    [people[i] for i in model_rows],
+                    [profiles[people[i]] for i in model_rows],
+                    purchased,
+                    allowed,
+                    n,
+                    request.filters.exclude_items,
+                    now,
+                )
                 scored.update(
                     {row: (ids[k].tolist(), scores[k].tolist()) for k, row in enumerate(model_rows)}
                 )
-            except FutureTimeout:
-                model_error = f"deadline of {deadline * 1000:.0f} ms passed"
+            except DeadlineExceeded as error:
+                logger.info("%s past its deadline: %s", endpoint, error)
+                model_error = "deadline"
             except Exception as error:  # a model bug must not fail the request
                 logger.exception("recommender failed")
                 model_error = f"model error: {type(error).__name__}"
@@ -750,6 +884,9 @@ class DecisionCore:
                     "snapshot": bundle.snapshot_id,
                     "fallback_reason": reason if strategy.startswith("fallback") else None,
                     "sendable": profiles[person].sendable,
+                    "reason": None
+                    if len(chosen) >= n
+                    else (reason or self._short_reason(bundle, request.filters, allowed)),
                 }
             )
             records.append(
@@ -851,6 +988,19 @@ class DecisionCore:
         if filters.categories is not None:
             mask &= np.isin(catalog.categories, filters.categories)
         return mask
+
+    def _short_reason(self, bundle: Bundle, filters: Filters, allowed: np.ndarray) -> str:
+        """Why an answer has fewer items than asked."""
+        if bundle.catalog is None:
+            return "no feature snapshot loaded: no catalog to recommend from"
+        if filters.categories is not None:
+            known = set(bundle.catalog.categories.tolist())
+            unknown = sorted(set(filters.categories) - known)
+            if unknown:
+                return f"unknown categories {unknown[:10]}: no item of the catalog has them"
+        if not allowed.any():
+            return "no item passes the filters (categories, in stock)"
+        return "fewer items pass the filters and exclusions than asked"
 
     def _in_stock(self, catalog: Catalog) -> np.ndarray:
         """The snapshot's stock, updated by stock_change events posted since."""
@@ -1030,10 +1180,10 @@ class DecisionCore:
             return "fallback:default", None, np.zeros(k), "selector has no content layout"
         try:
             remaining = self.config.deadline_ms / 1000.0 - (time.monotonic() - started)
-            future = self._pool.submit(layout.scores, profile, candidates)
-            members = future.result(timeout=max(remaining, 0.001))
-        except FutureTimeout:
-            return "fallback:default", None, np.zeros(k), "deadline passed"
+            members = self._pool.run(max(remaining, 0.001), layout.scores, profile, candidates)
+        except DeadlineExceeded as error:
+            logger.info("choose past its deadline: %s", error)
+            return "fallback:default", None, np.zeros(k), "deadline"
         except Exception as error:
             logger.exception("selector %s failed", slot)
             return "fallback:default", None, np.zeros(k), f"model error: {type(error).__name__}"
@@ -1042,28 +1192,21 @@ class DecisionCore:
 
     # ================================================================== events
     def ingest_events(self, records: list[dict[str, Any]]) -> EventsResponse:
+        """Store posted events durably (group commit, :mod:`serving.events`) and apply
+        them to the online store; a call whose every row was rejected is refused."""
         if len(records) > self.config.max_events_per_call:
             raise BatchTooLarge(
                 "events",
                 len(records),
                 f"at most {self.config.max_events_per_call} events per call",
             )
-        appended = self.events_log.append(
-            records,
-            now=datetime.now(UTC),
-            max_future_skew=self.settings.max_future_skew,
-        )
-        self.online.apply_events(appended.accepted)
-        return EventsResponse(
-            accepted=len(appended.accepted),
-            duplicates=appended.duplicates,
-            rejected=[
-                RejectedEvent(index=int(i), reason=str(r))
-                for i, r in zip(
-                    appended.rejected["index"], appended.rejected["reason"], strict=True
-                )
-            ],
-        )
+        result = self.writer.post(records)
+        if result.accepted == 0 and result.duplicates == 0 and result.rejected:
+            reasons = "; ".join(f"[{r.index}] {r.reason}" for r in result.rejected[:20])
+            raise InputError(
+                "events", f"{len(records)} rows", f"every event was rejected: {reasons}"
+            )
+        return result
 
     # ================================================================== customers
     def customer(self, customer_id: str) -> CustomerView:
@@ -1105,7 +1248,9 @@ class DecisionCore:
         return int.from_bytes(digest[:8], "big") / 2**64 < share
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        self._stop.set()
+        self.writer.close()
+        self._pool.shutdown()
         self.events_log.close()
 
 
@@ -1120,6 +1265,16 @@ def _new_ids(count: int) -> list[str]:
     stamp = f"{time.time_ns():016x}"
     noise = os.urandom(8 * count).hex()
     return [stamp + noise[16 * k : 16 * k + 16] for k in range(count)]
+
+
+def _remove_old_stores(folder: Path, *, keep: int) -> None:
+    """Remove all but the newest ``keep`` online store builds (and their WAL files)."""
+    builds = sorted(
+        (p for p in folder.glob("*.db") if p.name != "live.db"), key=lambda p: p.stat().st_mtime
+    )
+    for old in builds[:-keep]:
+        for path in (old, old.with_name(old.name + "-wal"), old.with_name(old.name + "-shm")):
+            path.unlink(missing_ok=True)
 
 
 def _filter_ranked(

@@ -149,6 +149,8 @@ class OnlineStore:
         self.assume_consent = assume_consent_when_unknown
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
         con = connect_sqlite(self.path)
         columns = [row[1] for row in con.execute("PRAGMA table_info(profiles)")]
         if columns and "last_purchase_ts" not in columns:
@@ -168,9 +170,25 @@ class OnlineStore:
         con = getattr(self._local, "con", None)
         if con is None:
             con = connect_sqlite(self.path)
-            # Reads need no fsync; writes still commit with synchronous=FULL.
             self._local.con = con
+            with self._connections_lock:
+                self._connections.append(con)
         return con
+
+    def close(self) -> None:
+        """Close every connection (once no request reads this store any more)."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for con in connections:
+            try:
+                con.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write_lock:
+            self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def meta(self, key: str) -> str | None:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

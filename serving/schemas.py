@@ -6,11 +6,39 @@ very objects the HTTP layer builds.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 STRICT = ConfigDict(extra="forbid")
+MAX_CONTEXT_BYTES = 16_384
+"""Largest request context (encoded): it is stored with every decision it shaped."""
+
+
+def _bounded_context(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        raise ValueError("holds NaN or Infinity") from None
+    if len(text) > MAX_CONTEXT_BYTES:
+        raise ValueError(f"is {len(text)} bytes encoded, over the limit of {MAX_CONTEXT_BYTES}")
+    return value
+
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+Context = Annotated[
+    dict[str, Any],
+    AfterValidator(_bounded_context),
+    Field(
+        default_factory=dict,
+        description=(
+            f"Request context, visible to rules as `context` and logged with the decision "
+            f"(at most {MAX_CONTEXT_BYTES} bytes encoded)."
+        ),
+        examples=[{"campaign_id": "spring-sale"}],
+    ),
+]
 
 
 class Filters(BaseModel):
@@ -20,23 +48,26 @@ class Filters(BaseModel):
 
     exclude_purchased: bool = Field(True, description="Drop items the customer bought.")
     in_stock_only: bool = Field(True, description="Only items known to be in stock.")
-    categories: list[str] | None = Field(
-        None, description="Only items of these categories (none: every category)."
+    categories: list[Id] | None = Field(
+        None, max_length=1000, description="Only items of these categories (none: every category)."
     )
-    exclude_items: list[str] = Field(default_factory=list, description="Never return these items.")
+    exclude_items: list[Id] = Field(
+        default_factory=list, max_length=10_000, description="Never return these items."
+    )
 
 
 class RecommendRequest(BaseModel):
     model_config = STRICT
 
-    customer_id: str = Field(min_length=1, max_length=256)
+    customer_id: Id = Field(examples=["c0000042"])
     n: int | None = Field(None, ge=1, le=500, description="Items wanted (default: configured).")
     filters: Filters = Field(default_factory=Filters)
-    context: dict[str, Any] = Field(
-        default_factory=dict, description="Request context, visible to rules as `context`."
-    )
+    context: Context
     decision_id: str | None = Field(
-        None, max_length=128, description="Replays return the same answer for the same id."
+        None,
+        min_length=1,
+        max_length=128,
+        description="The caller's id for this decision (default: a new one), logged with it.",
     )
 
 
@@ -54,15 +85,22 @@ class Recommendation(BaseModel):
     sendable: bool = Field(
         True, description="False: no email consent or unsubscribed — do not email this person."
     )
+    reason: str | None = Field(
+        None, description="Why fewer items than asked came back (e.g. no item passes the filters)."
+    )
 
 
 class RecommendBatchRequest(BaseModel):
     model_config = STRICT
 
-    customer_ids: list[str] = Field(min_length=1)
+    customer_ids: list[Id] = Field(
+        min_length=1,
+        description="Recipients, at most `serving.batch_limit` (413 above).",
+        examples=[["c0000042", "c0000043"]],
+    )
     n: int | None = Field(None, ge=1, le=500)
     filters: Filters = Field(default_factory=Filters)
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: Context
 
 
 class RecommendBatchResponse(BaseModel):
@@ -73,7 +111,7 @@ class RecommendBatchResponse(BaseModel):
 class SimilarItemsRequest(BaseModel):
     model_config = STRICT
 
-    item_id: str = Field(min_length=1, max_length=256)
+    item_id: Id = Field(examples=["i000123"])
     n: int | None = Field(None, ge=1, le=500)
     filters: Filters = Field(
         default_factory=lambda: Filters(exclude_purchased=False),
@@ -92,13 +130,18 @@ class SimilarItemsResponse(BaseModel):
 class ChooseRequest(BaseModel):
     model_config = STRICT
 
-    customer_id: str = Field(min_length=1, max_length=256)
-    slot: str = Field(min_length=1, max_length=64, description="subject, offer, …")
-    candidates: list[str] | None = Field(
-        None, description="Content ids to choose from (default: every active one of the slot)."
+    customer_id: Id = Field(examples=["c0000042"])
+    slot: str = Field(
+        min_length=1, max_length=64, description="subject, offer, …", examples=["subject"]
     )
-    context: dict[str, Any] = Field(default_factory=dict)
-    decision_id: str | None = Field(None, max_length=128)
+    candidates: list[Id] | None = Field(
+        None,
+        min_length=1,
+        max_length=1000,
+        description="Content ids to choose from (default: every active one of the slot).",
+    )
+    context: Context
+    decision_id: str | None = Field(None, min_length=1, max_length=128)
 
 
 class CandidateScore(BaseModel):
@@ -127,7 +170,23 @@ class EventsRequest(BaseModel):
     model_config = STRICT
 
     events: list[dict[str, Any]] = Field(
-        min_length=1, description="Event rows in the events contract (as for `tailor ingest`)."
+        min_length=1,
+        description=(
+            "Event rows in the events contract (as for `tailor ingest`), at most "
+            "`serving.max_events_per_call` (413 above). Each is validated on its own: "
+            "bad rows are rejected with their reason, the others stored."
+        ),
+        examples=[
+            [
+                {
+                    "event_id": "e-1",
+                    "ts": "2026-11-28T10:00:00Z",
+                    "event_type": "product_view",
+                    "customer_id": "c0000042",
+                    "item_id": "i000123",
+                }
+            ]
+        ],
     )
 
 
@@ -162,7 +221,9 @@ class CustomerView(BaseModel):
 
 
 class Status(BaseModel):
-    state: str = Field(description="ready | degraded")
+    state: str = Field(
+        description="ready | degraded (with the reasons; /readyz says whether it decides)"
+    )
     reasons: list[str]
     models: dict[str, str | None]
     snapshot: str | None

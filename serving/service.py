@@ -2,10 +2,11 @@
 
 ``tailor serve`` runs ``bentoml serve serving.service:Tailor``. Configuration comes
 from the one settings object (``TAILOR_*`` variables and the TOML file named by
-``TAILOR_CONFIG``, which ``tailor serve`` passes on from ``--config``). POST
-endpoints are ``@bentoml.api`` methods; ``GET /customers/{id}`` and ``GET /status``
-come from a FastAPI app mounted on the service. BentoML owns ``/healthz``,
-``/livez``, ``/readyz`` (through ``__is_ready__``) and ``/metrics``.
+``TAILOR_CONFIG``, which ``tailor serve`` passes on from ``--config``). Every route is
+a FastAPI route (:mod:`serving.api`: strict JSON, one error shape, one OpenAPI
+document) mounted on the BentoML service, behind :class:`serving.gateway.Gateway`
+(request ids, keys, scopes, rate limits, body limits). BentoML runs the processes and
+owns ``/healthz``, ``/livez`` and ``/metrics``; the gateway answers ``/readyz``.
 """
 
 from __future__ import annotations
@@ -13,28 +14,24 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import threading
 import time
 from collections import Counter
-from http import HTTPStatus
-from typing import Any
 
 import bentoml
-from bentoml.exceptions import BentoMLException
-from fastapi import FastAPI, HTTPException
+from fastapi import Response
 from threadpoolctl import threadpool_limits
 
-from features.errors import InputError, NotFoundError
 from features.settings import Settings
-from serving.auth import ApiKeyMiddleware
-from serving.core import BatchTooLarge, DecisionCore, NotReady, UnknownCandidates
+from serving import metrics
+from serving.api import ERRORS, build_app, json_response, openapi_document
+from serving.core import DecisionCore
+from serving.gateway import Gateway, StaticKeys
 from serving.schemas import (
     Choice,
     ChooseRequest,
     CustomerView,
     EventsRequest,
     EventsResponse,
-    Filters,
     Recommendation,
     RecommendBatchRequest,
     RecommendBatchResponse,
@@ -47,7 +44,7 @@ from serving.schemas import (
 logger = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 SETTINGS = Settings()
-app = FastAPI(title="Tailor REST routes")
+app = build_app()
 
 strategy_counter = bentoml.metrics.Counter(
     name="tailor_decisions",
@@ -64,33 +61,18 @@ model_age = bentoml.metrics.Gauge(
 )
 
 
-class Unprocessable(BentoMLException):
-    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+class Readiness:
+    """What ``/readyz`` reports, filled in once the service instance exists."""
+
+    core: DecisionCore | None = None
+
+    def __call__(self) -> tuple[bool, list[str]]:
+        if self.core is None:
+            return False, ["starting: models and the snapshot are loading"]
+        return self.core.readiness()
 
 
-class TooLarge(BentoMLException):
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-
-class Missing(BentoMLException):
-    error_code = HTTPStatus.NOT_FOUND
-
-
-class Unavailable(BentoMLException):
-    error_code = HTTPStatus.SERVICE_UNAVAILABLE
-
-
-def _client_error(error: Exception) -> BentoMLException:
-    """Map the core's errors to 4xx; anything else stays a server error."""
-    if isinstance(error, BatchTooLarge):
-        return TooLarge(str(error))
-    if isinstance(error, UnknownCandidates | InputError):
-        return Unprocessable(str(error))
-    if isinstance(error, NotFoundError):
-        return Missing(str(error))
-    if isinstance(error, NotReady):
-        return Unavailable(str(error))
-    raise error
+READINESS = Readiness()
 
 
 @bentoml.service(
@@ -111,7 +93,8 @@ class Tailor:
             # Not ready (/readyz 503) and decisions answer 503 until a reload loads
             # valid rules; `tailor serve` checks the rules before it starts this.
             logger.error("decisions refused: %s", self.core.bundle.rules_error)
-        self._lock = threading.Lock()
+        self.core.start_polling()
+        READINESS.core = self.core
         # What was loaded lives as long as the process: moved out of the collector's
         # way, and collections made rarer — a campaign batch allocates tens of
         # thousands of short-lived, acyclic objects, and full collections walking
@@ -119,9 +102,6 @@ class Tailor:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-
-    def __is_ready__(self) -> bool:
-        return self.core.ready()
 
     def _observe(self, endpoint: str, strategies: list[str]) -> None:
         for family, count in Counter(s.split(":")[0] for s in strategies).items():
@@ -132,124 +112,81 @@ class Tailor:
             snapshot_age.set((now - bundle.as_of.timestamp()) / 3600.0)
         for name, registered in bundle.registered_at.items():
             model_age.labels(model=name).set((now - registered) / 3600.0)
-        self.core.maybe_reload()
 
-    @bentoml.api(route="/recommend")
-    def recommend(
-        self,
-        customer_id: str,
-        n: int | None = None,
-        filters: Filters | None = None,
-        context: dict[str, Any] | None = None,
-        decision_id: str | None = None,
-    ) -> Recommendation:
-        """Ranked items for one customer."""
-        try:
-            request = RecommendRequest(
-                customer_id=customer_id,
-                n=n,
-                filters=filters or Filters(),
-                context=context or {},
-                decision_id=decision_id,
-            )
-            result = self.core.recommend(request)
-        except (InputError, NotFoundError, NotReady) as error:
-            raise _client_error(error) from None
+    @app.post("/recommend", response_model=Recommendation, responses=ERRORS, tags=["decisions"])
+    def recommend(self, body: RecommendRequest) -> Response:
+        """Ranked items for one customer, within the deadline (else its fallback)."""
+        result = self.core.recommend(body)
         self._observe("recommend", [result.strategy])
-        return result
+        return json_response(result)
 
-    @bentoml.api(route="/recommend_batch")
-    def recommend_batch(
-        self,
-        customer_ids: list[str],
-        n: int | None = None,
-        filters: Filters | None = None,
-        context: dict[str, Any] | None = None,
-    ) -> RecommendBatchResponse:
+    @app.post(
+        "/recommend_batch",
+        response_model=RecommendBatchResponse,
+        responses=ERRORS,
+        tags=["decisions"],
+    )
+    def recommend_batch(self, body: RecommendBatchRequest) -> Response:
         """Ranked items for many customers (a campaign send), up to the batch limit."""
-        try:
-            request = RecommendBatchRequest(
-                customer_ids=customer_ids, n=n, filters=filters or Filters(), context=context or {}
-            )
-            result = self.core.recommend_batch(request)
-        except (InputError, NotFoundError, NotReady) as error:
-            raise _client_error(error) from None
+        result = self.core.recommend_batch(body)
         self._observe("recommend_batch", [r.strategy for r in result.results])
-        return result
+        return json_response(result)
 
-    @bentoml.api(route="/similar_items")
-    def similar_items(
-        self, item_id: str, n: int | None = None, filters: Filters | None = None
-    ) -> SimilarItemsResponse:
+    @app.post(
+        "/similar_items", response_model=SimilarItemsResponse, responses=ERRORS, tags=["decisions"]
+    )
+    def similar_items(self, body: SimilarItemsRequest) -> Response:
         """Items similar to one item."""
-        try:
-            request = SimilarItemsRequest(
-                item_id=item_id, n=n, filters=filters or Filters(exclude_purchased=False)
-            )
-            result = self.core.similar_items(request)
-        except (InputError, NotFoundError, NotReady) as error:
-            raise _client_error(error) from None
+        result = self.core.similar_items(body)
         self._observe("similar_items", [result.strategy])
-        return result
+        return json_response(result)
 
-    @bentoml.api(route="/choose")
-    def choose(
-        self,
-        customer_id: str,
-        slot: str,
-        candidates: list[str] | None = None,
-        context: dict[str, Any] | None = None,
-        decision_id: str | None = None,
-    ) -> Choice:
+    @app.post("/choose", response_model=Choice, responses=ERRORS, tags=["decisions"])
+    def choose(self, body: ChooseRequest) -> Response:
         """One content variant for a slot (subject, offer …), with its propensity."""
-        try:
-            request = ChooseRequest(
-                customer_id=customer_id,
-                slot=slot,
-                candidates=candidates,
-                context=context or {},
-                decision_id=decision_id,
-            )
-            result = self.core.choose(request)
-        except (InputError, NotFoundError, NotReady) as error:
-            raise _client_error(error) from None
+        result = self.core.choose(body)
         self._observe("choose", [result.strategy])
-        return result
+        return json_response(result)
 
-    @bentoml.api(route="/events")
-    def events(self, events: list[dict[str, Any]]) -> EventsResponse:
-        """Validate and store events durably, then update profiles and triggers."""
-        try:
-            if not events:
-                raise InputError("events", [], "give at least one event")
-            result = self.core.ingest_events(EventsRequest(events=events).events)
-        except (InputError, NotFoundError, NotReady) as error:
-            raise _client_error(error) from None
-        if result.accepted == 0 and result.duplicates == 0 and result.rejected:
-            reasons = "; ".join(f"[{r.index}] {r.reason}" for r in result.rejected[:20])
-            raise Unprocessable(f"every event was rejected (quarantined): {reasons}")
-        return result
+    @app.post("/events", response_model=EventsResponse, responses=ERRORS, tags=["events"])
+    def events(self, body: EventsRequest) -> Response:
+        """Validate and store events durably, then update profiles and triggers.
 
-    @bentoml.api(route="/admin/reload")
-    def reload(self) -> Status:
-        """Load new champions and the newest snapshot; requests keep being served."""
-        with self._lock:
-            status = self.core.reload()
-        self._observe("reload", [])
-        return status
+        Answers once the accepted rows are on disk. Bad rows are rejected with their
+        reason (and quarantined); a call whose every row was rejected is a 422."""
+        return json_response(self.core.ingest_events(body.events))
 
-    @app.get("/status")
-    def status(self) -> Status:
+    @app.post("/admin/reload", response_model=Status, responses=ERRORS, tags=["admin"])
+    def reload(self) -> Response:
+        """Load new champions and the newest snapshot now; requests keep being served.
+
+        A load that fails keeps what was serving and answers 503 with the reasons."""
+        return json_response(self.core.reload_or_raise())
+
+    @app.get("/status", response_model=Status, responses=ERRORS, tags=["operations"])
+    def status(self) -> Response:
         """ready or degraded, with the reasons, model versions and snapshot age."""
-        return self.core.status()
+        return json_response(self.core.status())
 
-    @app.get("/customers/{customer_id}")
-    def customer(self, customer_id: str) -> CustomerView:
+    @app.get(
+        "/customers/{customer_id}",
+        response_model=CustomerView,
+        responses=ERRORS,
+        tags=["customers"],
+    )
+    def customer(self, customer_id: str) -> Response:
         """Features, segments, active triggers and consent of one customer."""
-        try:
-            return self.core.customer(customer_id)
-        except NotFoundError as error:
-            raise HTTPException(status_code=404, detail=str(error)) from None
+        return json_response(self.core.customer(customer_id))
 
 
-Tailor.add_asgi_middleware(ApiKeyMiddleware, keys=SETTINGS.serving.api_keys)  # type: ignore[attr-defined]
+metrics.install(
+    lambda: [*openapi_document(app)["paths"], "/docs", "/docs/assets/{name}", "/openapi.json"]
+)
+Tailor.add_asgi_middleware(  # type: ignore[attr-defined]
+    Gateway,
+    keys=StaticKeys(SETTINGS.serving.api_keys),
+    max_body_bytes=SETTINGS.serving.max_body_bytes,
+    rate_limit=SETTINGS.serving.rate_limit,
+    rate_burst=SETTINGS.serving.rate_burst,
+    readiness=READINESS,
+)

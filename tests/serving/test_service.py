@@ -139,7 +139,7 @@ def test_auth_keys_and_scopes(server, people):
     )
     assert _post(server, "/recommend", body, DECIDE).status_code == 200
     refused = _post(server, "/admin/reload", {}, DECIDE)
-    assert refused.status_code == 403 and "admin" in refused.json()["error"]
+    assert refused.status_code == 403 and "admin" in refused.json()["error"]["message"]
     assert _post(server, "/events", {"events": [{}]}, DECIDE).status_code == 403
     assert server.client.get("/customers/x").status_code == 401
     for open_path in ("/healthz", "/livez", "/readyz", "/metrics"):
@@ -219,7 +219,7 @@ def test_client_errors_are_4xx_with_a_message(server, people):
         content=b'{"customer_id": ',
         headers={**ADMIN, "Content-Type": "application/json"},
     )
-    assert malformed.status_code == 400 and "Invalid JSON" in malformed.text
+    assert malformed.status_code == 400 and "invalid JSON" in malformed.text
 
     not_json = server.client.post(
         "/recommend", content=b"customer_id=1", headers={**ADMIN, "Content-Type": "text/plain"}
@@ -238,6 +238,39 @@ def test_client_errors_are_4xx_with_a_message(server, people):
     assert empty_slot.status_code == 422 and "banner" in empty_slot.text
     bad_events = _post(server, "/events", {"events": [{"event_id": "e", "event_type": "zap"}]})
     assert bad_events.status_code == 422 and "'zap' is not one of" in bad_events.text
+
+
+def test_the_contract_over_http(server, people):
+    """Every error has the one shape, labels are route templates, short answers say why."""
+    customer = people["quiet"]
+    refusals = [
+        server.client.post("/recommend", json={"customer_id": customer}),  # 401
+        _post(server, "/recommend", {"customer_id": customer, "bogus": 1}),  # 400
+        server.client.post("/recommend", content=b"{}", headers=ADMIN),  # 415
+        server.client.get("/recommend", headers=ADMIN),  # 405
+        server.client.get("/nowhere", headers=ADMIN),  # 404
+        server.client.get("/customers/no-such-person", headers=DECIDE),  # 404
+        _post(server, "/choose", {"customer_id": customer, "slot": "banner"}),  # 422
+    ]
+    assert [r.status_code for r in refusals] == [401, 400, 415, 405, 404, 404, 422]
+    for answer in refusals:
+        error = answer.json()["error"]
+        assert error["request_id"] == answer.headers["x-request-id"]
+        assert error["code"] and error["message"]
+    assert refusals[1].json()["error"]["field"] == "bogus"
+
+    server.client.get(f"/customers/{customer}", headers=DECIDE)
+    metrics = server.client.get("/metrics").text
+    assert 'endpoint="/customers/{customer_id}"' in metrics
+    assert customer not in metrics, "no time series per customer"
+
+    nothing = _post(
+        server, "/recommend", {"customer_id": customer, "filters": {"categories": ["no-such"]}}
+    ).json()
+    assert nothing["items"] == [] and "unknown categories ['no-such']" in nothing["reason"]
+    ready = server.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert server.client.get("/openapi.json").json()["info"]["title"] == "Tailor"
 
 
 # ---------------------------------------------------------------------- loop
