@@ -1,29 +1,31 @@
 """A BentoML service that does nothing, for ``bench.serving``'s ratios: the same
-server, workers, input parsing and auth middleware as the Tailor service, no work."""
+server, workers, body parsing, gateway and error handling as the Tailor service, no
+work."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import bentoml
+from fastapi import Response
 
 from features.settings import Settings
-from serving.auth import ApiKeyMiddleware
+from serving.api import build_app
+from serving.gateway import Gateway, StaticKeys
+from serving.schemas import RecommendRequest
 
 SETTINGS = Settings()
+app = build_app()
 
 
 @bentoml.service(name="noop", workers=SETTINGS.serving.workers)
+@bentoml.asgi_app(app, path="/")
 class Noop:
-    @bentoml.api(route="/recommend")
-    def recommend(
-        self,
-        customer_id: str,
-        n: int | None = None,
-        filters: dict[str, Any] | None = None,
-        context: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        return {"customer_id": customer_id, "items": []}
+    @app.post("/recommend")
+    def recommend(self, body: RecommendRequest) -> Response:
+        return Response(f'{{"customer_id": "{body.customer_id}", "items": []}}')
 
 
-Noop.add_asgi_middleware(ApiKeyMiddleware, keys=SETTINGS.serving.api_keys)  # type: ignore[attr-defined]
+Noop.add_asgi_middleware(  # type: ignore[attr-defined]
+    Gateway,
+    keys=StaticKeys(SETTINGS.serving.api_keys),
+    max_body_bytes=SETTINGS.serving.max_body_bytes,
+)
