@@ -393,6 +393,13 @@ class ServingConfig(BaseModel):
             "<key>`. Empty: `tailor serve` generates one admin key and prints it."
         ),
     )
+    keys_file: Path | None = Field(
+        None,
+        description=(
+            "The API key store of `serving.keys.KeyStore` (JSON: ids, names, scopes and "
+            "SHA-256 digests, never a key); none: TAILOR_HOME/serving/keys.json."
+        ),
+    )
     rules_file: Path | None = Field(
         None,
         description=(
@@ -528,6 +535,11 @@ class Settings(BaseSettings):
     def features_dir(self) -> Path:
         """Root of the feature snapshots (``as_of=…`` folders)."""
         return self.home / "features"
+
+    @property
+    def keys_file(self) -> Path:
+        """The API key store: ``serving.keys_file``, else ``home/serving/keys.json``."""
+        return self.serving.keys_file or self.home / "serving" / "keys.json"
 
 
 class _SettingsFile(TomlConfigSettingsSource):
