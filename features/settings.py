@@ -400,6 +400,14 @@ class ServingConfig(BaseModel):
             "SHA-256 digests, never a key); none: TAILOR_HOME/serving/keys.json."
         ),
     )
+    shutdown_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "After SIGTERM or SIGINT, how long `tailor serve` lets the service finish "
+            "the requests in flight before it kills the service's processes."
+        ),
+    )
     rules_file: Path | None = Field(
         None,
         description=(

@@ -9,11 +9,8 @@ service (``serving.service``) in its own process.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training import identity_cli
+from training import identity_cli, serve_cli
 
 if TYPE_CHECKING:
     from features.ingest import IngestReport
@@ -281,13 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="least relative gain over the champion's metric",
     )
 
-    serve = sub.add_parser("serve", help="serve decisions over HTTP (BentoML)")
-    serve.add_argument(
-        "--host", default=None, help="address bound (default: serving.host, 127.0.0.1)"
-    )
-    serve.add_argument(
-        "--port", type=int, default=None, help="port bound (default: serving.port, 3000)"
-    )
+    serve_cli.add_parser(sub)
 
     rules = sub.add_parser("rules", help="the decision service's rules")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
@@ -340,9 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "promote":
             return _promote(args, settings)
         if args.command == "serve":
-            return _serve(settings, host=args.host, port=args.port)
+            return serve_cli.serve(settings, host=args.host, port=args.port)
         if args.command == "rules":
-            return _check_rules(_service_environment(settings))
+            return serve_cli.check_rules(serve_cli.service_environment(settings))
         if args.command == "identity":
             return identity_cli.run(args, settings)
         if args.command == "demo":
@@ -640,6 +631,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         serving = settings.serving.model_copy(update={"rules_file": DEMO_RULES_FILE})
         settings = settings.model_copy(update={"serving": serving})
 
+    if not args.no_serve:  # a busy port stops the demo now, not after training
+        serve_cli.check_port_free(settings.serving.host, args.port or settings.serving.port)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     config = SimulationConfig(
         customers=args.customers,
@@ -693,105 +686,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_serve:
         return 0
     print("\n== serve")
-    return _serve(settings, host=None, port=args.port, examples=True)
-
-
-def _serve(
-    settings: Settings, *, host: str | None, port: int | None, examples: bool = False
-) -> int:
-    """Run ``bentoml serve serving.service:Tailor`` until interrupted."""
-    host = host or settings.serving.host
-    port = port or settings.serving.port
-    env = _service_environment(settings)
-    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    code = _check_rules(env)
-    if code != 0:
-        print("tailor: not serving: fix the rules above (tailor rules check)", file=sys.stderr)
-        return code
-    keys = dict(settings.serving.api_keys)
-    if not keys:
-        key = secrets.token_urlsafe(24)
-        keys = {key: ["decide", "ingest", "admin"]}
-        env["TAILOR_SERVING__API_KEYS"] = json.dumps(keys)
-        print("no API key configured (serving.api_keys): generated one for this run:")
-        print(f"   {key}")
-    key = next(k for k, scopes in keys.items() if "admin" in scopes or "decide" in scopes)
-    if examples:
-        _print_examples(settings, f"http://{host}:{port}", key)
-    print(f"serving on http://{host}:{port} (Ctrl+C to stop); API docs at /docs")
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "serving.service:Tailor",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 0
-
-
-def _service_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a service process: its settings are these settings — the
-    same settings file, and every path made absolute (so is the demo's rules file,
-    set in this process rather than in the file or the environment)."""
-    env = dict(os.environ)
-    env["TAILOR_HOME"] = str(settings.home.resolve())
-    if settings.config is not None:
-        env["TAILOR_CONFIG"] = str(settings.config.resolve())
-    if settings.serving.rules_file is not None:
-        env["TAILOR_SERVING__RULES_FILE"] = str(settings.serving.rules_file.resolve())
-    if settings.features.segments_file is not None:
-        env["TAILOR_FEATURES__SEGMENTS_FILE"] = str(settings.features.segments_file.resolve())
-    return env
-
-
-def _check_rules(env: dict[str, str]) -> int:
-    """The service's own check of its rules against the active content, run in a
-    process of its own (``training`` does not import ``serving``); 2 on a problem,
-    which it prints naming the rule."""
-    sys.stdout.flush()
-    return subprocess.call([sys.executable, "-m", "serving.preflight"], env=env)
-
-
-def _print_examples(settings: Settings, url: str, key: str) -> None:
-    """A sample curl for each endpoint, with ids from the loaded store."""
-    from features.snapshot import latest_snapshot, load_snapshot
-
-    snapshot = load_snapshot(latest_snapshot(settings.features_dir))
-    personalised = snapshot.customers[snapshot.customers["personalised"].astype(bool)]
-    customer = str(personalised["customer_id"].iloc[0])
-    item = str(snapshot.item_ids[0])
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    auth = f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json'"
-    event = {
-        "event_id": f"demo-{int(time.time())}",
-        "ts": now,
-        "event_type": "add_to_cart",
-        "customer_id": customer,
-        "item_id": item,
-    }
-    print("\nsample requests (in another terminal, once the server says it is ready):")
-    samples = [
-        ("recommend", {"customer_id": customer, "n": 5}),
-        ("recommend_batch", {"customer_ids": [customer, "unknown-visitor"], "n": 3}),
-        ("similar_items", {"item_id": item, "n": 5}),
-        ("choose", {"customer_id": customer, "slot": "offer"}),
-        ("choose", {"customer_id": customer, "slot": "subject"}),
-        ("events", {"events": [event]}),
-    ]
-    for route, body in samples:
-        print(f"curl -s -X POST {url}/{route} {auth} -d '{json.dumps(body)}'")
-    print(f"curl -s {url}/customers/{customer} -H 'Authorization: Bearer {key}'")
-    print(f"curl -s {url}/status -H 'Authorization: Bearer {key}'")
-    print(f"curl -s -X POST {url}/admin/reload {auth}")
-    print(f"curl -s {url}/readyz")
-    print()
+    return serve_cli.serve(settings, host=None, port=args.port, examples=True)
 
 
 if __name__ == "__main__":
