@@ -389,15 +389,18 @@ class ServingConfig(BaseModel):
     api_keys: dict[str, list[Scope]] = Field(
         default_factory=dict,
         description=(
-            "API key → scopes (decide, ingest, admin), sent as `Authorization: Bearer "
-            "<key>`. Empty: `tailor serve` generates one admin key and prints it."
+            "Plaintext API key → scopes (decide, ingest, admin), sent as `Authorization: "
+            "Bearer <key>`: for tests and development, beside the hashed keys of "
+            "`keys_file` (`tailor keys add`)."
         ),
     )
     keys_file: Path | None = Field(
         None,
         description=(
-            "The API key store of `serving.keys.KeyStore` (JSON: ids, names, scopes and "
-            "SHA-256 digests, never a key); none: TAILOR_HOME/serving/keys.json."
+            "The API key store (JSON: ids, names, scopes and SHA-256 digests, never a "
+            "key), written by `tailor keys`; none: TAILOR_HOME/serving/keys.json. When "
+            "neither it nor `api_keys` holds a key, `tailor serve` adds one admin key "
+            "and prints it once."
         ),
     )
     shutdown_timeout_seconds: float = Field(

@@ -1,9 +1,10 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
 Subcommands: ``simulate``, ``ingest``, ``features build``, ``identity``, ``train
-recommender``, ``train selector``, ``promote``, ``serve``, ``demo``. Each builds the
-settings once, configures logging, and passes what it needs down. ``serve`` runs the BentoML
-service (``serving.service``) in its own process.
+recommender``, ``train selector``, ``promote``, ``serve``, ``rules check``, ``keys``,
+``demo``. Each builds the settings once, configures logging, and passes what it needs
+down. ``serve`` (``training/serve_cli.py``) runs the BentoML service
+(``serving.service``) in its own process; ``keys`` is ``training/keys_cli.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training import identity_cli, serve_cli
+from training import identity_cli, keys_cli, serve_cli
 
 if TYPE_CHECKING:
     from features.ingest import IngestReport
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     identity_cli.add_parser(sub)
+    keys_cli.add_parser(sub)
 
     demo = sub.add_parser("demo", help="simulate a store and run the pipeline end to end")
     demo.add_argument("--customers", type=int, default=3000, help="customers simulated")
@@ -336,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_cli.check_rules(serve_cli.service_environment(settings))
         if args.command == "identity":
             return identity_cli.run(args, settings)
+        if args.command == "keys":
+            return keys_cli.run(args, settings)
         if args.command == "demo":
             return _demo(args, settings)
     except ValidationError as exc:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -26,11 +25,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from features.errors import InputError, TailorError
+from training import keys_cli
 
 if TYPE_CHECKING:
     from features.settings import Settings
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+ALL_SCOPES = "decide,ingest,admin"  # the key made when none exists: it can do everything
 
 
 def add_parser(sub: Any) -> None:
@@ -223,17 +224,23 @@ def _quietly(act: Any) -> None:
 
 
 def _api_key(settings: Settings, env: dict[str, str]) -> str | None:
-    """A key for the sample requests, if one is known in plaintext; generates an
-    admin key for this run when none is configured."""
-    keys = dict(settings.serving.api_keys)
-    if not keys:
-        key = secrets.token_urlsafe(24)
-        keys = {key: ["decide", "ingest", "admin"]}
-        env["TAILOR_SERVING__API_KEYS"] = json.dumps(keys)
-        print("no API key configured (serving.api_keys): generated one for this run:")
-        print(f"   {key}")
-    usable = [k for k, scopes in keys.items() if {"admin", "decide"} & set(scopes)]
-    return usable[0] if usable else None
+    """A key for the sample requests, if one is known in plaintext; adds an admin
+    key to the key store (and prints it once) when no key exists at all."""
+    configured = settings.serving.api_keys
+    if configured:
+        usable = [k for k, scopes in configured.items() if {"admin", "decide"} & set(scopes)]
+        return usable[0] if usable else None
+    made = keys_cli.ensure_key(settings.keys_file, name="admin (tailor serve)", scopes=ALL_SCOPES)
+    if made is None:
+        print(f"API keys: from {settings.keys_file} (tailor keys list)")
+        return None
+    # Until serving/auth.py reads the key store, the service gets this run's new key
+    # through serving.api_keys as well; remove this line when it does.
+    env["TAILOR_SERVING__API_KEYS"] = json.dumps({made["token"]: made["scopes"]})
+    print(f"no API key yet: added admin key {made['id']} to {settings.keys_file}.")
+    print("The key, shown only this once (tailor keys revoke / add to replace it):")
+    print(f"   {made['token']}")
+    return str(made["token"])
 
 
 def service_environment(settings: Settings) -> dict[str, str]:
@@ -246,6 +253,8 @@ def service_environment(settings: Settings) -> dict[str, str]:
         env["TAILOR_CONFIG"] = str(settings.config.resolve())
     if settings.serving.rules_file is not None:
         env["TAILOR_SERVING__RULES_FILE"] = str(settings.serving.rules_file.resolve())
+    if settings.serving.keys_file is not None:
+        env["TAILOR_SERVING__KEYS_FILE"] = str(settings.serving.keys_file.resolve())
     if settings.features.segments_file is not None:
         env["TAILOR_FEATURES__SEGMENTS_FILE"] = str(settings.features.segments_file.resolve())
     return env
@@ -280,7 +289,7 @@ def print_examples(settings: Settings, url: str, key: str | None) -> None:
     }
     print("\nsample requests (in another terminal, once the server says it is ready):")
     if key is None:
-        print("export TAILOR_API_KEY=<key>   # a key of serving.api_keys")
+        print("export TAILOR_API_KEY=<key>   # a key of the key store (tailor keys add)")
     samples = [
         ("recommend", {"customer_id": customer, "n": 5}),
         ("recommend_batch", {"customer_ids": [customer, "unknown-visitor"], "n": 3}),

@@ -341,7 +341,7 @@ print(json.dumps({{"loaded": [m for m in {HEAVY!r} if m in sys.modules], "help":
     )
     found = json.loads(done.stdout)
     assert found["loaded"] == []
-    assert {"", "serve", "train recommender", "identity merge"} <= set(found["help"])
+    assert {"", "serve", "keys add", "train recommender", "identity merge"} <= set(found["help"])
     for path, text in found["help"].items():
         assert text.startswith(f"usage: tailor {path}".rstrip()), path
 

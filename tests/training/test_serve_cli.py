@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -144,9 +145,9 @@ def test_what_the_service_leaves_running_is_ended_when_it_exits(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_finishes_the_request_in_flight_and_leaves_no_process(trained_home, tmp_path):
-    """The real ``tailor serve`` on a trained home with no key configured: it
-    generates one, serves on loopback by default, and on SIGTERM answers the request
-    in flight, exits 0 and leaves no process."""
+    """The real ``tailor serve`` on a trained home with no key yet: it adds one admin
+    key to the store (printed once, never written), serves on loopback by default,
+    and on SIGTERM answers the request in flight, exits 0 and leaves no process."""
     home = tmp_path / "home"
     shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("online", "demo"))
     port = _free_port()
@@ -181,7 +182,10 @@ def test_sigterm_finishes_the_request_in_flight_and_leaves_no_process(trained_ho
             time.sleep(0.5)
         printed = log.read_text()
         assert f"serving on http://127.0.0.1:{port}" in printed
-        token = printed.split("generated one for this run:")[1].split()[0]
+        shown = re.findall(r"tk_k_[0-9a-f]{8}_[A-Za-z0-9_-]{43}", printed)
+        assert len(shown) == 1, printed  # printed once
+        token = shown[0]
+        assert token.encode() not in (home / "serving" / "keys.json").read_bytes()
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{url}/status", headers=auth, timeout=30).status_code == 200
 
