@@ -389,8 +389,26 @@ class ServingConfig(BaseModel):
     api_keys: dict[str, list[Scope]] = Field(
         default_factory=dict,
         description=(
-            "API key → scopes (decide, ingest, admin), sent as `Authorization: Bearer "
-            "<key>`. Empty: `tailor serve` generates one admin key and prints it."
+            "Plaintext API key → scopes (decide, ingest, admin), sent as `Authorization: "
+            "Bearer <key>`: for tests and development, beside the hashed keys of "
+            "`keys_file` (`tailor keys add`)."
+        ),
+    )
+    keys_file: Path | None = Field(
+        None,
+        description=(
+            "The API key store (JSON: ids, names, scopes and SHA-256 digests, never a "
+            "key), written by `tailor keys`; none: TAILOR_HOME/serving/keys.json. When "
+            "neither it nor `api_keys` holds a key, `tailor serve` adds one admin key "
+            "and prints it once."
+        ),
+    )
+    shutdown_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "After SIGTERM or SIGINT, how long `tailor serve` lets the service finish "
+            "the requests in flight before it kills the service's processes."
         ),
     )
     rules_file: Path | None = Field(
@@ -542,6 +560,11 @@ class Settings(BaseSettings):
     def features_dir(self) -> Path:
         """Root of the feature snapshots (``as_of=…`` folders)."""
         return self.home / "features"
+
+    @property
+    def keys_file(self) -> Path:
+        """The API key store: ``serving.keys_file``, else ``home/serving/keys.json``."""
+        return self.serving.keys_file or self.home / "serving" / "keys.json"
 
 
 class _SettingsFile(TomlConfigSettingsSource):

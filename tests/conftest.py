@@ -1,7 +1,12 @@
-"""Shared fixtures: a fresh store per test, a fixed clock, the shared datasets."""
+"""Shared fixtures: a fresh store per test, a fixed clock, the shared datasets, and a
+trained home (store, snapshot, registered champions) built once per session by the
+real ``tailor demo --no-serve``."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,7 +14,8 @@ import pytest
 
 from features.store import EventStore
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
@@ -23,3 +29,34 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATA} (../shared/data beside the repo)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("trained") / "home"
+    env = {**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "demo",
+            "--no-serve",
+            "--customers",
+            "400",
+            "--days",
+            "14",
+            "--seed",
+            "3",
+            "--tune-budget",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home

@@ -1,34 +1,33 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
 Subcommands: ``simulate``, ``ingest``, ``features build``, ``identity``, ``train
-recommender``, ``train selector``, ``promote``, ``serve``, ``demo``. Each builds the
-settings once, configures logging, and passes what it needs down. ``serve`` runs the BentoML
-service (``serving.service``) in its own process.
+recommender``, ``train selector``, ``promote``, ``serve``, ``rules check``, ``keys``,
+``demo``. Each builds the settings once, configures logging, and passes what it needs
+down. ``serve`` (``training/serve_cli.py``) runs the BentoML service
+(``serving.service``) in its own process; ``keys`` is ``training/keys_cli.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import ValidationError
+from training import identity_cli, keys_cli, serve_cli
 
-from features.errors import TailorError
-from features.ingest import IngestReport, ingest_file
-from features.settings import SelectorConfig, Settings
-from features.store import EventStore, connect
-from training import identity_cli
+if TYPE_CHECKING:
+    from features.ingest import IngestReport
+    from features.settings import SelectorConfig, Settings
+
+# Only the standard library and ``identity_cli`` are imported above: building the
+# parser and printing help must not load pandas, MLflow or BentoML (seconds of
+# start-up). Each command imports what it needs.
 
 logger = logging.getLogger("tailor")
 
@@ -48,10 +47,50 @@ def _progress(message: str) -> None:
     print(f"  … {message}", file=sys.stderr, flush=True)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless the help already says it
+    (an option whose default comes from the settings names the setting itself) or
+    the option is a flag (off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.nargs == 0:
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose subcommands share its help formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None):
+        super().__init__(
+            option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("tailor")
+        except PackageNotFoundError:
+            found = "unknown (the tailor package is not installed: pip install -e .)"
+        print(f"tailor {found}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tailor", description="Recommendations and content decisions for personalised email."
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--config",
@@ -60,29 +99,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TOML settings file (default: TAILOR_CONFIG; none: defaults and TAILOR_* only)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = sub.add_parser("simulate", help="write a seeded synthetic store (customers, events …)")
-    sim.add_argument("--customers", type=int, default=2000)
-    sim.add_argument("--days", type=int, default=30)
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--start", type=_utc, default=None, help="first day (UTC), ISO-8601")
-    sim.add_argument("--out", type=Path, required=True, help="output folder")
-    sim.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv")
+    sim.add_argument("--customers", type=int, default=2000, help="customers simulated")
+    sim.add_argument("--days", type=int, default=30, help="days of events")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    sim.add_argument(
+        "--start", type=_utc, default=None, help="first day (UTC), ISO-8601 (default: DAYS ago)"
+    )
+    sim.add_argument("--out", type=Path, required=True, help="output folder (required)")
+    sim.add_argument(
+        "--format", choices=("csv", "jsonl", "parquet"), default="csv", help="file format written"
+    )
 
     ing = sub.add_parser("ingest", help="validate and store a file of events or reference data")
-    ing.add_argument("path", type=Path)
-    ing.add_argument("--kind", choices=KINDS, required=True)
+    ing.add_argument("path", type=Path, help="CSV, TSV, JSONL or Parquet file (gzip by suffix)")
+    ing.add_argument("--kind", choices=KINDS, required=True, help="what the file holds (required)")
     ing.add_argument(
         "--source",
         default="contract",
         choices=("contract", "taobao", "rees46", "movielens", "hillstrom"),
         help="input convention: Tailor's contract or an adapter for a public log",
     )
-    ing.add_argument("--format", choices=("csv", "tsv", "jsonl", "parquet"), default=None)
+    ing.add_argument(
+        "--format",
+        choices=("csv", "tsv", "jsonl", "parquet"),
+        default=None,
+        help="file format (default: from the file's suffix)",
+    )
 
     feats = sub.add_parser("features", help="feature snapshots")
-    feats_sub = feats.add_subparsers(dest="features_command", required=True)
+    feats_sub = feats.add_subparsers(dest="features_command", required=True, metavar="COMMAND")
     build = feats_sub.add_parser("build", help="build a point-in-time feature snapshot")
     build.add_argument(
         "--as-of",
@@ -92,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     train = sub.add_parser("train", help="train models and register them in MLflow")
-    train_sub = train.add_subparsers(dest="train_command", required=True)
+    train_sub = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
     rec = train_sub.add_parser(
         "recommender", help="two-stage recommender on the latest feature snapshot"
     )
@@ -101,42 +149,63 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-events",
         default=None,
         help="comma-separated event types that count as relevant, or 'auto' (default: "
-        "carts/checkouts/purchases when the log has any, else every product event)",
+        "recommender.label_events, auto: carts/checkouts/purchases when the log has any, "
+        "else every product event)",
     )
     rec.add_argument(
         "--mode",
         choices=("all", "new"),
         default=None,
-        help="all: seen-but-unbought items may be recommended; new: never (default: all)",
+        help="all: seen-but-unbought items may be recommended; new: never "
+        "(default: recommender.mode, all)",
     )
     rec.add_argument(
         "--protocol",
         choices=("per_user", "global"),
         default=None,
-        help="temporal split: each user's last share, or one cut-off (default: per_user)",
+        help="temporal split: each user's last share, or one cut-off "
+        "(default: recommender.protocol, per_user)",
     )
-    rec.add_argument("--test-share", type=float, default=None, help="share held out (0.2)")
     rec.add_argument(
-        "--half-life-days", type=float, default=None, help="half-life of interactions (14)"
+        "--test-share",
+        type=float,
+        default=None,
+        help="share held out (default: recommender.test_share, 0.2)",
+    )
+    rec.add_argument(
+        "--half-life-days",
+        type=float,
+        default=None,
+        help="half-life of interactions (default: recommender.half_life_days, 14)",
     )
     rec.add_argument(
         "--decay",
         choices=("last_activity", "as_of", "none"),
         default=None,
-        help="age measured from the customer's last activity (default), as_of, or none",
+        help="age measured from the customer's last activity, as_of, or none "
+        "(default: recommender.decay, last_activity)",
     )
-    rec.add_argument("--tune-budget", type=int, default=None, help="ALS configurations tried (8)")
-    rec.add_argument("--seed", type=int, default=None, help="seed of the run (0)")
+    rec.add_argument(
+        "--tune-budget",
+        type=int,
+        default=None,
+        help="ALS configurations tried (default: recommender.tune_budget, 8)",
+    )
+    rec.add_argument(
+        "--seed", type=int, default=None, help="seed of the run (default: recommender.seed, 0)"
+    )
     rec.add_argument(
         "--floor",
         type=float,
         default=None,
-        help="NDCG@10 a model needs to become champion (default: beat popularity on the "
-        "same split)",
+        help="NDCG@10 a model needs to become champion (default: recommender.floor; none: "
+        "beat popularity on the same split)",
     )
 
     sel = train_sub.add_parser("selector", help="subject-line or offer selector from campaigns")
-    sel.add_argument("--slot", choices=("subject", "offer"), required=True)
+    sel.add_argument(
+        "--slot", choices=("subject", "offer"), required=True, help="what to select (required)"
+    )
     sel.add_argument(
         "--reward",
         choices=("auto", "open", "click", "conversion", "margin"),
@@ -147,60 +216,92 @@ def build_parser() -> argparse.ArgumentParser:
         "--population",
         choices=("auto", "opened", "all"),
         default=None,
-        help="offers learned from opened e-mails or every send (default: selectors)",
+        help="offers learned from opened e-mails or every send "
+        "(default: selectors.offer_population)",
     )
     sel.add_argument(
         "--attribution-window-hours",
         type=float,
         default=None,
-        help="outcomes without a decision id count this long after a send",
+        help="outcomes without a decision id count this long after a send "
+        "(default: selectors.attribution_window_hours)",
     )
     sel.add_argument(
         "--split",
         choices=("auto", "campaign", "customer"),
         default=None,
-        help="hold out the later campaigns or customer folds (cross-fitted)",
-    )
-    sel.add_argument("--holdout-share", type=float, default=None, help="campaigns held out")
-    sel.add_argument("--folds", type=int, default=None, help="customer folds")
-    sel.add_argument(
-        "--policy", choices=("epsilon_greedy", "softmax"), default=None, help="learned policy"
+        help="hold out the later campaigns or customer folds (cross-fitted) "
+        "(default: selectors.split)",
     )
     sel.add_argument(
-        "--epsilon", type=float, default=None, help="exploration share of the served champion"
+        "--holdout-share",
+        type=float,
+        default=None,
+        help="campaigns held out (default: selectors.holdout_share)",
     )
-    sel.add_argument("--temperature", type=float, default=None, help="for --policy softmax")
-    sel.add_argument("--seed", type=int, default=None, help="folds, bootstraps and models")
+    sel.add_argument(
+        "--folds", type=int, default=None, help="customer folds (default: selectors.folds)"
+    )
+    sel.add_argument(
+        "--policy",
+        choices=("epsilon_greedy", "softmax"),
+        default=None,
+        help="learned policy (default: selectors.policy)",
+    )
+    sel.add_argument(
+        "--epsilon",
+        type=float,
+        default=None,
+        help="exploration share of the served champion (default: selectors.epsilon)",
+    )
+    sel.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="for --policy softmax (default: selectors.temperature)",
+    )
+    sel.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="folds, bootstraps and models (default: selectors.seed)",
+    )
 
     prom = sub.add_parser("promote", help="move the champion alias if the candidate is better")
     prom.add_argument("--name", default="tailor-recommender", help="registered model")
-    prom.add_argument("--version", required=True, help="candidate version")
-    prom.add_argument("--metric", default="ndcg@10")
-    prom.add_argument("--floor", type=float, default=0.0)
-    prom.add_argument("--min-relative-gain", type=float, default=0.0)
+    prom.add_argument("--version", required=True, help="candidate version (required)")
+    prom.add_argument("--metric", default="ndcg@10", help="metric compared with the champion")
+    prom.add_argument("--floor", type=float, default=0.0, help="least value of the metric")
+    prom.add_argument(
+        "--min-relative-gain",
+        type=float,
+        default=0.0,
+        help="least relative gain over the champion's metric",
+    )
 
-    serve = sub.add_parser("serve", help="serve decisions over HTTP (BentoML)")
-    serve.add_argument("--host", default=None, help="default: serving.host (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="default: serving.port (3000)")
+    serve_cli.add_parser(sub)
 
     rules = sub.add_parser("rules", help="the decision service's rules")
-    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     rules_sub.add_parser(
         "check",
         help="compile the rules and check the content they name against the active content",
     )
 
     identity_cli.add_parser(sub)
+    keys_cli.add_parser(sub)
 
     demo = sub.add_parser("demo", help="simulate a store and run the pipeline end to end")
-    demo.add_argument("--customers", type=int, default=3000)
-    demo.add_argument("--days", type=int, default=30)
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--customers", type=int, default=3000, help="customers simulated")
+    demo.add_argument("--days", type=int, default=30, help="days of events, up to today")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the simulation")
     demo.add_argument("--tune-budget", type=int, default=4, help="ALS configurations tried")
     demo.add_argument(
         "--no-serve", action="store_true", help="stop after training instead of serving"
     )
-    demo.add_argument("--port", type=int, default=None, help="default: serving.port (3000)")
+    demo.add_argument(
+        "--port", type=int, default=None, help="port served on (default: serving.port, 3000)"
+    )
     return parser
 
 
@@ -212,6 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Long jobs report through _progress; MLflow's own chatter is for --verbose.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from pydantic import ValidationError
+
+    from features.errors import TailorError
+    from features.settings import Settings
+
     try:
         settings = Settings() if args.config is None else Settings(config=args.config)
         if args.command == "simulate":
@@ -227,11 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "promote":
             return _promote(args, settings)
         if args.command == "serve":
-            return _serve(settings, host=args.host, port=args.port)
+            return serve_cli.serve(settings, host=args.host, port=args.port)
         if args.command == "rules":
-            return _check_rules(_service_environment(settings))
+            return serve_cli.check_rules(serve_cli.service_environment(settings))
         if args.command == "identity":
             return identity_cli.run(args, settings)
+        if args.command == "keys":
+            return keys_cli.run(args, settings)
         if args.command == "demo":
             return _demo(args, settings)
     except ValidationError as exc:
@@ -272,6 +380,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 def _compact_online_log(settings: Settings) -> None:
     """Move events posted to the service into the event store (deduped by id)."""
     from features.online_log import OnlineEventLog, compact
+    from features.store import EventStore
 
     path = settings.online_dir / "events.db"
     if not path.exists():
@@ -293,6 +402,9 @@ def _ingest_one(
     source: str = "contract",
     fmt: str | None = None,
 ) -> IngestReport:
+    from features.ingest import ingest_file
+    from features.store import EventStore
+
     return ingest_file(
         path,
         kind=kind,
@@ -309,6 +421,7 @@ def _ingest_one(
 def _features_build(as_of: datetime, settings: Settings) -> int:
     from features.segments import load_segments
     from features.snapshot import behaviour_feature_names, build_snapshot
+    from features.store import EventStore
 
     config = settings.features
     segments = load_segments(config.segments_file, behaviour_feature_names(config))
@@ -358,6 +471,7 @@ def _identity_summary(report: dict[str, Any]) -> str:
 
 
 def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:
+    from features.store import EventStore
     from training.recommend_job import RecommenderJobConfig
     from training.tracking import tracking_uri
     from training.train_recommender import train_recommender
@@ -434,6 +548,8 @@ SELECTOR_OPTIONS = {
 
 def _selector_settings(args: argparse.Namespace, settings: Settings) -> SelectorConfig:
     """``settings.selectors`` with the options given on the command line (validated)."""
+    from features.settings import SelectorConfig
+
     chosen = settings.selectors.model_dump()
     for option, name in SELECTOR_OPTIONS.items():
         value = getattr(args, option, None)
@@ -446,6 +562,10 @@ def _selector_settings(args: argparse.Namespace, settings: Settings) -> Selector
 
 def _rule_defaults(settings: Settings) -> dict[str, str]:
     """The rules file's default content per slot (what serving falls back to)."""
+    import yaml
+
+    from features.errors import TailorError
+
     if settings.serving.rules_file is None:
         return {}  # the packaged rules name no content
     path = Path(settings.serving.rules_file)
@@ -457,6 +577,7 @@ def _rule_defaults(settings: Settings) -> dict[str, str]:
 
 
 def _train_selector(args: argparse.Namespace, settings: Settings) -> int:
+    from features.store import EventStore
     from training.train_selector import registered_name, train_selector
 
     outcome = train_selector(
@@ -507,12 +628,15 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from features.simulator import DEMO_RULES_FILE, SimulationConfig, simulate, write_store
+    from features.store import EventStore, connect
 
     if settings.serving.rules_file is None:
         # The simulated store's content ids are the demo's own: so are its rules.
         serving = settings.serving.model_copy(update={"rules_file": DEMO_RULES_FILE})
         settings = settings.model_copy(update={"serving": serving})
 
+    if not args.no_serve:  # a busy port stops the demo now, not after training
+        serve_cli.check_port_free(settings.serving.host, args.port or settings.serving.port)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     config = SimulationConfig(
         customers=args.customers,
@@ -566,105 +690,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_serve:
         return 0
     print("\n== serve")
-    return _serve(settings, host=None, port=args.port, examples=True)
-
-
-def _serve(
-    settings: Settings, *, host: str | None, port: int | None, examples: bool = False
-) -> int:
-    """Run ``bentoml serve serving.service:Tailor`` until interrupted."""
-    host = host or settings.serving.host
-    port = port or settings.serving.port
-    env = _service_environment(settings)
-    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    code = _check_rules(env)
-    if code != 0:
-        print("tailor: not serving: fix the rules above (tailor rules check)", file=sys.stderr)
-        return code
-    keys = dict(settings.serving.api_keys)
-    if not keys:
-        key = secrets.token_urlsafe(24)
-        keys = {key: ["decide", "ingest", "admin"]}
-        env["TAILOR_SERVING__API_KEYS"] = json.dumps(keys)
-        print("no API key configured (serving.api_keys): generated one for this run:")
-        print(f"   {key}")
-    key = next(k for k, scopes in keys.items() if "admin" in scopes or "decide" in scopes)
-    if examples:
-        _print_examples(settings, f"http://{host}:{port}", key)
-    print(f"serving on http://{host}:{port} (Ctrl+C to stop); API docs at /docs")
-    command = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "serving.service:Tailor",
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 0
-
-
-def _service_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a service process: its settings are these settings — the
-    same settings file, and every path made absolute (so is the demo's rules file,
-    set in this process rather than in the file or the environment)."""
-    env = dict(os.environ)
-    env["TAILOR_HOME"] = str(settings.home.resolve())
-    if settings.config is not None:
-        env["TAILOR_CONFIG"] = str(settings.config.resolve())
-    if settings.serving.rules_file is not None:
-        env["TAILOR_SERVING__RULES_FILE"] = str(settings.serving.rules_file.resolve())
-    if settings.features.segments_file is not None:
-        env["TAILOR_FEATURES__SEGMENTS_FILE"] = str(settings.features.segments_file.resolve())
-    return env
-
-
-def _check_rules(env: dict[str, str]) -> int:
-    """The service's own check of its rules against the active content, run in a
-    process of its own (``training`` does not import ``serving``); 2 on a problem,
-    which it prints naming the rule."""
-    sys.stdout.flush()
-    return subprocess.call([sys.executable, "-m", "serving.preflight"], env=env)
-
-
-def _print_examples(settings: Settings, url: str, key: str) -> None:
-    """A sample curl for each endpoint, with ids from the loaded store."""
-    from features.snapshot import latest_snapshot, load_snapshot
-
-    snapshot = load_snapshot(latest_snapshot(settings.features_dir))
-    personalised = snapshot.customers[snapshot.customers["personalised"].astype(bool)]
-    customer = str(personalised["customer_id"].iloc[0])
-    item = str(snapshot.item_ids[0])
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    auth = f"-H 'Authorization: Bearer {key}' -H 'Content-Type: application/json'"
-    event = {
-        "event_id": f"demo-{int(time.time())}",
-        "ts": now,
-        "event_type": "add_to_cart",
-        "customer_id": customer,
-        "item_id": item,
-    }
-    print("\nsample requests (in another terminal, once the server says it is ready):")
-    samples = [
-        ("recommend", {"customer_id": customer, "n": 5}),
-        ("recommend_batch", {"customer_ids": [customer, "unknown-visitor"], "n": 3}),
-        ("similar_items", {"item_id": item, "n": 5}),
-        ("choose", {"customer_id": customer, "slot": "offer"}),
-        ("choose", {"customer_id": customer, "slot": "subject"}),
-        ("events", {"events": [event]}),
-    ]
-    for route, body in samples:
-        print(f"curl -s -X POST {url}/{route} {auth} -d '{json.dumps(body)}'")
-    print(f"curl -s {url}/customers/{customer} -H 'Authorization: Bearer {key}'")
-    print(f"curl -s {url}/status -H 'Authorization: Bearer {key}'")
-    print(f"curl -s -X POST {url}/admin/reload {auth}")
-    print(f"curl -s {url}/readyz")
-    print()
+    return serve_cli.serve(settings, host=None, port=args.port, examples=True)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from features.errors import InputError
 from features.identity_overrides import add_override, load_overrides, remove_overrides
-from features.settings import Settings
+
+if TYPE_CHECKING:
+    from features.settings import Settings
 
 
 def add_parser(sub: Any) -> None:
@@ -25,15 +27,19 @@ def add_parser(sub: Any) -> None:
     merge = ident_sub.add_parser(
         "merge", help="make these customer records one person (kept across rebuilds)"
     )
-    merge.add_argument("ids", nargs="+", metavar="CUSTOMER_ID")
+    merge.add_argument("ids", nargs="+", metavar="CUSTOMER_ID", help="two or more customer ids")
     merge.add_argument("--reason", default="", help="why (kept with the override)")
     split = ident_sub.add_parser(
         "split", help="take a customer record out of its person (kept across rebuilds)"
     )
-    split.add_argument("id", metavar="CUSTOMER_ID")
+    split.add_argument("id", metavar="CUSTOMER_ID", help="the customer id to take out")
     split.add_argument("--reason", default="", help="why (kept with the override)")
     over = ident_sub.add_parser("overrides", help="list the merge / split overrides")
-    over.add_argument("--remove", metavar="CUSTOMER_ID", help="drop the overrides naming it")
+    over.add_argument(
+        "--remove",
+        metavar="CUSTOMER_ID",
+        help="drop the overrides naming it (default: list them, drop none)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,12 +1,10 @@
-"""A trained home (store, snapshot, registered champions) built once per session by the
-real ``tailor demo --no-serve``, and a fresh copy of it per test."""
+"""A fresh copy per test of the session's trained home (``trained_home``, in
+``tests/conftest.py``), and settings for it."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,37 +14,6 @@ from features.simulator import DEMO_RULES_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-@pytest.fixture(scope="session")
-def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("trained") / "home"
-    env = {**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.cli",
-            "demo",
-            "--no-serve",
-            "--customers",
-            "400",
-            "--days",
-            "14",
-            "--seed",
-            "3",
-            "--tune-budget",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return home
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
 import subprocess
@@ -12,7 +14,7 @@ import pandas as pd
 import pytest
 
 from features.store import EventStore
-from tests.commands import run_tailor
+from tests.commands import command_paths, run_tailor
 
 
 def _tailor(
@@ -299,3 +301,73 @@ def test_serve_refuses_rules_naming_unknown_content_naming_the_rule(tmp_path):
         "content of slot 'offer' (known: mens_email, no_email)"
     ) in serve.stderr
     assert "not serving" in serve.stderr and "serving on" not in serve.stdout
+
+
+# Libraries that take seconds to import: building the parser and printing any help
+# must load none of them (each command imports what it needs).
+HEAVY = (
+    "mlflow",
+    "bentoml",
+    "lightgbm",
+    "implicit",
+    "splink",
+    "duckdb",
+    "sklearn",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "pydantic",
+)
+
+
+def test_help_of_every_command_loads_no_heavy_library(repo_root):
+    script = f"""
+import contextlib, io, json, sys
+from training.cli import build_parser, main
+from tests.commands import command_paths
+printed = {{}}
+for path, _ in command_paths(build_parser()):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main([*path, "--help"])
+        except SystemExit as stop:
+            assert stop.code == 0, (path, stop.code)
+    printed[" ".join(path)] = out.getvalue()
+print(json.dumps({{"loaded": [m for m in {HEAVY!r} if m in sys.modules], "help": printed}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=repo_root, check=True
+    )
+    found = json.loads(done.stdout)
+    assert found["loaded"] == []
+    assert {"", "serve", "keys add", "train recommender", "identity merge"} <= set(found["help"])
+    for path, text in found["help"].items():
+        assert text.startswith(f"usage: tailor {path}".rstrip()), path
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from training.cli import build_parser
+
+    missing = []
+    for path, parser in command_paths(build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction | argparse._HelpAction):
+                continue
+            name = f"tailor {' '.join(path)} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                missing.append(f"{name}: no help")
+            elif action.option_strings and action.nargs != 0:
+                shown = formatter._expand_help(action)
+                if not ("default" in shown or "required" in shown):
+                    missing.append(f"{name}: no default shown in {shown!r}")
+    assert not missing, "\n".join(missing)
+
+
+def test_version_is_the_installed_package_version(tmp_path, repo_root):
+    from importlib.metadata import version
+
+    done = _tailor("--version", home=tmp_path, cwd=repo_root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"tailor {version('tailor')}\n"
