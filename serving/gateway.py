@@ -28,10 +28,11 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from serving.errors import ErrorDetail, code_for, error_body, log_client_error
+from serving.keys import ApiKey
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,6 +44,7 @@ OPEN_PATHS = frozenset(
     {"/healthz", "/livez", "/readyz", "/metrics", "/docs", "/docs.json", "/openapi.json", "/"}
 )
 OPEN_PREFIXES = ("/static_content/", "/docs/")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -57,27 +59,23 @@ def required_scope(path: str) -> str | None:
     return "decide"
 
 
-@dataclass(frozen=True)
-class ApiKey:
-    """Who a request is: a key's public id, its name and scopes (never the secret)."""
-
-    id: str
-    name: str
-    scopes: frozenset[str]
-    rate_limit: float | None = None
-
-
 class KeyLookup(Protocol):
     def lookup(self, token: bytes) -> ApiKey | None: ...
 
 
 class StaticKeys:
     """Keys given in the settings (``serving.api_keys``): plaintext, for development
-    and tests; compared in constant time."""
+    and tests (production keys live hashed in the key store, ``tailor keys``);
+    compared in constant time."""
 
     def __init__(self, keys: Mapping[str, Sequence[str]]) -> None:
         self._keys = [
-            (key.encode(), ApiKey(id=f"settings-{i}", name="settings", scopes=frozenset(scopes)))
+            (
+                key.encode(),
+                ApiKey(
+                    id=f"settings-{i}", name="settings", scopes=frozenset(scopes), created=_EPOCH
+                ),
+            )
             for i, (key, scopes) in enumerate(sorted(keys.items()))
         ]
 
@@ -115,7 +113,7 @@ class RateLimiter:
 
     def admit(self, key: ApiKey) -> float | None:
         """``None`` when admitted, else the seconds to wait before retrying."""
-        rate = key.rate_limit if key.rate_limit is not None else self.rate
+        rate = self.rate
         if rate is None or rate <= 0:
             return None
         burst = max(self.burst, 1.0)

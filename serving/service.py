@@ -25,7 +25,8 @@ from features.settings import Settings
 from serving import metrics
 from serving.api import ERRORS, build_app, json_response, openapi_document
 from serving.core import DecisionCore
-from serving.gateway import Gateway, StaticKeys
+from serving.gateway import AnyKeys, Gateway, StaticKeys
+from serving.keys import KeyStore
 from serving.schemas import (
     Choice,
     ChooseRequest,
@@ -184,7 +185,9 @@ metrics.install(
 )
 Tailor.add_asgi_middleware(  # type: ignore[attr-defined]
     Gateway,
-    keys=StaticKeys(SETTINGS.serving.api_keys),
+    # The key store (hashed, `tailor keys`; re-read when it changes, so keys are added
+    # and revoked without a restart), then any keys given in the settings.
+    keys=AnyKeys(KeyStore(SETTINGS.keys_file), StaticKeys(SETTINGS.serving.api_keys)),
     max_body_bytes=SETTINGS.serving.max_body_bytes,
     rate_limit=SETTINGS.serving.rate_limit,
     rate_burst=SETTINGS.serving.rate_burst,

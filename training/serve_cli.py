@@ -234,9 +234,6 @@ def _api_key(settings: Settings, env: dict[str, str]) -> str | None:
     if made is None:
         print(f"API keys: from {settings.keys_file} (tailor keys list)")
         return None
-    # Until serving/auth.py reads the key store, the service gets this run's new key
-    # through serving.api_keys as well; remove this line when it does.
-    env["TAILOR_SERVING__API_KEYS"] = json.dumps({made["token"]: made["scopes"]})
     print(f"no API key yet: added admin key {made['id']} to {settings.keys_file}.")
     print("The key, shown only this once (tailor keys revoke / add to replace it):")
     print(f"   {made['token']}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import InputError, NotFoundError
 from serving.api import ERRORS, build_app, openapi_document
-from serving.gateway import AnyKeys, ApiKey, Gateway, RateLimiter, StaticKeys
+from serving.gateway import AnyKeys, Gateway, RateLimiter, StaticKeys
+from serving.keys import ApiKey, KeyStore
 
 KEYS = {"admin-key-123": ["decide", "ingest", "admin"], "decide-key-123": ["decide"]}
 ADMIN = {"Authorization": "Bearer admin-key-123"}
@@ -240,18 +242,33 @@ def test_rate_limit_answers_429_with_retry_after():
     assert _call(app, "POST", "/recommend", json=body, headers=ADMIN).status_code == 200
 
 
-def test_rate_limiter_refills_at_its_rate_and_a_key_limit_wins():
+def test_rate_limiter_refills_at_its_rate():
     now = [0.0]
     limiter = RateLimiter(10.0, 1.0, lambda: now[0])
-    key = ApiKey(id="k", name="k", scopes=frozenset())
+    key = ApiKey(id="k", name="k", scopes=frozenset(), created=datetime.now(UTC))
     assert limiter.admit(key) is None
     wait = limiter.admit(key)
     assert wait == pytest.approx(0.1)
     now[0] += 0.1
     assert limiter.admit(key) is None
-    slow = ApiKey(id="s", name="s", scopes=frozenset(), rate_limit=1.0)
-    assert limiter.admit(slow) is None and limiter.admit(slow) == pytest.approx(1.0)
     assert RateLimiter(None, 1.0, lambda: 0.0).admit(key) is None
+
+
+def test_keys_from_the_key_store_work_and_revoking_takes_effect_without_restart(tmp_path):
+    store = KeyStore(tmp_path / "keys.json", check_every=0.0)
+    made = store.add(name="renderer", scopes="decide")
+    app = _app(keys=AnyKeys(store, StaticKeys(KEYS)))
+    auth = {"Authorization": f"Bearer {made.token}"}
+    assert (
+        _call(app, "POST", "/recommend", json={"customer_id": "c1"}, headers=auth).status_code
+        == 200
+    )
+    assert (
+        _call(app, "POST", "/events", json={"customer_id": "c1"}, headers=auth).status_code == 403
+    )
+    KeyStore(tmp_path / "keys.json").revoke(made.key.id)  # as `tailor keys revoke` does
+    refused = _call(app, "POST", "/recommend", json={"customer_id": "c1"}, headers=auth)
+    assert refused.status_code == 401
 
 
 def test_key_lookups_chain():
