@@ -19,6 +19,23 @@ EXAMPLES = 25
 """Cases per operation and mode (the suite's budget; raise it locally to fuzz harder)."""
 
 
+def _fuzz(
+    operation: Any, mode: GenerationMode, url: str, label: str, counts: dict[str, int]
+) -> Any:
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case: Any) -> None:
+        counts[label] = counts.get(label, 0) + 1
+        case.call_and_validate(base_url=url, headers=dict(ADMIN))
+
+    return run
+
+
 def test_the_api_never_5xx_and_keeps_its_document(
     trained_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -34,17 +51,7 @@ def test_the_api_never_5xx_and_keeps_its_document(
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 label = f"{operation.label} {mode.value}"
 
-                @given(case=operation.as_strategy(generation_mode=mode))
-                @settings(
-                    max_examples=EXAMPLES,
-                    deadline=None,
-                    database=None,
-                    suppress_health_check=list(HealthCheck),
-                )
-                def run(case: Any, label: str = label) -> None:
-                    counts[label] = counts.get(label, 0) + 1
-                    case.call_and_validate(base_url=server.url, headers=dict(ADMIN))
-
+                run = _fuzz(operation, mode, server.url, label, counts)
                 try:
                     run()
                 except Exception as error:  # collect every operation's failure
