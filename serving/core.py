@@ -93,8 +93,14 @@ class BatchTooLarge(InputError):
     """A batch over the configured limit (HTTP 413)."""
 
 
-class UnknownCandidates(InputError):
-    """Candidate content ids the service does not know (HTTP 422)."""
+class UnknownCandidates(NotFoundError):
+    """Content the service does not know: candidate ids, or a slot without active
+    content (HTTP 404, naming the field)."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field}={value!r}: {reason}")
 
 
 class NotReady(TailorError):
@@ -1064,7 +1070,7 @@ class DecisionCore:
         if request.candidates is None:
             candidates = active
             if not candidates:
-                raise InputError("slot", slot, "has no active content; pass candidates")
+                raise UnknownCandidates("slot", slot, "has no active content; pass candidates")
         else:
             candidates = list(dict.fromkeys(request.candidates))
             unknown = [c for c in candidates if c not in set(active)]
@@ -1193,20 +1199,15 @@ class DecisionCore:
     # ================================================================== events
     def ingest_events(self, records: list[dict[str, Any]]) -> EventsResponse:
         """Store posted events durably (group commit, :mod:`serving.events`) and apply
-        them to the online store; a call whose every row was rejected is refused."""
+        them to the online store. Each row stands alone: bad ones come back rejected
+        with their reasons (and are quarantined), even when every row is bad."""
         if len(records) > self.config.max_events_per_call:
             raise BatchTooLarge(
                 "events",
                 len(records),
                 f"at most {self.config.max_events_per_call} events per call",
             )
-        result = self.writer.post(records)
-        if result.accepted == 0 and result.duplicates == 0 and result.rejected:
-            reasons = "; ".join(f"[{r.index}] {r.reason}" for r in result.rejected[:20])
-            raise InputError(
-                "events", f"{len(records)} rows", f"every event was rejected: {reasons}"
-            )
-        return result
+        return self.writer.post(records)
 
     # ================================================================== customers
     def customer(self, customer_id: str) -> CustomerView:

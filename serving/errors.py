@@ -112,7 +112,7 @@ def from_exception(error: BaseException) -> ApiError | None:
     if isinstance(error, BatchTooLarge):
         return ApiError(413, "too_large", str(error), field=error.field)
     if isinstance(error, UnknownCandidates):
-        return ApiError(422, "unknown_candidates", str(error), field=error.field)
+        return ApiError(404, "unknown_content", str(error), field=error.field)
     if isinstance(error, InputError):
         return ApiError(422, "unprocessable", str(error), field=error.field)
     if isinstance(error, NotFoundError):

@@ -153,8 +153,8 @@ class Tailor:
     def events(self, body: EventsRequest) -> Response:
         """Validate and store events durably, then update profiles and triggers.
 
-        Answers once the accepted rows are on disk. Bad rows are rejected with their
-        reason (and quarantined); a call whose every row was rejected is a 422."""
+        Answers once the accepted rows are on disk. Each row stands alone: bad rows
+        come back in `rejected` with their reasons (and are quarantined)."""
         return json_response(self.core.ingest_events(body.events))
 
     @app.post("/admin/reload", response_model=Status, responses=ERRORS, tags=["admin"])
