@@ -281,7 +281,9 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     document["security"] = [{"bearer": []}]
     paths = document.setdefault("paths", {})
     for path, summary in OPEN_ROUTES.items():
-        content = "text/plain; version=0.0.4" if path == "/metrics" else "text/plain"
+        content = {"/metrics": "text/plain; version=0.0.4", "/readyz": "application/json"}.get(
+            path, "text/plain"
+        )
         responses: dict[str, Any] = {"200": {"description": summary, "content": {content: {}}}}
         if path == "/readyz":
             responses["503"] = {

@@ -72,6 +72,7 @@ def test_a_broken_champion_at_start_serves_fallbacks_and_says_why(home, tmp_path
 
 def test_an_unreadable_new_snapshot_keeps_the_loaded_one(home):
     core = _core(home)
+    customer = _quiet_customer(home)
     loaded = core.status().snapshot
     assert loaded is not None
     later = (
@@ -82,7 +83,7 @@ def test_an_unreadable_new_snapshot_keeps_the_loaded_one(home):
     with pytest.raises(ReloadFailed, match="snapshot not loaded, the previous one stays"):
         core.reload_or_raise()
     assert core.status().snapshot == loaded
-    answer = core.recommend(RecommendRequest(customer_id=_quiet_customer(home), n=5))
+    answer = core.recommend(RecommendRequest(customer_id=customer, n=5))
     assert answer.strategy == "model"
 
 
