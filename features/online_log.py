@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contracts import EVENTS
+from features.contracts import EVENTS, RowLimits
 from features.ingest import write_events
+from features.readers import records_frame
 from features.store import EventStore
-from features.validation import validate
+from features.validation import DEFAULT_LIMITS, validate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -87,12 +88,21 @@ class OnlineEventLog:
         self._con.close()
 
     def append(
-        self, records: list[dict[str, Any]], *, now: datetime, max_future_skew: Any
+        self,
+        records: list[dict[str, Any]],
+        *,
+        now: datetime,
+        max_future_skew: Any,
+        limits: RowLimits = DEFAULT_LIMITS,
     ) -> Appended:
-        """Validate ``records`` against the events contract and store them durably."""
-        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+        """Validate ``records`` (decoded JSON objects) against the events contract and
+        store them durably; a record that fails any check is quarantined with its
+        reasons, never failing the others."""
+        frame = records_frame(records)
         positions = np.arange(len(records), dtype=np.int64)
-        result = validate(frame, positions, EVENTS, now=now, max_future_skew=max_future_skew)
+        result = validate(
+            frame, positions, EVENTS, now=now, max_future_skew=max_future_skew, limits=limits
+        )
         valid = result.valid
         received = now.isoformat()
         rows = _as_json_rows(valid)
@@ -135,7 +145,7 @@ class OnlineEventLog:
         if not rows:
             return pd.DataFrame(columns=EVENTS.names), 0
         records = [json.loads(row) for _, row in rows]
-        frame = pd.DataFrame.from_records(records)
+        frame = records_frame(records)
         result = validate(
             frame,
             np.arange(len(records), dtype=np.int64),
