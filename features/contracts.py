@@ -8,6 +8,7 @@ one place. See DESIGN.md "Data contracts".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 import pyarrow as pa
@@ -60,6 +61,9 @@ class Column:
         Allowed values; anything else sends the row to quarantine.
     min_value, max_value : float, optional
         Inclusive bounds for numeric columns.
+    free_text : bool
+        Prose (a title, a subject line): bounded by ``RowLimits.max_text_length``
+        rather than ``max_field_length``, the bound of ids and codes.
     description : str
         What the column means, for documentation and error messages.
     """
@@ -70,11 +74,38 @@ class Column:
     enum: tuple[str, ...] | None = None
     min_value: float | None = None
     max_value: float | None = None
+    free_text: bool = False
     description: str = ""
 
     @property
     def arrow_type(self) -> pa.DataType:
         return _ARROW_TYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class RowLimits:
+    """Bounds every row is held to, whatever its table (the settings of the same names).
+
+    Parameters
+    ----------
+    min_event_ts : datetime
+        Events stamped earlier than this (UTC) are refused: a zero date, a year
+        typed wrong, a default of 0001-01-01. (Other timestamps, such as a catalog
+        item's ``created_ts``, may be older, within what pandas holds: from
+        1677-09-22 to 2262-04-11.)
+    max_field_length : int
+        Most characters of an id or other short text (emails, codes, categories).
+    max_text_length : int
+        Most characters of a free-text column (catalog ``title``, content ``text``).
+    max_json_bytes : int
+        Most bytes of a row's ``properties`` / ``attributes`` JSON (UTF-8), unknown
+        columns folded in.
+    """
+
+    min_event_ts: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    max_field_length: int = 256
+    max_text_length: int = 4096
+    max_json_bytes: int = 65_536
 
 
 @dataclass(frozen=True)
@@ -166,7 +197,7 @@ CATALOG = TableContract(
     key="item_id",
     columns=(
         Column("item_id", "string", required=True),
-        Column("title", "string"),
+        Column("title", "string", free_text=True),
         Column("category", "string"),
         Column("brand", "string"),
         Column("price", "float", min_value=0),
@@ -182,7 +213,7 @@ CONTENT = TableContract(
     columns=(
         Column("content_id", "string", required=True),
         Column("slot", "string", required=True),
-        Column("text", "string"),
+        Column("text", "string", free_text=True, description="the subject line, offer copy ..."),
         Column("attributes", "json", description="offer_type, discount_pct, cost, ..."),
         Column("active", "bool"),
     ),

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.adapters import adapter_for
-from features.contracts import TableContract, contract_for
+from features.contracts import RowLimits, TableContract, contract_for
 from features.readers import BadLine, detect_format, iter_chunks
 from features.store import (
     INGESTED_AT,
@@ -30,7 +30,7 @@ from features.store import (
     EventStore,
     stored_schema,
 )
-from features.validation import validate
+from features.validation import DEFAULT_LIMITS, validate
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def ingest_file(
     fmt: str | None = None,
     chunk_rows: int = 1_000_000,
     max_future_skew: timedelta = timedelta(days=1),
+    limits: RowLimits = DEFAULT_LIMITS,
     progress: Progress | None = None,
 ) -> IngestReport:
     """Ingest one file of ``kind`` into ``store`` as one atomic batch.
@@ -113,6 +114,9 @@ def ingest_file(
         Rows per chunk; bounds memory.
     max_future_skew : timedelta
         Events later than ``now`` + this are quarantined.
+    limits : RowLimits
+        Earliest event time, longest id, text and JSON a row may hold; a row
+        beyond them is quarantined.
     progress : callable, optional
         Called with a message after each chunk.
     """
@@ -158,6 +162,7 @@ def ingest_file(
                 contract,
                 now=now,
                 max_future_skew=max_future_skew,
+                limits=limits,
             )
             rejected = pd.concat(
                 [result.rejected, _bad_lines_frame(chunk.bad_lines)], ignore_index=True

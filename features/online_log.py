@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contracts import EVENTS
+from features.contracts import EVENTS, RowLimits
 from features.ingest import write_events
+from features.readers import records_frame
 from features.store import EventStore
-from features.validation import validate
+from features.validation import DEFAULT_LIMITS, validate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -91,12 +92,21 @@ class OnlineEventLog:
         self._con.close()
 
     def append(
-        self, records: list[dict[str, Any]], *, now: datetime, max_future_skew: Any
+        self,
+        records: list[dict[str, Any]],
+        *,
+        now: datetime,
+        max_future_skew: Any,
+        limits: RowLimits = DEFAULT_LIMITS,
     ) -> Appended:
-        """Validate ``records`` against the events contract and store them durably."""
-        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+        """Validate ``records`` (decoded JSON objects) against the events contract and
+        store them durably; a record that fails any check is quarantined with its
+        reasons, never failing the others."""
+        frame = records_frame(records)
         positions = np.arange(len(records), dtype=np.int64)
-        result = validate(frame, positions, EVENTS, now=now, max_future_skew=max_future_skew)
+        result = validate(
+            frame, positions, EVENTS, now=now, max_future_skew=max_future_skew, limits=limits
+        )
         valid = result.valid
         received = now.isoformat()
         rows = _as_json_rows(valid)
@@ -173,7 +183,7 @@ def _typed(rows: list[tuple[int, str]]) -> pd.DataFrame:
         return pd.DataFrame(columns=EVENTS.names)
     records = [json.loads(row) for _, row in rows]
     result = validate(
-        pd.DataFrame.from_records(records),
+        records_frame(records),
         np.arange(len(records), dtype=np.int64),
         EVENTS,
         # Already checked against the clock when posted.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tomllib
 import types
 import typing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from features.contracts import RowLimits
 from features.errors import InputError
 
 
@@ -507,6 +508,34 @@ class Settings(BaseSettings):
         timedelta(days=1),
         description="Events stamped later than now + this are quarantined as clock errors.",
     )
+    min_event_ts: datetime = Field(
+        datetime(1970, 1, 1, tzinfo=UTC),
+        description=(
+            "Events stamped earlier than this are quarantined (a zero date, a typo'd year); "
+            "a time without a zone is UTC."
+        ),
+    )
+    max_field_length: int = Field(
+        256, ge=1, description="Most characters of an id or other short text field of a row."
+    )
+    max_text_length: int = Field(
+        4096, ge=1, description="Most characters of a catalog title or a content text."
+    )
+    max_properties_bytes: int = Field(
+        65_536,
+        ge=2,
+        description="Most bytes (UTF-8) of a row's properties / attributes JSON, "
+        "unknown columns folded in.",
+    )
+    lock_timeout: float = Field(
+        600.0,
+        ge=0,
+        description=(
+            "Seconds an ingest or feature build waits for another one writing the same "
+            "store (or the same feature folder) to finish before it gives up; 0: do "
+            "not wait."
+        ),
+    )
     phone_region: str = Field(
         "US",
         min_length=2,
@@ -545,6 +574,21 @@ class Settings(BaseSettings):
         if not path.is_file():
             raise InputError("config", str(path), "no such settings file")
         return (init_settings, env_settings, _SettingsFile(settings_cls, path))
+
+    @field_validator("min_event_ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @property
+    def row_limits(self) -> RowLimits:
+        """The bounds every ingested or posted row is held to."""
+        return RowLimits(
+            min_event_ts=self.min_event_ts,
+            max_field_length=self.max_field_length,
+            max_text_length=self.max_text_length,
+            max_json_bytes=self.max_properties_bytes,
+        )
 
     @property
     def store_dir(self) -> Path:

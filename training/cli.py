@@ -414,6 +414,7 @@ def _ingest_one(
         fmt=fmt,
         chunk_rows=settings.ingest_chunk_rows,
         max_future_skew=settings.max_future_skew,
+        limits=settings.row_limits,
         progress=_progress,
     )
 

@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -288,3 +289,137 @@ def test_every_row_is_accounted_for_on_a_large_mixed_file(tmp_path, store):
     assert report.rows_read == n
     assert report.accepted + report.duplicates + report.quarantined == n
     assert report.quarantined == int(((kinds == "bad_ts") | (kinds == "bad_type")).sum())
+
+
+# --------------------------------------------------------------------------- malformed anywhere
+CSV_HEADER = "event_id,ts,event_type,customer_id,item_id,price,properties"
+GOOD_CSV = 'g{n},2026-11-01T10:00:00Z,product_view,c1,i1,9.5,"{{""n"": {n}}}"'
+
+
+def test_malformed_csv_rows_anywhere_are_quarantined_and_the_rest_ingested(tmp_path, store):
+    # (line content, reason fragment); None: a good row. Line 1 is the header.
+    lines: list[tuple[bytes, str | None]] = [
+        (GOOD_CSV.format(n=1).encode(), None),
+        (b'b1,2026-11-01T10:00:00Z,product_view,c1,i1,1,"{not json"', "properties: not valid JSON"),
+        (b'b2,2026-11-01T10:00:00Z,product_view,c1,i1,1,"[1, 2]"', "properties: a JSON array"),
+        (b"b3,2026-11-01T10:00:00Z,product_view,c\xff1,i1,1,", "line is not utf8 text"),
+        (GOOD_CSV.format(n=2).encode(), None),
+        (b"b4,2026-11-01T10:00:00Z,purchase,c1,i1,NaN,", "price: 'NaN' is not a finite number"),
+        (b"b5,0001-01-01,product_view,c1,i1,1,", "ts: '0001-01-01' is before 1970"),
+        (b"x" * 300 + b",2026-11-01T10:00:00Z,page_view,c1,,,", "event_id: 'xxx"),
+        (b"", None),  # a blank line: skipped, but counted
+        (b'b7,2026-11-01T10:00:00Z,page_view,c1,,,"{""a"": 1', "cannot be split into fields"),
+        (GOOD_CSV.format(n=3).encode(), None),
+        (b"b8,2026-11-01T10:00:00Z,page_view,c1,,,,extra", "line has 8 fields, expected 7"),
+        (GOOD_CSV.format(n=4).encode(), None),
+    ]
+    path = tmp_path / "events.csv"
+    path.write_bytes(b"\n".join([CSV_HEADER.encode(), *(line for line, _ in lines)]) + b"\n")
+    report = _ingest(path, store, chunk_rows=3)
+
+    expected = {n + 2: fragment for n, (line, fragment) in enumerate(lines) if fragment}
+    assert report.quarantined == len(expected)
+    assert sorted(store.read("events")["event_id"]) == ["g1", "g2", "g3", "g4"]
+    assert report.rows_read == len(lines) - 1  # the blank line is no row
+    quarantine = store.read("quarantine/events", current=False)
+    by_line = dict(zip(quarantine["line_number"], quarantine["reason"], strict=True))
+    assert sorted(by_line) == sorted(expected)
+    for line, fragment in expected.items():
+        assert fragment in by_line[line], (line, by_line[line])
+    stored = store.read("events").set_index("event_id")
+    assert stored.loc["g3", "properties"] == '{"n": 3}'  # canonical JSON text
+
+
+def test_a_quoted_value_over_several_lines_keeps_every_line_number_right(tmp_path, store):
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,ts,event_type,customer_id\n"
+        "a,2026-11-01T10:00:00Z,page_view,c1\n"
+        'b,2026-11-01T10:00:00Z,page_view,"c\n'
+        '2"\n'
+        "c,2026-11-01T10:00:00Z,page_view,c3\n"
+        "d,2026-11-01T10:00:00Z,page_view\n"
+    )
+    report = _ingest(path, store)
+    assert sorted(store.read("events")["event_id"]) == ["a", "c"]
+    quarantine = store.read("quarantine/events", current=False).sort_values("line_number")
+    assert quarantine["line_number"].tolist() == [3, 4, 6]
+    assert report.accepted + report.quarantined == 5
+
+
+def test_malformed_jsonl_rows_anywhere_are_quarantined_and_the_rest_ingested(tmp_path, store):
+    good = {
+        "ts": "2026-11-01T10:00:00Z",
+        "event_type": "product_view",
+        "customer_id": "c1",
+        "item_id": "i1",
+    }
+
+    def line(**fields: object) -> bytes:
+        return json.dumps({**good, **fields}).encode()
+
+    lines: list[tuple[bytes, str | None]] = [
+        (line(event_id="g1", properties={"coupon": "X"}), None),
+        (line(event_id="b1", properties="notjson"), "properties: not valid JSON"),
+        (line(event_id="b2", properties=[1, 2]), "properties: a JSON array, not a JSON object"),
+        (line(event_id="b3", properties=7), "properties: a number, not a JSON object"),
+        (line(event_id="g2", properties='{"a": [1, {"b": null}]}'), None),
+        (b'{"event_id": "b4", "price": NaN, "ts": "2026-11-01T10:00:00Z"}', "price: 'NaN'"),
+        (line(event_id="b5", price=float("inf")), "price: 'inf' is not a finite number"),
+        (line(event_id="b6", ts="0001-01-01"), "ts: '0001-01-01' is before"),
+        (line(event_id="b7", customer_id="\ud800"), "customer_id: holds characters that are not"),
+        (line(event_id="b8", customer_id={"id": 1}), "customer_id: a JSON object is not text"),
+        (b'{"event_id": "b9", "\xff": 1}', "line is not UTF-8 text"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+        (line(event_id="x" * 1_000_000), "(max_field_length)"),
+        (line(event_id="g3", **{"": "blank key", " note ": "padded"}), None),
+        (line(event_id="b10", **{" event_id": "other"}), "'event_id': given more than once"),
+        (line(event_id="g4", quantity=2.0, event_type="add_to_cart"), None),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(text for text, _ in lines) + b"\n")
+    report = _ingest(path, store, chunk_rows=4)
+
+    expected = {n + 1: fragment for n, (_, fragment) in enumerate(lines) if fragment}
+    assert sorted(store.read("events")["event_id"]) == ["g1", "g2", "g3", "g4"]
+    assert report.quarantined == len(expected)
+    quarantine = store.read("quarantine/events", current=False)
+    by_line = dict(zip(quarantine["line_number"], quarantine["reason"], strict=True))
+    assert sorted(by_line) == sorted(expected)
+    for number, fragment in expected.items():
+        assert fragment in by_line[number], (number, by_line[number])
+        assert len(by_line[number]) < 300
+    stored = store.read("events").set_index("event_id")
+    assert json.loads(stored.loc["g1", "properties"]) == {"coupon": "X"}
+    assert json.loads(stored.loc["g3", "properties"]) == {"": "blank key", "note": "padded"}
+    assert stored.loc["g4", "quantity"] == 2
+    # Stored properties are JSON that DuckDB reads.
+    con = duckdb.connect()
+    store.register(con, "events", "events")
+    coupon = con.execute(
+        "SELECT properties->>'$.coupon' FROM events WHERE event_id = 'g1'"
+    ).fetchone()
+    assert coupon == ("X",)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_malformed_attributes_quarantine_only_their_customer(tmp_path, store, fmt):
+    rows = [
+        {"customer_id": "c1", "email": "a@x.com", "attributes": '{"tier": "gold"}'},
+        {"customer_id": "c2", "email": "b@x.com", "attributes": "{tier: gold}"},
+        {"customer_id": "c3", "email": "c@x.com", "attributes": '["gold"]'},
+        {"customer_id": "c4", "email": "d@x.com", "attributes": None},
+    ]
+    path = tmp_path / f"customers.{fmt}"
+    frame = pd.DataFrame(rows)
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    report = _ingest(path, store, kind="customers")
+    assert (report.accepted, report.quarantined) == (2, 2)
+    assert sorted(store.read("customers")["customer_id"]) == ["c1", "c4"]
+    quarantine = store.read("quarantine/customers", current=False).sort_values("line_number")
+    first = 2 if fmt == "csv" else 1
+    assert quarantine["line_number"].tolist() == [first + 1, first + 2]
+    assert quarantine["reason"].str.startswith("attributes: ").all()
