@@ -25,6 +25,7 @@ from features.settings import Settings
 from serving import metrics
 from serving.api import ERRORS, build_app, json_response, openapi_document
 from serving.core import DecisionCore
+from serving.events import StoreUnavailable
 from serving.gateway import AnyKeys, Gateway, StaticKeys
 from serving.keys import KeyStore
 from serving.schemas import (
@@ -88,7 +89,11 @@ class Tailor:
     def __init__(self) -> None:
         # One worker process per core: native thread pools would only contend.
         threadpool_limits(1)
-        self.core = DecisionCore(SETTINGS)
+        try:
+            self.core = DecisionCore(SETTINGS)
+        except StoreUnavailable as error:  # say why before the worker goes
+            logger.error("the service cannot start: %s", error)
+            raise
         self.core.reload()
         if self.core.bundle.rules_error is not None:
             # Not ready (/readyz 503) and decisions answer 503 until a reload loads
