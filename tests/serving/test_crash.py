@@ -3,7 +3,7 @@ acknowledged event, and events sent again after the restart are stored once."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
 import signal
 import threading
@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psutil
 
 from features.online_log import OnlineEventLog, compact
 from features.store import EventStore, connect
@@ -58,7 +59,12 @@ def test_acknowledged_events_survive_sigkill_and_resends_are_deduplicated(
     try:
         while len(acknowledged) < 300:
             threading.Event().wait(0.05)
-        os.killpg(server.process.pid, signal.SIGKILL)  # mid-stream, no shutdown
+        # Mid-stream, no shutdown: the server and every worker at once (BentoML's
+        # workers run in sessions of their own, so the process group is not enough).
+        tree = psutil.Process(server.process.pid)
+        for process in [tree, *tree.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
         server.process.wait(timeout=30)
     finally:
         stop.set()
