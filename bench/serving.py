@@ -22,6 +22,9 @@ Targets: /recommend p50 overhead over the no-op at concurrency 1 ≤ 3 ms;
 throughput at concurrency 16 ≥ 70 % of the no-op's; /recommend_batch ≥ 20,000
 recipients/s with filters. The server's peak RSS (all its processes) is sampled
 every 100 ms.
+
+BentoML's access log stays on, as ``tailor serve`` runs the service; server logs are
+kept in a temporary folder printed at the end.
 """
 
 from __future__ import annotations
@@ -32,11 +35,7 @@ import json
 import os
 import random
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,102 +43,22 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import psutil
 
 from bench.results import record, table
-from features.simulator import DEMO_RULES_FILE
+from bench.server import TAILOR, Server, build_home
 from features.snapshot import latest_snapshot, load_snapshot
 
 KEY = "bench-serving-key"
+KEYS = {KEY: ["decide", "ingest", "admin"]}
 HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-REPO = Path(__file__).resolve().parents[1]
 
 
-def build_home(home: Path, customers: int) -> None:
-    print(f"building a trained home in {home} ({customers:,} customers) …", flush=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.cli",
-            "demo",
-            "--no-serve",
-            "--customers",
-            str(customers),
-            "--tune-budget",
-            "1",
-        ],
-        env={**os.environ, "TAILOR_HOME": str(home)},
-        cwd=REPO,
-        check=True,
-        stdout=subprocess.DEVNULL,
+def serve(target: str, home: Path, workers: int, logs: Path, name: str) -> Server:
+    """``target`` on ``home`` with ``workers`` processes, RSS sampled every 100 ms."""
+    env = {"TAILOR_SERVING__WORKERS": str(workers), "TAILOR_SERVING__BATCH_LIMIT": "10000"}
+    return Server(
+        home, keys=KEYS, target=target, env=env, log=logs / f"{name}.log", rss_interval=0.1
     )
-
-
-class Server:
-    """A ``bentoml serve`` process with its peak RSS sampled."""
-
-    def __init__(self, target: str, home: Path, workers: int) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        env = {
-            **os.environ,
-            "TAILOR_HOME": str(home),
-            "TAILOR_SERVING__API_KEYS": json.dumps({KEY: ["decide", "ingest", "admin"]}),
-            "TAILOR_SERVING__WORKERS": str(workers),
-            "TAILOR_SERVING__BATCH_LIMIT": "10000",
-            "TAILOR_SERVING__RULES_FILE": str(DEMO_RULES_FILE),  # the demo store's rules
-            "OPENBLAS_NUM_THREADS": "1",
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-            "BENTOML_LOGGING__ACCESS__ENABLED": "false",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target, "--port", str(self.port)],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.peak_rss = 0
-        self._stop = threading.Event()
-        deadline = time.monotonic() + 180
-        import urllib.request
-
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            self.stop()
-            raise RuntimeError(f"{target} did not become ready")
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
-
-    def _sample(self) -> None:
-        root = psutil.Process(self.process.pid)
-        while not self._stop.is_set():
-            try:
-                processes = [root, *root.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in processes)
-                self.peak_rss = max(self.peak_rss, rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
 
 
 async def _drive(
@@ -199,23 +118,8 @@ def drive(
     return asyncio.run(_drive(url, path, body, c, s, fresh))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=None, help="a trained home (kept)")
-    parser.add_argument("--customers", type=int, default=3000)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
-
-    scratch = None
-    home = args.home
-    if home is None:
-        scratch = Path(tempfile.mkdtemp(prefix="tailor-bench-serving-"))
-        home = scratch / "home"
-    if not (home / "features").exists():
-        build_home(home, args.customers)
-    shutil.rmtree(home / "online", ignore_errors=True)
+def latency_part(home: Path, args: argparse.Namespace, logs: Path) -> str:
+    """The no-op comparison and /recommend_batch: the "Serving" section."""
     snapshot = load_snapshot(latest_snapshot(home / "features"))
     people = [str(c) for c in snapshot.customers["customer_id"]]
     categories = sorted(snapshot.items["category"].dropna().astype(str).unique())
@@ -233,7 +137,7 @@ def main() -> None:
     results: dict[tuple[str, int], dict[str, float]] = {}
     levels = (1, 16, 64)
 
-    noop = Server("bench.noop_service:Noop", home, args.workers)
+    noop = serve("bench.noop_service:Noop", home, args.workers, logs, "noop")
     try:
         for c in levels:
             results[("noop /recommend", c)] = drive(
@@ -244,7 +148,7 @@ def main() -> None:
         noop.stop()
     noop_rss = noop.peak_rss
 
-    service = Server("serving.service:Tailor", home, args.workers)
+    service = serve(TAILOR, home, args.workers, logs, "tailor")
     try:
         for c in levels:
             for name, path, body in (
@@ -270,7 +174,7 @@ def main() -> None:
     # Deployed shape: a worker per core, batches in flight on fresh connections (the
     # kernel spreads new connections; kept-alive ones stay with one worker).
     cores = os.cpu_count() or 1
-    spread = Server("serving.service:Tailor", home, cores)
+    spread = serve(TAILOR, home, cores, logs, f"tailor-{cores}-workers")
     try:
         parallel = drive(spread.url, "/recommend_batch", batch, 2 * cores, args.seconds, True)
         print(f"batch, {cores} workers", parallel, flush=True)
@@ -346,9 +250,32 @@ def main() -> None:
         f"{args.workers} worker(s); load generator on the same machine "
         f"(asyncio + aiohttp), {args.seconds:.0f} s per row.\n\n{report}\n\n{summary}\n"
     )
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=None, help="a trained home (kept)")
+    parser.add_argument("--customers", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+
+    scratch = None
+    home = args.home
+    if home is None:
+        scratch = Path(tempfile.mkdtemp(prefix="tailor-bench-serving-"))
+        home = scratch / "home"
+    if not (home / "features").exists():
+        build_home(home, args.customers)
+    logs = Path(tempfile.mkdtemp(prefix="tailor-bench-serving-logs-"))
+    shutil.rmtree(home / "online", ignore_errors=True)
+    text = latency_part(home, args, logs)
     print(text)
     if not args.no_record:
         record("Serving", text)
+    print(f"server logs: {logs}")
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
 
