@@ -1,6 +1,7 @@
 """Soak: the real service under a fixed request rate for minutes, a champion reload halfway.
 
     python -m bench.soak [--home PATH] [--rate 200] [--minutes 10] [--workers N] [--json]
+                         [--no-record]
 
 Builds (or reuses, with ``--home``) a trained home like ``bench.serving``, starts the
 real service on 127.0.0.1 (``bentoml serve serving.service:Tailor``, the online
@@ -60,7 +61,7 @@ import aiohttp
 import numpy as np
 import psutil
 
-from bench.results import table
+from bench.results import record, table
 from bench.server import Server, build_home
 from features.snapshot import latest_snapshot, load_snapshot
 
@@ -764,6 +765,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--no-record", action="store_true", help="leave bench/RESULTS.md")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="tailor-soak-"))
@@ -797,10 +799,17 @@ def main() -> None:
         )
     result["workers"] = args.workers
     result["customers"] = len(audience.customers)
+    text = (
+        f"{result['customers']:,} customers with personalisation consent; {args.workers} "
+        f"worker(s); {args.rate:g} requests/s open-loop for {args.minutes:g} min, reload "
+        f"({args.reload}) halfway; load generator on the same machine.\n\n{report(result)}\n"
+    )
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        print(report(result))
+        print(text)
+    if not args.no_record:
+        record("Soak", text)
     if args.home is None:
         shutil.rmtree(home, ignore_errors=True)
     sys.exit(0 if result["ok"] else 1)
