@@ -383,6 +383,7 @@ def events_part(home: Path, args: argparse.Namespace, logs: Path) -> str:
     """The mixed run and durable /events throughput: the "Serving with events" section."""
     audience = Audience.of_home(home)
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
     throughput: dict[tuple[int, int], dict[str, float]] = {}
     with serve(TAILOR, home, args.workers, logs, "tailor-events") as service:
         mixed = mixed_runs(service.url, audience, args.mixed_rate, args.mixed_seconds)
@@ -489,7 +490,9 @@ def events_part(home: Path, args: argparse.Namespace, logs: Path) -> str:
         f"{args.mixed_seconds:g} s open-loop on {args.workers} worker(s), latency from each "
         "request's due time, failed requests counted at the time they failed; /events "
         f"carry 1–5 events each. Throughput: {EVENT_CLIENTS} clients back to back, "
-        f"{args.seconds:g} s per row. Load generator on the same machine.\n\n"
+        f"{args.seconds:g} s per row. Load generator on the same machine; its 1-minute "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+        f"(other work included).\n\n"
         f"{mixed_table}\n\n{burst_table}\n\n{summary}\n"
     )
 

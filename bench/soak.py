@@ -783,6 +783,7 @@ def main() -> None:
         f"server log {log}",
         file=sys.stderr,
     )
+    load_before = os.getloadavg()[0]
     began = time.monotonic()
     with Server(home, keys=KEYS, env=env, log=log, rss_interval=1.0) as server:
         print(f"server ready in {time.monotonic() - began:.0f} s", file=sys.stderr)
@@ -802,7 +803,9 @@ def main() -> None:
     text = (
         f"{result['customers']:,} customers with personalisation consent; {args.workers} "
         f"worker(s); {args.rate:g} requests/s open-loop for {args.minutes:g} min, reload "
-        f"({args.reload}) halfway; load generator on the same machine.\n\n{report(result)}\n"
+        f"({args.reload}) halfway; load generator on the same machine, its 1-minute load "
+        f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work "
+        f"included).\n\n{report(result)}\n"
     )
     if args.json:
         print(json.dumps(result, indent=2, default=str))
