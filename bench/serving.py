@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import numpy as np
 
 from bench.results import record, table
@@ -287,6 +288,24 @@ def _percentiles(outcomes: list[Outcome]) -> tuple[float | None, float | None]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
+def settle(url: str, audience: Audience, *, quick: float = 0.5, limit: float = 300.0) -> float:
+    """Wait until a lone /recommend answers within ``quick`` seconds: requests a
+    client gave up on are still worked through by the server, and a measurement
+    started on that backlog would time it, not itself. Returns the seconds waited."""
+    began = time.monotonic()
+    body = {"customer_id": audience.customers[0], "n": 10}
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=limit) as client:
+        while time.monotonic() - began < limit:
+            asked = time.monotonic()
+            client.post("/recommend", json=body)
+            if time.monotonic() - asked < quick:
+                break
+    waited = time.monotonic() - began
+    if waited > 1.0:
+        print(f"waited {waited:.0f} s for the server's backlog to drain", flush=True)
+    return waited
+
+
 def mixed_runs(url: str, audience: Audience, rate: float, seconds: float) -> dict[str, Any]:
     """Decisions at ``rate``/s open-loop, once alone and once with 20 % of all
     requests ``/events``; the decision timetable is the same in both."""
@@ -305,6 +324,7 @@ def mixed_runs(url: str, audience: Audience, rate: float, seconds: float) -> dic
     # Decisions alone first: events posted by the other run change later decisions
     # (a customer with new events is re-ranked on the spot).
     for name, entries in (("decisions only", alone), ("decisions + 20 % /events", plan)):
+        settle(url, audience)
         outcomes, elapsed = asyncio.run(run(entries))
         decisions = [o for o in outcomes if o.family != "events"]
         events = [o for o in outcomes if o.family == "events"]
@@ -388,6 +408,7 @@ def events_part(home: Path, args: argparse.Namespace, logs: Path) -> str:
     with serve(TAILOR, home, args.workers, logs, "tailor-events") as service:
         mixed = mixed_runs(service.url, audience, args.mixed_rate, args.mixed_seconds)
         for size in EVENT_BATCHES:
+            settle(service.url, audience)
             throughput[(args.workers, size)] = events_throughput(
                 service.url, audience, size, EVENT_CLIENTS, args.seconds
             )
@@ -396,6 +417,7 @@ def events_part(home: Path, args: argparse.Namespace, logs: Path) -> str:
     if cores != args.workers:
         with serve(TAILOR, home, cores, logs, f"tailor-events-{cores}-workers") as spread:
             for size in EVENT_BATCHES:
+                settle(spread.url, audience)
                 throughput[(cores, size)] = events_throughput(
                     spread.url, audience, size, EVENT_CLIENTS, args.seconds
                 )
