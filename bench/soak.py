@@ -1,7 +1,7 @@
 """Soak: the real service under a fixed request rate for minutes, a champion reload halfway.
 
     python -m bench.soak [--home PATH] [--rate 200] [--minutes 10] [--workers N] [--json]
-                         [--no-record]
+                         [--no-record] [--label TEXT]
 
 Builds (or reuses, with ``--home``) a trained home like ``bench.serving``, starts the
 real service on 127.0.0.1 (``bentoml serve serving.service:Tailor``, the online
@@ -766,6 +766,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-record", action="store_true", help="leave bench/RESULTS.md")
+    parser.add_argument("--label", default=None, help="added to the section's title")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="tailor-soak-"))
@@ -812,7 +813,7 @@ def main() -> None:
     else:
         print(text)
     if not args.no_record:
-        record("Soak", text)
+        record("Soak" + (f" ({args.label})" if args.label else ""), text)
     if args.home is None:
         shutil.rmtree(home, ignore_errors=True)
     sys.exit(0 if result["ok"] else 1)
