@@ -11,8 +11,10 @@ their children) on a thread. ``stop`` ends the process group.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -198,18 +200,37 @@ class Server:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
-        """End the server's process group (SIGTERM, then SIGKILL after 20 s)."""
+        """End the server and every process it started: SIGTERM to its process group,
+        SIGKILL after 20 s; then any worker still alive, the same way.
+
+        BentoML's workers run in process groups of their own: after an overload,
+        workers were seen serving queued requests a minute after the supervisor had
+        gone, writing to a home the next run was already deleting.
+        """
         self._stop.set()
         if self._sampler is not None:
             self._sampler.join()
         self.client.close()
+        try:
+            tree = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
         if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+        _, alive = psutil.wait_procs(alive, timeout=15)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(alive, timeout=5)
         self._log.close()
 
     def __enter__(self) -> Server:
