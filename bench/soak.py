@@ -603,6 +603,8 @@ def summarise(
         problems.append(f"{rejected:,} events rejected")
     if missing:
         problems.append(f"{len(missing):,} acknowledged events missing from the online log")
+    if server_log["lines"]:
+        problems.append(f"{server_log['lines']:,} ERROR/Traceback lines in the server log")
     if reloaded is not None and reloaded.get("status") != 200:
         problems.append(f"reload failed: {reloaded.get('error')}")
     if reloaded is not None and reloaded.get("promoted"):
@@ -799,6 +801,8 @@ def main() -> None:
             bucket_seconds=args.bucket_seconds,
             seed=args.seed,
         )
+    # What the server logged while it stopped (queued requests it still worked through).
+    result["server_log_at_stop"] = log_errors(log)
     result["workers"] = args.workers
     result["customers"] = len(audience.customers)
     text = (
@@ -808,6 +812,9 @@ def main() -> None:
         f"average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work "
         f"included).\n\n{report(result)}\n"
     )
+    late = result["server_log_at_stop"]["lines"] - result["server_log"]["lines"]
+    if late:
+        text += f"\nserver log: {late:,} more ERROR/Traceback lines while it stopped\n"
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
