@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,91 +12,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-from features.simulator import DEMO_RULES_FILE
+from bench.server import Server
 from features.snapshot import latest_snapshot, load_snapshot
-from tests.serving.conftest import REPO
 
 ADMIN = {"Authorization": "Bearer test-admin-key"}
 DECIDE = {"Authorization": "Bearer test-decide-key"}
 KEYS = {"test-admin-key": ["decide", "ingest", "admin"], "test-decide-key": ["decide"]}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    def __init__(self, home: Path, **env: str) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        variables = {
-            **os.environ,
-            "TAILOR_HOME": str(home),
-            "TAILOR_SERVING__API_KEYS": json.dumps(KEYS),
-            "TAILOR_SERVING__BATCH_LIMIT": "20",
-            "TAILOR_SERVING__FALLBACK_EPSILON": "0",
-            "TAILOR_SERVING__REGISTRY_POLL_SECONDS": "1",
-            "TAILOR_SERVING__RULES_FILE": str(DEMO_RULES_FILE),  # the demo store's content
-            "OPENBLAS_NUM_THREADS": "1",
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-            **env,
-        }
-        self.log = open(home.parent / f"server-{self.port}.log", "w")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "serving.service:Tailor",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=variables,
-            cwd=REPO,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.client = httpx.Client(base_url=self.url, timeout=60.0)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self._tail()}")
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"server not ready in 120 s: {self._tail()}")
-
-    def _tail(self) -> str:
-        self.log.flush()
-        return (self.home.parent / f"server-{self.port}.log").read_text()[-3000:]
-
-    def stop(self) -> None:
-        self.client.close()
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-        self.log.close()
+def _serve(home: Path, **env: str) -> Server:
+    """The service on ``home`` with the test keys, a batch limit of 20, no
+    exploration and a one-second registry poll (``env`` on top)."""
+    settings = {
+        "TAILOR_SERVING__BATCH_LIMIT": "20",
+        "TAILOR_SERVING__FALLBACK_EPSILON": "0",
+        "TAILOR_SERVING__REGISTRY_POLL_SECONDS": "1",
+        **env,
+    }
+    return Server(home, keys=KEYS, env=settings, ready_timeout=120)
 
 
 @pytest.fixture(scope="module")
 def server(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("served") / "home"
     shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("online", "demo"))
-    running = Server(home)
+    running = _serve(home)
     yield running
     running.stop()
 
@@ -337,7 +272,7 @@ def test_reload_under_load_fails_no_request(server, people):
 def test_starts_degraded_without_a_registered_model(trained_home, tmp_path):
     home = tmp_path / "home"
     shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("online", "demo", "mlflow"))
-    bare = Server(home)
+    bare = _serve(home)
     try:
         assert bare.client.get("/readyz").status_code == 200
         status = bare.client.get("/status", headers=DECIDE).json()
