@@ -15,7 +15,7 @@ import psutil
 
 from features.online_log import OnlineEventLog, compact
 from features.store import EventStore, connect
-from tests.serving.test_service import ADMIN, Server
+from tests.serving.test_service import ADMIN, _serve
 
 
 def _event(i: int, customer: str) -> dict[str, object]:
@@ -34,7 +34,7 @@ def test_acknowledged_events_survive_sigkill_and_resends_are_deduplicated(
 ) -> None:
     home = tmp_path / "home"
     shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("online", "demo"))
-    server = Server(home)
+    server = _serve(home)
     acknowledged: set[str] = set()
     sent: list[dict[str, object]] = []
     stop = threading.Event()
@@ -70,10 +70,10 @@ def test_acknowledged_events_survive_sigkill_and_resends_are_deduplicated(
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
-        server.log.close()
+        server.stop()
     assert len(sent) > len(acknowledged), "some calls were in flight at the kill"
 
-    restarted = Server(home)
+    restarted = _serve(home)
     try:
         resent = 0
         with httpx.Client(base_url=restarted.url, timeout=30.0) as client:

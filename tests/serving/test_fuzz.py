@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.serving.test_service import ADMIN, Server
+from tests.serving.test_service import ADMIN, _serve
 
 EXAMPLES = 25
 """Cases per operation and mode (the suite's budget; raise it locally to fuzz harder)."""
@@ -42,7 +42,7 @@ def test_the_api_never_5xx_and_keeps_its_document(
 ) -> None:
     home = tmp_path_factory.mktemp("fuzzed") / "home"
     shutil.copytree(trained_home, home, ignore=shutil.ignore_patterns("online", "demo"))
-    server = Server(home, TAILOR_SERVING__BATCH_LIMIT="50")
+    server = _serve(home, TAILOR_SERVING__BATCH_LIMIT="50")
     counts: dict[str, int] = {}
     failures: list[str] = []
     try:
