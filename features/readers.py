@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -148,9 +149,9 @@ def _iter_delimited(
     encoding: str,
     quoting: bool,
 ) -> Iterator[RawChunk]:
-    """pyarrow's CSV reader, and from the first chunk it cannot read line by line
-    (a value spanning lines, text that is not ``encoding``, a line longer than a
-    block) :func:`_iter_lines`, which judges each line on its own."""
+    """pyarrow's CSV reader, and from the first chunk it cannot read or number
+    right (a quoted value spanning lines, text that is not ``encoding``, a line
+    longer than a block) :func:`_iter_lines`, which judges each record on its own."""
     with _open_binary(path) as fh:
         if column_names is None:
             names = _header(
@@ -283,15 +284,12 @@ def _iter_arrow(
         yield _ArrowChunk(RawChunk(empty, np.empty(0, np.int64), list(bad)), next_line)
 
 
-_LINE_BREAK = re.compile(r"[\r\n]")
+_LINE_BREAK = re.compile("[\r\n]")
 
 
 def _spans_lines(batch: pa.RecordBatch) -> bool:
     """Whether any value holds a line break (a quoted field over several lines)."""
-    return any(
-        bool(pc.any(pc.match_substring_regex(column, r"[\r\n]")).as_py())
-        for column in batch.columns
-    )
+    return any(bool(pc.any(pc.match_substring(column, "\n")).as_py()) for column in batch.columns)
 
 
 def _blank_rows(batch: pa.RecordBatch) -> np.ndarray:
@@ -300,6 +298,10 @@ def _blank_rows(batch: pa.RecordBatch) -> np.ndarray:
     for column in batch.columns:
         blank &= pc.equal(column, "").to_numpy(zero_copy_only=False)
     return blank
+
+
+# Most lines one quoted CSV value may span; an unclosed quote then fails its line only.
+MAX_VALUE_LINES = 100
 
 
 def _iter_lines(
@@ -312,20 +314,21 @@ def _iter_lines(
     encoding: str,
     quoting: bool,
 ) -> Iterator[RawChunk]:
-    """The file from ``start_line`` on, one line at a time (Python's csv module).
+    """The file from ``start_line`` on, record by record (Python's csv module).
 
-    Each line is a row: a line that is not ``encoding`` text, that csv cannot split
-    (an unclosed quote, a field over csv's size limit) or that has the wrong number
-    of fields is a :class:`BadLine`; blank lines are skipped.
+    A record is a line, or the lines a quoted value spans (up to
+    :data:`MAX_VALUE_LINES`), numbered by its first line. A line that is not
+    ``encoding`` text, a record csv cannot split (a quote left open, a field over
+    csv's size limit) or with the wrong number of fields is a :class:`BadLine`, and
+    reading goes on with the next line; blank lines are skipped.
     """
     records: list[list[str]] = []
     lines: list[int] = []
     bad: list[BadLine] = []
     with _open_binary(path) as fh:
-        for number, raw in enumerate(fh, start=1):
-            if number < start_line:
-                continue
-            data = raw.rstrip(b"\r\n")
+        source = _Lines(fh, start_line)
+        while (item := source.next()) is not None:
+            number, data = item
             try:
                 text = data.decode(encoding)
             except UnicodeDecodeError as error:
@@ -335,14 +338,14 @@ def _iter_lines(
                 continue
             if not text.strip():
                 continue
-            try:
-                fields = (
-                    next(csv.reader([text], delimiter=delimiter, strict=True))
-                    if quoting
-                    else text.split(delimiter)
+            if quoting:
+                fields, problem, text = _record(
+                    text, source, delimiter=delimiter, encoding=encoding
                 )
-            except csv.Error as error:
-                bad.append(BadLine(number, f"line cannot be split into fields: {error}", text))
+            else:
+                fields, problem = text.split(delimiter), ""
+            if problem:
+                bad.append(BadLine(number, f"line cannot be split into fields: {problem}", text))
                 continue
             if len(fields) != len(names):
                 reason = f"line has {len(fields)} fields, expected {len(names)}"
@@ -355,6 +358,57 @@ def _iter_lines(
                 records, lines, bad = [], [], []
     if records or bad:
         yield RawChunk(_text_frame(records, names), np.asarray(lines, np.int64), bad)
+
+
+class _Lines:
+    """Numbered lines of a binary file (line breaks stripped), from ``start``, with
+    lines read ahead put back."""
+
+    def __init__(self, fh: IO[bytes], start: int) -> None:
+        self._numbered = enumerate(fh, start=1)
+        self._start = start
+        self._back: list[tuple[int, bytes]] = []
+
+    def next(self) -> tuple[int, bytes] | None:
+        if self._back:
+            return self._back.pop()
+        for number, raw in self._numbered:
+            if number >= self._start:
+                return number, raw.rstrip(b"\r\n")
+        return None
+
+    def put_back(self, items: list[tuple[int, bytes]]) -> None:
+        self._back.extend(reversed(items))
+
+
+def _record(
+    first: str, source: _Lines, *, delimiter: str, encoding: str
+) -> tuple[list[str], str, str]:
+    """The record starting with the line ``first``: (fields, '', its text) or ([],
+    what is wrong, ``first``). Lines are taken from ``source`` while a quote is
+    open, and put back if it never closes."""
+    taken: list[tuple[int, bytes]] = []
+    text = first
+    while True:
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+            return (rows[0] if rows else []), "", text
+        except csv.Error as error:
+            problem = str(error)
+            if "unexpected end of data" not in problem or len(taken) >= MAX_VALUE_LINES - 1:
+                break
+        item = source.next()
+        if item is None:
+            break
+        taken.append(item)
+        try:
+            text += "\n" + item[1].decode(encoding)
+        except UnicodeDecodeError:
+            break
+    source.put_back(taken)
+    if "unexpected end of data" in problem:
+        problem = "a quote is left open"
+    return [], problem, first
 
 
 def _text_frame(records: list[list[str]], names: list[str]) -> pd.DataFrame:

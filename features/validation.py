@@ -360,8 +360,11 @@ def _numbers(text: pd.Series, column: Column, fail: Fail) -> tuple[pd.Series, np
     values = np.asarray(parsed.to_numpy(dtype=float, na_value=np.nan), dtype=float)
     number = pd.Series(values, index=text.index, dtype="float64")
     finite = np.isfinite(values)
-    spelled = text.str.lower().fillna("").str.fullmatch(r"[+-]?(nan|inf|infinity)")
-    infinite = given & (np.isinf(values) | spelled.to_numpy(dtype=bool))
+    infinite = given & np.isinf(values)
+    unread = given & np.isnan(values)
+    if unread.any():  # NaN spelled out: parsed, but no number either
+        spelled = text[unread].str.lower().str.fullmatch(r"[+-]?nan").to_numpy(dtype=bool)
+        infinite[np.flatnonzero(unread)[spelled]] = True
     fail(infinite, _quoted(name, text, infinite, " is not a finite number"))
     unparsable = given & ~finite & ~infinite
     fail(unparsable, _quoted(name, text, unparsable, f" is not {_KINDS[column.dtype]}"))
@@ -385,7 +388,8 @@ def _outside(
     fail(early, _quoted(name, text, early, f" is before {stamp} ({window.earliest_setting})"))
     late = (value > window.latest).fillna(False).to_numpy(dtype=bool)
     if late.any():
-        stamps = value.dt.strftime("%Y-%m-%dT%H:%M:%SZ").fillna("").to_numpy(dtype=object)
+        stamps = np.full(len(value), "", dtype=object)
+        stamps[late] = value[late].dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object)
         fail(late, f"{name}: " + stamps + f" {window.latest_reason}")
     return early | late
 
@@ -691,19 +695,22 @@ def _short(value: object) -> str:
     return repr(text[:_QUOTE_CHARS]) + ("…" if len(text) > _QUOTE_CHARS else "")
 
 
-def _quoted(name: str, text: pd.Series, mask: np.ndarray, suffix: str) -> np.ndarray:
+def _quoted(name: str, text: pd.Series, mask: np.ndarray, suffix: str) -> np.ndarray | str:
+    """'name: <value's prefix><suffix>' where ``mask`` ('' where nothing is)."""
+    if not mask.any():
+        return ""
     out = np.full(len(text), "", dtype=object)
-    if mask.any():
-        values = text[mask].astype(object).map(_short)
-        out[mask] = (f"{name}: " + values + suffix).to_numpy(dtype=object)
+    values = text[mask].astype(object).map(_short)
+    out[mask] = (f"{name}: " + values + suffix).to_numpy(dtype=object)
     return out
 
 
-def _prefix(name: str, what: np.ndarray) -> np.ndarray:
-    out = np.full(len(what), "", dtype=object)
+def _prefix(name: str, what: np.ndarray) -> np.ndarray | str:
     mask = what != ""
-    if mask.any():
-        out[mask] = f"{name}: " + what[mask]
+    if not mask.any():
+        return ""
+    out = np.full(len(what), "", dtype=object)
+    out[mask] = f"{name}: " + what[mask]
     return out
 
 

@@ -330,21 +330,26 @@ def test_malformed_csv_rows_anywhere_are_quarantined_and_the_rest_ingested(tmp_p
     assert stored.loc["g3", "properties"] == '{"n": 3}'  # canonical JSON text
 
 
-def test_a_quoted_value_over_several_lines_keeps_every_line_number_right(tmp_path, store):
+def test_a_quoted_value_over_several_lines_is_one_row_and_line_numbers_stay_right(tmp_path, store):
     path = tmp_path / "events.csv"
     path.write_text(
-        "event_id,ts,event_type,customer_id\n"
-        "a,2026-11-01T10:00:00Z,page_view,c1\n"
-        'b,2026-11-01T10:00:00Z,page_view,"c\n'
-        '2"\n'
-        "c,2026-11-01T10:00:00Z,page_view,c3\n"
+        "event_id,ts,event_type,customer_id,properties\n"
+        "a,2026-11-01T10:00:00Z,page_view,c1,\n"
+        'b,2026-11-01T10:00:00Z,page_view,c2,"{""note"":\n'
+        '""two lines""}"\n'
+        "c,2026-11-01T10:00:00Z,page_view,c3,\n"
         "d,2026-11-01T10:00:00Z,page_view\n"
+        'e,2026-11-01T10:00:00Z,page_view,"c5\n'
+        "f,2026-11-01T10:00:00Z,page_view,c6,\n"
     )
     report = _ingest(path, store)
-    assert sorted(store.read("events")["event_id"]) == ["a", "c"]
+    events = store.read("events").set_index("event_id")
+    assert sorted(events.index) == ["a", "b", "c", "f"]
+    assert events.loc["b", "properties"] == '{"note": "two lines"}'
     quarantine = store.read("quarantine/events", current=False).sort_values("line_number")
-    assert quarantine["line_number"].tolist() == [3, 4, 6]
-    assert report.accepted + report.quarantined == 5
+    assert quarantine["line_number"].tolist() == [6, 7]  # b spans lines 3 and 4
+    assert "a quote is left open" in quarantine["reason"].iloc[1]
+    assert report.accepted + report.quarantined == 6
 
 
 def test_malformed_jsonl_rows_anywhere_are_quarantined_and_the_rest_ingested(tmp_path, store):
