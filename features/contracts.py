@@ -172,7 +172,7 @@ EVENTS = TableContract(
         ),
         Column("channel", "string", enum=CHANNELS),
         Column("device", "string"),
-        Column("properties", "json", description="anything else, kept verbatim"),
+        Column("properties", "json", description="anything else, a JSON object (stored canonical)"),
     ),
 )
 
@@ -203,7 +203,7 @@ CATALOG = TableContract(
         Column("price", "float", min_value=0),
         Column("in_stock", "bool"),
         Column("created_ts", "timestamp"),
-        Column("properties", "json", description="anything else, kept verbatim"),
+        Column("properties", "json", description="anything else, a JSON object (stored canonical)"),
     ),
 )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
 from typing import Any
 
 
@@ -39,3 +41,46 @@ class JobFailed(TailorError):
     The message says why and what to change (a setting, a flag, more data); the
     command line exits non-zero with it.
     """
+
+
+_WHY = {
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+class WriteFailed(JobFailed):
+    """Tailor's own folders could not be written (read-only, full, no permission).
+
+    The message is one line: the path, what went wrong, what to change.
+
+    Parameters
+    ----------
+    path : Path
+        The file or folder that could not be written.
+    error : Exception
+        What the operating system (an ``OSError``) or the library that wrote
+        (SQLite) said.
+    """
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        self.path = Path(path)
+        self.errno = error.errno if isinstance(error, OSError) else None
+        if isinstance(error, OSError):
+            why = _WHY.get(error.errno or 0) or (error.strerror or str(error))
+            why = f"{why} (errno {error.errno})"
+        else:
+            why = str(error)
+        if self.errno in (errno.ENOSPC, errno.EDQUOT):
+            change = "free space there"
+        elif self.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            change = "make it writable"
+        else:
+            change = "check that folder"
+        super().__init__(
+            f"cannot write {path}: {why}; {change}, or set "
+            f"TAILOR_HOME (home) to another folder; nothing was changed"
+        )

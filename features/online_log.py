@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.contracts import EVENTS, RowLimits
+from features.errors import WriteFailed
 from features.ingest import write_events
 from features.readers import records_frame
 from features.store import EventStore
@@ -84,8 +85,11 @@ class OnlineEventLog:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._con = connect_sqlite(self.path)
-        self._con.executescript(SCHEMA)
+        try:
+            self._con = connect_sqlite(self.path)
+            self._con.executescript(SCHEMA)
+        except (sqlite3.OperationalError, OSError) as error:  # a read-only or full home
+            raise WriteFailed(self.path, error) from error
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -166,8 +170,13 @@ class OnlineEventLog:
         return int(row[0])
 
     def mark_compacted(self, through_seq: int) -> None:
+        """Mark events up to ``through_seq`` as moved into the store. Should this fail
+        (a full disk), the next compaction moves them again, deduped by event id."""
         with self._lock:
-            self._con.execute("UPDATE events SET compacted = 1 WHERE seq <= ?", (through_seq,))
+            try:
+                self._con.execute("UPDATE events SET compacted = 1 WHERE seq <= ?", (through_seq,))
+            except sqlite3.OperationalError as error:
+                raise WriteFailed(self.path, error) from error
 
     def count(self, *, pending_only: bool = False) -> int:
         sql = "SELECT count(*) FROM events" + (" WHERE compacted = 0" if pending_only else "")

@@ -41,6 +41,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,10 +55,11 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from features.contracts import EVENT_TYPES
-from features.errors import InputError, NotFoundError
+from features.errors import InputError, NotFoundError, WriteFailed
 from features.identity import CONFLICT_COLUMNS, LINK_COLUMNS, Identity, resolve_identities
 from features.identity_match import TrainedMatchers, personal_keys
 from features.identity_overrides import Override, load_overrides
+from features.locks import exclusive_lock
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.store import INGESTED_AT, STRING_DTYPE, EventStore, connect, fetch_frame
@@ -191,6 +193,7 @@ def build_snapshot(
     progress: Progress | None = None,
     write_to: Path | None = None,
     matchers: TrainedMatchers | None = None,
+    lock_timeout: float | None = None,
 ) -> Snapshot:
     """Compute a snapshot from the event store (DuckDB over its Parquet files).
 
@@ -200,11 +203,21 @@ def build_snapshot(
     trained identity matcher among the builds of one job (see
     :class:`features.identity_match.TrainedMatchers`). Identity overrides kept
     beside the store apply.
+
+    One build writes under ``write_to`` at a time (the lock ``write_to/.lock``); a
+    second waits up to ``lock_timeout`` seconds (``None``: as long as it takes),
+    then fails with :class:`~features.errors.JobFailed`. A folder that cannot be
+    written fails with :class:`~features.errors.WriteFailed`, earlier snapshots
+    untouched.
     """
     if not store.files("events"):
         raise NotFoundError(f"no events in the store at {store.root}; run `tailor ingest` first")
     con = connect()
-    writer = _SnapshotWriter(write_to, as_of) if write_to is not None else None
+    writer = (
+        _SnapshotWriter(write_to, as_of, lock_timeout=lock_timeout)
+        if write_to is not None
+        else None
+    )
     try:
         store.register(con, "events", "events")
         store.register(con, "customers", "customers_history")
@@ -1431,14 +1444,33 @@ def write_snapshot(snapshot: Snapshot, root: Path) -> Path:
 class _SnapshotWriter:
     """Writes a snapshot's files into a temporary folder on background threads (the
     Parquet writer works outside the GIL, so computing goes on meanwhile), then
-    renames the folder into place: readers see all of a snapshot or none of it."""
+    renames the folder into place: readers see all of a snapshot or none of it.
 
-    def __init__(self, root: Path, as_of: datetime, workers: int = 1) -> None:
+    It holds the lock of ``root`` from start to finish or abandon, so two builds
+    never interleave their renames; under it, folders left by a build that died
+    are tidied (a snapshot it had moved aside is moved back)."""
+
+    def __init__(
+        self, root: Path, as_of: datetime, workers: int = 1, lock_timeout: float | None = None
+    ) -> None:
         self.final = snapshot_dir(root, as_of)
-        self.tmp = self.final.with_name(self.final.name + f".tmp-{os.getpid()}")
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        self.tmp.mkdir(parents=True)
+        self.tmp = self.final.with_name(self.final.name + f"{_TMP}{os.getpid()}")
+        self._held = ExitStack()
+        what = f"the feature snapshots under {root}"
+        self._held.enter_context(
+            exclusive_lock(Path(root), what=what, timeout=lock_timeout, keep_file=False)
+        )
+        try:
+            _tidy(Path(root))
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self.tmp.mkdir(parents=True)
+        except OSError as error:
+            self._held.close()
+            raise WriteFailed(self.tmp, error) from error
+        except BaseException:
+            self._held.close()
+            raise
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot")
         self._pending: list[Future[Any]] = []
 
@@ -1462,31 +1494,67 @@ class _SnapshotWriter:
     def finish(self, manifest: dict[str, Any]) -> Path:
         """Wait for every file, add the manifest and move the folder into place."""
         try:
-            for future in self._pending:
-                future.result()
-        finally:
-            self._pool.shutdown()
-        (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+            try:
+                for future in self._pending:
+                    future.result()
+            finally:
+                self._pool.shutdown()
+            (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        except OSError as error:
+            raise WriteFailed(self.tmp, error) from error
         final = self.final
-        if final.exists():
-            old = final.with_name(final.name + f".old-{os.getpid()}")
-            final.rename(old)
-            self.tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            self.tmp.rename(final)
+        old = final.with_name(final.name + f"{_OLD}{os.getpid()}")
+        try:
+            if final.exists():
+                final.rename(old)
+                self.tmp.rename(final)
+                shutil.rmtree(old)
+            else:
+                self.tmp.rename(final)
+        except OSError as error:
+            if old.exists() and not final.exists():
+                old.rename(final)  # the snapshot it was to replace stays
+            raise WriteFailed(final, error) from error
+        self._held.close()
         return final
 
     def abandon(self) -> None:
         """Stop and remove the temporary folder (the computation failed)."""
-        self._pool.shutdown(cancel_futures=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            self._pool.shutdown(cancel_futures=True)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        finally:
+            self._held.close()
+
+
+_TMP = ".tmp-"
+_OLD = ".old-"
+
+
+def _tidy(root: Path) -> None:
+    """Folders a dead build left under ``root``: its unfinished copy removed, and a
+    snapshot it had moved aside (to replace it) moved back if nothing replaced it."""
+    for folder in root.glob("as_of=*"):
+        name = folder.name
+        if _TMP in name:
+            shutil.rmtree(folder)
+        elif _OLD in name:
+            final = folder.with_name(name.split(_OLD)[0])
+            if final.exists():
+                shutil.rmtree(folder)
+            else:
+                folder.rename(final)
 
 
 def latest_snapshot(root: Path) -> Path:
     """The newest complete snapshot folder under ``root``."""
     folders = sorted(
-        p for p in Path(root).glob("as_of=*") if p.is_dir() and (p / "manifest.json").exists()
+        p
+        for p in Path(root).glob("as_of=*")
+        if p.is_dir()
+        and _TMP not in p.name  # a build's copy, complete or not, is not yet a snapshot
+        and _OLD not in p.name
+        and (p / "manifest.json").exists()
     )
     if not folders:
         raise NotFoundError(f"no feature snapshot under {root}; run `tailor features build`")

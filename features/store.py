@@ -10,9 +10,13 @@ Layout::
       .lock
 
 A batch writes its part files first (invisible: no reader looks past the
-manifest), then replaces the manifest atomically (write, fsync, rename). An
-interrupted batch therefore leaves the store exactly as it was; its orphan files
-are removed by the next writer. One writer at a time (an exclusive file lock).
+manifest), fsyncs them and the folders that name them, then replaces the manifest
+atomically (write, fsync, rename, fsync the folder). An interrupted batch
+therefore leaves the store exactly as it was; its orphan files are removed by the
+next writer. One writer at a time: an exclusive file lock on ``.lock``, released by
+the OS if its holder dies; a second writer waits for it (saying so) up to its
+``lock_timeout``. A write the file system refuses (read-only, full) fails the
+batch with :class:`~features.errors.WriteFailed`, its files removed.
 
 Dimension tables (customers, catalog, content) keep every version of a row, with
 ``_ingested_at``; their current state is the latest version per key, and the
@@ -22,8 +26,8 @@ two catalog ingests.
 
 from __future__ import annotations
 
-import fcntl
 import json
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -38,6 +42,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.contracts import CONTRACTS, TableContract, contract_for
+from features.errors import WriteFailed
+from features.locks import exclusive_lock
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 QUARANTINE_SCHEMA = pa.schema(
@@ -82,10 +90,13 @@ class EventStore:
     ----------
     root : Path
         The store folder (``TAILOR_HOME/store``); created on first write.
+    lock_timeout : float, optional
+        Seconds a writer waits for another to finish (``None``: as long as it takes).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, lock_timeout: float | None = None) -> None:
         self.root = Path(root)
+        self.lock_timeout = lock_timeout
 
     # ---------------------------------------------------------------- reading
     def manifest(self) -> dict[str, list[str]]:
@@ -169,35 +180,49 @@ class EventStore:
 
         Files added to the batch become visible only when the block exits
         without an exception; on an exception they are removed.
+
+        Raises
+        ------
+        JobFailed
+            Another writer held the lock past ``lock_timeout``.
+        WriteFailed
+            The store's folder cannot be written (read-only, full, ...).
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(
+            self.root, what=f"the event store {self.root}", timeout=self.lock_timeout
+        ):
             try:
                 self._remove_orphans()
-                # Batch ids sort in commit order: a sequence number comes first.
-                sequence = len(self._history()) + 1
-                batch = Batch(
-                    batch_id=f"{sequence:09d}-{uuid.uuid4().hex[:8]}",
-                    started_at=now or datetime.now(UTC),
-                )
-                try:
-                    yield batch
-                except BaseException:
-                    self._remove_files(batch)
-                    raise
-                self._commit(batch)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+            except OSError as error:
+                raise WriteFailed(self.root, error) from error
+            # Batch ids sort in commit order: a sequence number comes first.
+            sequence = len(self._history()) + 1
+            batch = Batch(
+                batch_id=f"{sequence:09d}-{uuid.uuid4().hex[:8]}",
+                started_at=now or datetime.now(UTC),
+            )
+            try:
+                yield batch
+            except BaseException:
+                self._remove_files(batch)
+                raise
+            self._commit(batch)
 
     def write_part(self, batch: Batch, table: str, data: pa.Table, subdir: str = "") -> Path:
-        """Write one Parquet part of ``table`` for ``batch`` (not yet visible)."""
+        """Write one Parquet part of ``table`` for ``batch`` (not yet visible).
+
+        Raises :class:`~features.errors.WriteFailed` if the file system refuses it.
+        """
         folder = self.root / table / subdir if subdir else self.root / table
-        folder.mkdir(parents=True, exist_ok=True)
         n = len(batch.files.get(table, []))
         path = folder / f"part-{batch.batch_id}-{n:05d}.parquet"
-        pq.write_table(data, path, compression="zstd")
-        _fsync(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(data, path, compression="zstd")
+            _fsync(path)
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            raise WriteFailed(path, error) from error
         batch.add(table, str(path.relative_to(self.root)))
         return path
 
@@ -217,12 +242,37 @@ class EventStore:
         )
         payload = json.dumps({"tables": tables, "batches": history}, indent=1)
         tmp = self.root / f"{MANIFEST}.{batch.batch_id}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / MANIFEST)
-        _fsync(self.root)
+        try:
+            # The parts' folder entries first: the manifest must never name a file a
+            # power cut could lose.
+            for folder in self._new_folders(batch):
+                _fsync(folder)
+            with open(tmp, "w") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.root / MANIFEST)
+        except BaseException as error:
+            tmp.unlink(missing_ok=True)
+            self._remove_files(batch)
+            if isinstance(error, OSError):
+                raise WriteFailed(tmp, error) from error
+            raise
+        try:
+            _fsync(self.root)
+        except OSError as error:  # committed: the rename is done, only its flush failed
+            logger.warning("committed, but could not flush %s to disk: %s", self.root, error)
+
+    def _new_folders(self, batch: Batch) -> list[Path]:
+        """Folders holding the batch's files, and theirs up to the root, deepest first."""
+        folders: set[Path] = set()
+        for rels in batch.files.values():
+            for rel in rels:
+                folder = (self.root / rel).parent
+                while folder != self.root and folder not in folders:
+                    folders.add(folder)
+                    folder = folder.parent
+        return sorted(folders, key=lambda f: len(f.parts), reverse=True)
 
     def _history(self) -> list[dict[str, object]]:
         path = self.root / MANIFEST
@@ -232,9 +282,14 @@ class EventStore:
         return batches
 
     def _remove_files(self, batch: Batch) -> None:
+        """Remove a failed batch's files; one that cannot be removed now (a read-only
+        file system) is an orphan, invisible, that the next writer removes."""
         for rels in batch.files.values():
             for rel in rels:
-                (self.root / rel).unlink(missing_ok=True)
+                try:
+                    (self.root / rel).unlink(missing_ok=True)
+                except OSError:
+                    continue
 
     def _remove_orphans(self) -> None:
         """Delete part files no manifest names (left by an interrupted batch)."""

@@ -387,7 +387,8 @@ def _compact_online_log(settings: Settings) -> None:
         return
     log = OnlineEventLog(path)
     try:
-        moved = compact(log, EventStore(settings.store_dir), now=datetime.now(UTC))
+        store = EventStore(settings.store_dir, lock_timeout=settings.lock_timeout)
+        moved = compact(log, store, now=datetime.now(UTC))
     finally:
         log.close()
     if moved:
@@ -408,7 +409,7 @@ def _ingest_one(
     return ingest_file(
         path,
         kind=kind,
-        store=EventStore(settings.store_dir),
+        store=EventStore(settings.store_dir, lock_timeout=settings.lock_timeout),
         now=datetime.now(UTC),
         source=source,
         fmt=fmt,
@@ -435,6 +436,7 @@ def _features_build(as_of: datetime, settings: Settings) -> int:
         phone_region=settings.phone_region,
         progress=_progress,
         write_to=settings.features_dir,
+        lock_timeout=settings.lock_timeout,
     )
     path = snapshot.manifest["path"]
     rows = snapshot.manifest["rows"]
