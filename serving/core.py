@@ -318,6 +318,7 @@ class DecisionCore:
             lambda: self.online,
             max_future_skew=settings.max_future_skew,
             swap_lock=self._swap_lock,
+            limits=settings.row_limits,
         )
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()

@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from features.contracts import RowLimits
 from features.errors import TailorError
 from features.online_log import Appended, OnlineEventLog
+from features.validation import DEFAULT_LIMITS
 from serving.online import OnlineStore
 from serving.schemas import EventsResponse, RejectedEvent
 
@@ -57,7 +59,9 @@ class EventWriter:
         *,
         max_future_skew: timedelta,
         swap_lock: threading.Lock | None = None,
+        limits: RowLimits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
         self.log = log
         self.online = online
         self.max_future_skew = max_future_skew
@@ -123,7 +127,10 @@ class EventWriter:
         with self.swap_lock:
             try:
                 appended = self.log.append(
-                    records, now=datetime.now(UTC), max_future_skew=self.max_future_skew
+                    records,
+                    now=datetime.now(UTC),
+                    max_future_skew=self.max_future_skew,
+                    limits=self.limits,
                 )
             except (OSError, sqlite3.Error) as error:  # read-only, disk full …
                 raise self._unavailable(error) from None
