@@ -200,8 +200,8 @@ class Server:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
-        """End the server and every process it started: SIGTERM to its process group,
-        SIGKILL after 20 s; then any worker still alive, the same way.
+        """End the server and every process it started: SIGTERM to the supervisor's
+        process group and to each worker, SIGKILL to whatever is left after 10 s.
 
         BentoML's workers run in process groups of their own: after an overload,
         workers were seen serving queued requests a minute after the supervisor had
@@ -212,25 +212,21 @@ class Server:
             self._sampler.join()
         self.client.close()
         try:
-            tree = psutil.Process(self.process.pid).children(recursive=True)
+            tree = [psutil.Process(self.process.pid)]
+            tree += tree[0].children(recursive=True)
         except psutil.Error:
             tree = []
-        if self.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        _, alive = psutil.wait_procs(tree, timeout=5)
-        for process in alive:
+        for process in tree[1:]:
             with contextlib.suppress(psutil.Error):
                 process.terminate()
-        _, alive = psutil.wait_procs(alive, timeout=15)
+        _, alive = psutil.wait_procs(tree, timeout=10)
         for process in alive:
             with contextlib.suppress(psutil.Error):
                 process.kill()
         psutil.wait_procs(alive, timeout=5)
+        self.process.wait()
         self._log.close()
 
     def __enter__(self) -> Server:
