@@ -84,16 +84,6 @@ def test_the_summary_counts_failures_lost_events_and_memory_growth() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason=(
-        "before the event-path fix an /events call holds the worker's one request "
-        "thread for ~300 ms (mostly pandas validation), so 5 calls/s saturate "
-        "it and decisions queue past the timeout (bench/RESULTS.md, 'Serving with "
-        "events'); remove this mark with the fix"
-    ),
-)
 def test_half_a_minute_of_mixed_load_and_a_reload_fail_no_request(home: Path) -> None:
     audience = Audience.of_home(home)
     with Server(home, keys=KEYS, rss_interval=1.0) as server:
