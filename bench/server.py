@@ -33,27 +33,30 @@ REPO = Path(__file__).resolve().parents[1]
 TAILOR = "serving.service:Tailor"
 
 
-def build_home(home: Path, customers: int) -> None:
+def build_home(
+    home: Path, customers: int, *, days: int | None = None, seed: int | None = None
+) -> None:
     """A trained home at ``home``: the real ``tailor demo --no-serve`` (a simulated
-    store, a feature snapshot, the recommender and selectors registered as champions)."""
+    store, a feature snapshot, the recommender and selectors registered as champions).
+    Raises ``RuntimeError`` with the end of the command's output when it fails."""
     print(f"building a trained home in {home} ({customers:,} customers) …", file=sys.stderr)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.cli",
-            "demo",
-            "--no-serve",
-            "--customers",
-            str(customers),
-            "--tune-budget",
-            "1",
-        ],
+    args = ["demo", "--no-serve", "--customers", str(customers), "--tune-budget", "1"]
+    if days is not None:
+        args += ["--days", str(days)]
+    if seed is not None:
+        args += ["--seed", str(seed)]
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", *args],
         env={**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"},
         cwd=REPO,
-        check=True,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
+    if result.returncode != 0:
+        tail = result.stderr[-3000:]
+        raise RuntimeError(f"tailor demo --no-serve exited {result.returncode}:\n{tail}")
 
 
 def free_port() -> int:

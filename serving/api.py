@@ -35,7 +35,7 @@ from pydantic_core import from_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from features.errors import TailorError
-from serving.errors import ApiError, ErrorBody, error_body, from_exception
+from serving.errors import ApiError, ErrorBody, code_for, error_body, from_exception
 
 logger = logging.getLogger("tailor.http")
 
@@ -184,14 +184,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"no route {request.url.path}"
     if exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
-    error = ApiError(exc.status_code, _code(exc.status_code), message)
+    error = ApiError(exc.status_code, code_for(exc.status_code), message)
     return error_response(request, error)
-
-
-def _code(status: int) -> str:
-    from serving.errors import code_for
-
-    return code_for(status)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

@@ -31,6 +31,8 @@ class DeadlinePool:
         self.max_workers = max_workers
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="tailor-model")
         self._slots = threading.BoundedSemaphore(max_workers)
+        self._taken = 0
+        self._count_lock = threading.Lock()
         self.refused = 0
         self.abandoned = 0
 
@@ -38,6 +40,7 @@ class DeadlinePool:
         if not self._slots.acquire(blocking=False):
             self.refused += 1
             raise DeadlineExceeded(f"all {self.max_workers} model threads are busy")
+        self._count(+1)
         deadline = time.monotonic() + timeout
 
         def task() -> T:
@@ -46,7 +49,7 @@ class DeadlinePool:
                     raise DeadlineExceeded("not started before the deadline")
                 return fn(*args)
             finally:
-                self._slots.release()
+                self._free()
 
         future = self._executor.submit(task)
         try:
@@ -54,12 +57,20 @@ class DeadlinePool:
         except FutureTimeout:
             self.abandoned += 1
             if future.cancel():  # never started: its slot is ours to give back
-                self._slots.release()
+                self._free()
             raise DeadlineExceeded(f"{timeout * 1000:.0f} ms passed") from None
+
+    def _count(self, step: int) -> None:
+        with self._count_lock:
+            self._taken += step
+
+    def _free(self) -> None:
+        self._count(-1)
+        self._slots.release()
 
     def busy(self) -> int:
         """Threads taken now (by work in flight, abandoned or not)."""
-        return self.max_workers - self._slots._value
+        return self._taken
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -4,14 +4,12 @@ real ``tailor demo --no-serve``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from bench.server import build_home
 from features.store import EventStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,29 +32,5 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("trained") / "home"
-    env = {**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.cli",
-            "demo",
-            "--no-serve",
-            "--customers",
-            "400",
-            "--days",
-            "14",
-            "--seed",
-            "3",
-            "--tune-budget",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    build_home(home, 400, days=14, seed=3)
     return home

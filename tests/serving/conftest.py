@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,23 @@ def settings_for(home: Path, **serving: object) -> Settings:
     }
     options.update(serving)
     return Settings(home=home, serving=ServingConfig(**options))  # type: ignore[arg-type]
+
+
+def posted_event(
+    event_id: str,
+    customer: str,
+    *,
+    kind: str = "product_view",
+    item: str = "i000001",
+    at: datetime | None = None,
+    **fields: object,
+) -> dict[str, object]:
+    """One event as a client posts it to ``/events`` (``at`` defaults to now)."""
+    return {
+        "event_id": event_id,
+        "ts": (at or datetime.now(UTC)).isoformat(),
+        "event_type": kind,
+        "customer_id": customer,
+        "item_id": item,
+        **fields,
+    }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from serving.schemas import (
     RecommendRequest,
     SimilarItemsRequest,
 )
-from tests.serving.conftest import settings_for
+from tests.serving.conftest import posted_event, settings_for
 
 OFFERS = ["offer_freeship", "offer_none", "offer_pct10", "offer_pct20"]
 
@@ -59,13 +59,8 @@ def _iso(seconds_ago: float) -> str:
 
 
 def _cart(customer: str, item: str, hours_ago: float, event_id: str) -> dict:
-    return {
-        "event_id": event_id,
-        "ts": _iso(hours_ago * 3600),
-        "event_type": "add_to_cart",
-        "customer_id": customer,
-        "item_id": item,
-    }
+    at = datetime.now(UTC) - timedelta(hours=hours_ago)
+    return posted_event(event_id, customer, kind="add_to_cart", item=item, at=at)
 
 
 # ---------------------------------------------------------------------- loading / status

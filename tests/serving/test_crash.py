@@ -15,18 +15,14 @@ import psutil
 
 from features.online_log import OnlineEventLog, compact
 from features.store import EventStore, connect
+from tests.serving.conftest import posted_event
 from tests.serving.test_service import ADMIN, _serve
 
 
 def _event(i: int, customer: str) -> dict[str, object]:
-    return {
-        "event_id": f"crash-{i:05d}",
-        "ts": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
-        "event_type": "product_view",
-        "customer_id": customer,
-        "item_id": "i000001",
-        "properties": {"source": "crash-test", "n": i},
-    }
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    properties = {"source": "crash-test", "n": i}
+    return posted_event(f"crash-{i:05d}", customer, at=at, properties=properties)
 
 
 def test_acknowledged_events_survive_sigkill_and_resends_are_deduplicated(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from serving.deadline import DeadlineExceeded, DeadlinePool
 from serving.schemas import RecommendRequest
+from tests.serving.conftest import posted_event
 from tests.serving.test_core import _core, _quiet_customer
 
 
@@ -71,13 +71,7 @@ def test_a_slow_model_answers_the_fallback_with_reason_deadline(home: Path, monk
     core = _core(home, deadline_ms=30.0)
     customer = _quiet_customer(home)
     # A view posted now: the customer is scored live, not from the rankings cached at load.
-    view = {
-        "event_id": "deadline-view",
-        "ts": datetime.now(UTC).isoformat(),
-        "event_type": "product_view",
-        "customer_id": customer,
-        "item_id": "i000001",
-    }
+    view = posted_event("deadline-view", customer)
     assert core.ingest_events([view]).accepted == 1
     assert core.recommend(RecommendRequest(customer_id=customer)).strategy == "model"
 

@@ -16,7 +16,7 @@ from models.registry import registry_client, tracking_uri
 from serving.core import RECOMMENDER_NAME, DecisionCore, ReloadFailed
 from serving.events import StoreUnavailable
 from serving.schemas import RecommendRequest
-from tests.serving.conftest import settings_for
+from tests.serving.conftest import posted_event, settings_for
 from tests.serving.test_core import _core, _quiet_customer
 
 
@@ -92,13 +92,7 @@ def test_an_unwritable_event_log_refuses_events_and_turns_readiness_off(home, mo
     no file is read-only); everything above it is the real path."""
     core = _core(home)
     customer = _quiet_customer(home)
-    event = {
-        "event_id": "fault-1",
-        "ts": datetime.now(UTC).isoformat(),
-        "event_type": "product_view",
-        "customer_id": customer,
-        "item_id": "i000001",
-    }
+    event = posted_event("fault-1", customer)
     real_append = core.events_log.append
 
     def read_only(*args, **kwargs):
