@@ -415,6 +415,7 @@ def run_soak(
     connections: int = 256,
     timeout: float = 30.0,
     max_rss_slope_mib: float = 2.0,
+    max_p99_ms: float = 1000.0,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Drive ``server`` open-loop at ``rate`` requests/s for ``seconds``, reloading at
@@ -472,6 +473,7 @@ def run_soak(
         bucket_seconds=bucket_seconds,
         client_cpu=client_cpu,
         max_rss_slope_mib=max_rss_slope_mib,
+        max_p99_ms=max_p99_ms,
     )
     return {"run_id": run_id, **result}
 
@@ -529,6 +531,7 @@ def summarise(
     bucket_seconds: float = 60.0,
     client_cpu: float = 0.0,
     max_rss_slope_mib: float = 2.0,
+    max_p99_ms: float = 1000.0,
 ) -> dict[str, Any]:
     """Per-bucket and whole-run figures, the RSS trend and the verdict.
 
@@ -615,6 +618,19 @@ def summarise(
     if judged is not None and judged > max_rss_slope_mib:
         problems.append(
             f"RSS grows {judged:+.1f} MiB/min ({judged_on}; limit {max_rss_slope_mib:.1f})"
+        )
+    # A service that answers everything but ever later is failing too: each bucket's
+    # p99 is held to the limit, but for the reload's own bucket.
+    slow = [
+        f"{family} {r[family]['p99_ms']:.0f} ms in bucket {r['bucket']}"
+        for r in rows
+        if r["bucket"] != reload_bucket
+        for family in FAMILIES
+        if r[family]["p99_ms"] is not None and r[family]["p99_ms"] > max_p99_ms
+    ]
+    if slow:
+        problems.append(
+            f"p99 over {max_p99_ms:g} ms in {len(slow)} bucket-families (first: {slow[0]})"
         )
     lags = [o.lag for o in outcomes]
     reload_text = "no reload"
@@ -763,6 +779,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     parser.add_argument("--max-rss-slope", type=float, default=2.0, help="MiB/min for PASS")
     parser.add_argument(
+        "--max-p99-ms", type=float, default=1000.0, help="per bucket and family, for PASS"
+    )
+    parser.add_argument(
         "--bucket-seconds", type=float, default=60.0, help="rows of the table (a minute)"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -798,6 +817,7 @@ def main() -> None:
             reload=args.reload,
             timeout=args.timeout,
             max_rss_slope_mib=args.max_rss_slope,
+            max_p99_ms=args.max_p99_ms,
             bucket_seconds=args.bucket_seconds,
             seed=args.seed,
         )

@@ -30,17 +30,19 @@ class DeadlinePool:
     def __init__(self, max_workers: int = 4) -> None:
         self.max_workers = max_workers
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="tailor-model")
-        self._slots = threading.BoundedSemaphore(max_workers)
-        self._taken = 0
-        self._count_lock = threading.Lock()
+        self._taken = 0  # threads held by work in flight, abandoned or not
+        self._lock = threading.Lock()
         self.refused = 0
         self.abandoned = 0
 
     def run(self, timeout: float, fn: Callable[..., T], *args: Any) -> T:
-        if not self._slots.acquire(blocking=False):
+        with self._lock:
+            full = self._taken >= self.max_workers
+            if not full:
+                self._taken += 1
+        if full:
             self.refused += 1
             raise DeadlineExceeded(f"all {self.max_workers} model threads are busy")
-        self._count(+1)
         deadline = time.monotonic() + timeout
 
         def task() -> T:
@@ -60,13 +62,9 @@ class DeadlinePool:
                 self._free()
             raise DeadlineExceeded(f"{timeout * 1000:.0f} ms passed") from None
 
-    def _count(self, step: int) -> None:
-        with self._count_lock:
-            self._taken += step
-
     def _free(self) -> None:
-        self._count(-1)
-        self._slots.release()
+        with self._lock:
+            self._taken -= 1
 
     def busy(self) -> int:
         """Threads taken now (by work in flight, abandoned or not)."""

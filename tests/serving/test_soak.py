@@ -83,6 +83,27 @@ def test_the_summary_counts_failures_lost_events_and_memory_growth() -> None:
     assert result["verdict"].startswith("FAIL: RSS grows +10.0 MiB/min")
 
 
+def test_the_verdict_fails_a_run_that_answers_everything_but_late() -> None:
+    outcomes = _outcomes(300)
+    for o in outcomes:
+        if o.at >= 240:  # the last minute: every answer takes 3 s
+            o.latency = 3.0
+    result = summarise(
+        outcomes,
+        None,
+        samples=[(t, 500 * 2**20, 0.0) for t in range(300)],
+        logged={e for o in outcomes for e in o.acked_ids},
+        server_log={"lines": 0, "first": []},
+        rate=10,
+        seconds=300,
+        bucket_seconds=60,
+        max_p99_ms=1000.0,
+    )
+    assert result["failures"] == 0
+    assert result["verdict"].startswith("FAIL: p99 over 1000 ms in 2 bucket-families")
+    assert "bucket 4" in result["verdict"]
+
+
 @pytest.mark.slow
 def test_half_a_minute_of_mixed_load_and_a_reload_fail_no_request(home: Path) -> None:
     audience = Audience.of_home(home)
