@@ -1,7 +1,8 @@
 """The online event log: events posted to the service, durable before they are acknowledged.
 
 ``POST /events`` validates rows exactly like ``tailor ingest`` (the same contract and
-checks), appends the valid ones here and the rejected ones to this log's quarantine,
+checks; plain records are typed without pandas, :mod:`features.record_validation`),
+appends the valid ones here and the rejected ones to this log's quarantine,
 in one SQLite transaction with ``synchronous=FULL`` in WAL mode: when the call
 returns, the rows are on disk. The next ``tailor ingest`` or ``tailor features
 build`` compacts the log into the Parquet event store (:func:`compact`), which
@@ -25,9 +26,9 @@ import pandas as pd
 from features.contracts import EVENTS, RowLimits
 from features.errors import WriteFailed
 from features.ingest import write_events
-from features.readers import records_frame
+from features.record_validation import TypedRecords, type_records
 from features.store import EventStore
-from features.validation import DEFAULT_LIMITS, validate
+from features.validation import DEFAULT_LIMITS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -63,8 +64,8 @@ class Appended:
 
     Attributes
     ----------
-    accepted : pandas.DataFrame
-        The new valid events (typed, contract columns), in input order.
+    accepted : list of dict
+        The new valid events, typed (:attr:`TypedRecords.rows`), in input order.
     duplicates : int
         Valid events whose ``event_id`` the log already held (or repeated in the call).
     rejected : pandas.DataFrame
@@ -73,7 +74,7 @@ class Appended:
         Position in the call of each accepted row and of each duplicate.
     """
 
-    accepted: pd.DataFrame
+    accepted: list[dict[str, Any]]
     duplicates: int
     rejected: pd.DataFrame
     accepted_index: np.ndarray
@@ -106,23 +107,20 @@ class OnlineEventLog:
         """Validate ``records`` (decoded JSON objects) against the events contract and
         store them durably; a record that fails any check is quarantined with its
         reasons, never failing the others."""
-        frame = records_frame(records)
-        positions = np.arange(len(records), dtype=np.int64)
-        result = validate(
-            frame, positions, EVENTS, now=now, max_future_skew=max_future_skew, limits=limits
+        result = type_records(
+            records, EVENTS, now=now, max_future_skew=max_future_skew, limits=limits
         )
-        valid = result.valid
+        valid = result.rows
         received = now.isoformat()
-        rows = _as_json_rows(valid)
         with self._lock:
             self._con.execute("BEGIN IMMEDIATE")
             try:
                 fresh = np.zeros(len(valid), dtype=bool)
-                for i, (event_id, row) in enumerate(zip(valid["event_id"], rows, strict=True)):
+                for i, row in enumerate(valid):
                     cursor = self._con.execute(
                         "INSERT OR IGNORE INTO events (event_id, received_at, row) "
                         "VALUES (?, ?, ?)",
-                        (str(event_id), received, row),
+                        (row["event_id"], received, _as_json(row)),
                     )
                     fresh[i] = cursor.rowcount == 1
                 self._con.executemany(
@@ -139,9 +137,9 @@ class OnlineEventLog:
                 self._con.execute("ROLLBACK")
                 raise
         rejected = result.rejected.rename(columns={"line_number": "index"})
-        lines = np.asarray(result.valid_lines, dtype=np.int64)
+        lines = result.lines
         return Appended(
-            accepted=valid[fresh].reset_index(drop=True),
+            accepted=[row for row, new in zip(valid, fresh, strict=True) if new],
             duplicates=int((~fresh).sum()),
             rejected=rejected.reset_index(drop=True),
             accepted_index=lines[fresh],
@@ -155,15 +153,15 @@ class OnlineEventLog:
                 "SELECT seq, row FROM events WHERE compacted = 0 ORDER BY seq"
             ).fetchall()
             last = self._last_seq()
-        return _typed(rows), (int(rows[-1][0]) if rows else last)
+        return _typed(rows).frame(), (int(rows[-1][0]) if rows else last)
 
-    def since(self, seq: int) -> tuple[pd.DataFrame, int]:
-        """Events logged after ``seq``, compacted or not, and the last seq read."""
+    def since(self, seq: int) -> tuple[list[dict[str, Any]], int]:
+        """Events logged after ``seq``, compacted or not (typed rows), and the last seq read."""
         with self._lock:
             rows = self._con.execute(
                 "SELECT seq, row FROM events WHERE seq > ? ORDER BY seq", (seq,)
             ).fetchall()
-        return _typed(rows), (int(rows[-1][0]) if rows else seq)
+        return _typed(rows).rows, (int(rows[-1][0]) if rows else seq)
 
     def _last_seq(self) -> int:
         row = self._con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
@@ -186,36 +184,22 @@ class OnlineEventLog:
         return pd.read_sql_query("SELECT * FROM quarantine ORDER BY seq", self._con)
 
 
-def _typed(rows: list[tuple[int, str]]) -> pd.DataFrame:
-    """Logged rows (seq, JSON) as typed events in contract columns."""
-    if not rows:
-        return pd.DataFrame(columns=EVENTS.names)
+def _typed(rows: list[tuple[int, str]]) -> TypedRecords:
+    """Logged rows (seq, JSON) as typed events."""
     records = [json.loads(row) for _, row in rows]
-    result = validate(
-        records_frame(records),
-        np.arange(len(records), dtype=np.int64),
-        EVENTS,
-        # Already checked against the clock when posted.
-        now=datetime(2200, 1, 1, tzinfo=UTC),
+    # Already checked against the clock when posted.
+    return type_records(records, EVENTS, now=datetime(2200, 1, 1, tzinfo=UTC))
+
+
+def _as_json(row: dict[str, Any]) -> str:
+    """A typed row as JSON (timestamps ISO 8601 UTC, missing values omitted)."""
+    return json.dumps(
+        {
+            key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in row.items()
+            if value is not None
+        }
     )
-    return result.valid
-
-
-def _as_json_rows(valid: pd.DataFrame) -> list[str]:
-    """Each typed row as JSON (timestamps ISO 8601 UTC, missing values omitted)."""
-    out = []
-    for record in valid.to_dict("records"):
-        clean: dict[str, Any] = {}
-        for key, value in record.items():
-            if value is None or (not isinstance(value, str) and pd.isna(value)):
-                continue
-            if isinstance(value, pd.Timestamp):
-                value = value.isoformat()
-            elif isinstance(value, np.generic):
-                value = value.item()
-            clean[str(key)] = value
-        out.append(json.dumps(clean))
-    return out
 
 
 def compact(log: OnlineEventLog, store: EventStore, *, now: datetime) -> int:

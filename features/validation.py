@@ -150,13 +150,7 @@ def validate(
         given = (unmapped != "").to_numpy(dtype=bool)
         fail(given, unmapped.map(_printable).to_numpy(dtype=object))
 
-    latest = pd.Timestamp(now).tz_convert("UTC") + max_future_skew
-    event_window = _Window(
-        max(pd.Timestamp(limits.min_event_ts).tz_convert("UTC"), _READABLE.earliest),
-        min(latest, _READABLE.latest),
-        "min_event_ts",
-        f"is in the future (later than {latest.isoformat()})",
-    )
+    events_window = event_window(now, max_future_skew, limits)
     typed: dict[str, pd.Series] = {}
     extra_name = EXTRA_COLUMN[contract.kind]
     unknown = [c for c in named.columns if c not in contract.names]
@@ -167,7 +161,7 @@ def validate(
             value = _check_json(raw, extras, column, limits, fail)
         else:
             events_ts = contract.kind == "events" and column.name == "ts"
-            window = event_window if events_ts else _READABLE
+            window = events_window if events_ts else READABLE
             value = _check_column(raw, column, limits, window, fail)
         typed[column.name] = value
 
@@ -191,7 +185,7 @@ def validate(
 
 
 @dataclass(frozen=True)
-class _Window:
+class Window:
     """The times a timestamp may take, and the settings that say so."""
 
     earliest: pd.Timestamp
@@ -201,12 +195,24 @@ class _Window:
 
 
 # What pandas holds (nanoseconds): a timestamp outside cannot be read back.
-_READABLE = _Window(
+READABLE = Window(
     pd.Timestamp.min.ceil("s").tz_localize("UTC"),
     pd.Timestamp.max.floor("s").tz_localize("UTC"),
     "the earliest time pandas holds",
     "is later than pandas holds",
 )
+
+
+def event_window(now: datetime, max_future_skew: timedelta, limits: RowLimits) -> Window:
+    """The times an event's ``ts`` may take: from ``limits.min_event_ts`` to
+    ``now + max_future_skew``, within what pandas holds."""
+    latest = pd.Timestamp(now).tz_convert("UTC") + max_future_skew
+    return Window(
+        max(pd.Timestamp(limits.min_event_ts).tz_convert("UTC"), READABLE.earliest),
+        min(latest, READABLE.latest),
+        "min_event_ts",
+        f"is in the future (later than {latest.isoformat()})",
+    )
 
 
 def _named_columns(frame: pd.DataFrame, fail: Fail) -> pd.DataFrame:
@@ -246,7 +252,7 @@ def _column(frame: pd.DataFrame, name: str, n: int) -> pd.Series:
 
 # --------------------------------------------------------------------------- typed columns
 def _check_column(
-    raw: pd.Series, column: Column, limits: RowLimits, window: _Window, fail: Fail
+    raw: pd.Series, column: Column, limits: RowLimits, window: Window, fail: Fail
 ) -> pd.Series:
     """The typed column, every failed check reported through ``fail``.
 
@@ -267,7 +273,7 @@ def _check_column(
 
 
 def _typed_one_by_one(
-    raw: pd.Series, column: Column, limits: RowLimits, window: _Window
+    raw: pd.Series, column: Column, limits: RowLimits, window: Window
 ) -> tuple[pd.Series, np.ndarray]:
     pieces: list[pd.Series] = []
     reasons = np.full(len(raw), "", dtype=object)
@@ -286,7 +292,7 @@ def _typed_one_by_one(
 
 
 def _typed(
-    raw: pd.Series, column: Column, limits: RowLimits, window: _Window
+    raw: pd.Series, column: Column, limits: RowLimits, window: Window
 ) -> tuple[pd.Series, np.ndarray]:
     """(typed values, '; '-prefixed reasons per row, '' where the value passed)."""
     name = column.name
@@ -380,7 +386,7 @@ def _numbers(text: pd.Series, column: Column, fail: Fail) -> tuple[pd.Series, np
 
 
 def _outside(
-    value: pd.Series, name: str, text: pd.Series, window: _Window, fail: Fail
+    value: pd.Series, name: str, text: pd.Series, window: Window, fail: Fail
 ) -> np.ndarray:
     """Fail timestamps outside the window; the mask of those."""
     early = (value < window.earliest).fillna(False).to_numpy(dtype=bool)
@@ -428,7 +434,7 @@ def _plain_values(raw: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
 def _odd_kind(value: Any, kind: str) -> str:
     """'' for a scalar a column may hold; else what is wrong with it."""
     if isinstance(value, str):
-        return "" if not _has_surrogates(value) else _NOT_UNICODE
+        return "" if not has_surrogates(value) else _NOT_UNICODE
     if value is None or isinstance(value, bool | int | float | np.generic):
         return ""
     if isinstance(value, dt.date | dt.datetime | dt.time | pd.Timestamp):
@@ -461,11 +467,11 @@ def _not_unicode(values: pd.Series) -> np.ndarray:
     try:
         pa.array(array, type=pa.string(), from_pandas=True)
     except (UnicodeError, pa.ArrowException):
-        return np.array([_has_surrogates(v) for v in array], dtype=bool)
+        return np.array([has_surrogates(v) for v in array], dtype=bool)
     return np.zeros(len(values), dtype=bool)
 
 
-def _has_surrogates(value: object) -> bool:
+def has_surrogates(value: object) -> bool:
     if not isinstance(value, str):
         return False
     try:
@@ -537,7 +543,7 @@ def _check_json(
     if extras is None and pd.api.types.infer_dtype(given, skipna=True) in ("string", "empty"):
         # The common case (CSV, JSON text): each distinct text read and written once.
         codes, uniques = pd.factorize(given)
-        done = [_canonical(text, limits.max_json_bytes) for text in uniques]
+        done = [canonical_json(text, limits.max_json_bytes) for text in uniques]
         if done:
             texts[present] = _objects([t for t, _ in done])[codes]
             reasons[present] = _objects([r for _, r in done])[codes]
@@ -558,19 +564,19 @@ def _check_json(
             objects = _fold_extras(objects, extras)
         for row, obj in enumerate(objects):
             if obj is not None and not reasons[row]:
-                texts[row], reasons[row] = _dump(obj, limits.max_json_bytes)
+                texts[row], reasons[row] = dump_json(obj, limits.max_json_bytes)
     bad = reasons != ""
     fail(bad, _prefix(column.name, reasons))
     texts[bad] = None
     return pd.Series(texts, dtype="string")
 
 
-def _canonical(text: str, max_bytes: int) -> tuple[str | None, str]:
+def canonical_json(text: str, max_bytes: int) -> tuple[str | None, str]:
     """(canonical JSON of the object ``text`` holds, '') or (None, what is wrong)."""
     obj, problem = _json_object(text)
     if obj is None:
         return None, problem
-    return _dump(obj, max_bytes)
+    return dump_json(obj, max_bytes)
 
 
 def _objects(values: list[Any]) -> np.ndarray:
@@ -628,11 +634,12 @@ def _fold_extras(
             for name, column in zip(names, columns, strict=True)
             if column[i] is not pd.NA
         }
-        out.append({**obj, **folded} if obj is not None else folded)
+        # A row that gave neither stays without one, whatever other rows gave.
+        out.append({**obj, **folded} if obj is not None else (folded or None))
     return out
 
 
-def _dump(obj: dict[str, Any], max_bytes: int) -> tuple[str | None, str]:
+def dump_json(obj: dict[str, Any], max_bytes: int) -> tuple[str | None, str]:
     """(canonical JSON text, '') or (None, why it cannot be stored)."""
     try:
         text = _ENCODER.encode(obj)

@@ -525,7 +525,7 @@ class DecisionCore:
         """Apply the posted events the store was built without (idempotent)."""
         seen = int(store.meta("log_seq") or 0)
         events, through = self.events_log.since(seen)
-        if not events.empty:
+        if events:
             store.apply_events(events)
         if through != seen:
             store.set_meta("log_seq", str(through))

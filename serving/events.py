@@ -141,10 +141,16 @@ class EventWriter:
             except Exception:
                 # Durable in the log already; the online store catches up at its next load.
                 logger.exception("applying posted events to the online store failed")
+        rejected = [
+            (int(i), str(reason))
+            for i, reason in zip(
+                appended.rejected["index"], appended.rejected["reason"], strict=True
+            )
+        ]
         start = 0
         for call in calls:
             end = start + len(call.records)
-            call.done.set_result(_slice(appended, start, end))
+            call.done.set_result(_slice(appended, rejected, start, end))
             start = end
 
     def _unavailable(self, error: Exception) -> StoreUnavailable:
@@ -153,17 +159,18 @@ class EventWriter:
         return StoreUnavailable(self.error)
 
 
-def _slice(appended: Appended, start: int, end: int) -> EventsResponse:
+def _slice(
+    appended: Appended, rejected: list[tuple[int, str]], start: int, end: int
+) -> EventsResponse:
     def within(index: np.ndarray) -> int:
         return int(((index >= start) & (index < end)).sum())
 
-    rejected = appended.rejected
-    mine = (rejected["index"] >= start) & (rejected["index"] < end)
     return EventsResponse(
         accepted=within(appended.accepted_index),
         duplicates=within(appended.duplicate_index),
         rejected=[
-            RejectedEvent(index=int(i) - start, reason=str(r))
-            for i, r in zip(rejected.loc[mine, "index"], rejected.loc[mine, "reason"], strict=True)
+            RejectedEvent(index=i - start, reason=reason)
+            for i, reason in rejected
+            if start <= i < end
         ],
     )

@@ -23,7 +23,7 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -299,7 +299,11 @@ class OnlineStore:
                     "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?)",
                     _response_rows(history["responses"], canonical),
                 )
-                self._apply(con, recent, as_of=as_of)
+                self._apply(
+                    con,
+                    list(zip(recent["person"], recent.to_dict("records"), strict=True)),
+                    as_of=as_of,
+                )
                 con.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [
@@ -314,48 +318,53 @@ class OnlineStore:
                 raise
 
     # ------------------------------------------------------------------ live updates
-    def apply_events(self, events: pd.DataFrame) -> int:
-        """Update the live part with validated events; returns rows applied."""
-        if events.empty:
+    def apply_events(self, events: Sequence[Mapping[str, Any]]) -> int:
+        """Update the live part with validated events (typed rows, e.g.
+        :attr:`features.online_log.Appended.accepted`); returns rows applied."""
+        if not events:
             return 0
-        canonical = self._canonical_ids(
-            pd.concat([events["customer_id"], events["anonymous_id"]]).dropna().astype(str)
-        )
-        frame = events.assign(person=_canonical(events, canonical))
-        known = self._personalised_flags(frame["person"].dropna().unique().tolist())
-        allowed = frame["person"].map(known).fillna(self.assume_consent).astype(bool)
+        sources = [_source(event) for event in events]
+        canonical = self._canonical_ids(s for s in sources if s is not None)
+        persons = [None if s is None else canonical[s] for s in sources]
+        known = self._personalised_flags(sorted({p for p in persons if p is not None}))
         # Unsubscribes always count, consent or not; the rest needs consent.
-        keep = allowed | frame["event_type"].eq("unsubscribe")
-        frame = frame[keep.to_numpy() & frame["person"].notna().to_numpy()]
+        kept = [
+            (person, event)
+            for person, event in zip(persons, events, strict=True)
+            if person is not None
+            and (known.get(person, self.assume_consent) or event["event_type"] == "unsubscribe")
+        ]
         as_of_text = self.meta("as_of")
         as_of = pd.Timestamp(as_of_text) if as_of_text else None
         with self._write_lock:
             con = self.con
             con.execute("BEGIN IMMEDIATE")
             try:
-                applied = self._apply(con, frame, as_of=as_of)
+                applied = self._apply(con, kept, as_of=as_of)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         return applied
 
-    def _apply(self, con: sqlite3.Connection, frame: pd.DataFrame, *, as_of: Any) -> int:
-        """Insert events (with a ``person`` column) into the live tables."""
-        if frame.empty:
-            return 0
-        frame = frame.sort_values("ts", kind="stable")
+    def _apply(
+        self,
+        con: sqlite3.Connection,
+        events: list[tuple[str, Mapping[str, Any]]],
+        *,
+        as_of: Any,
+    ) -> int:
+        """Insert events, each with its canonical person, into the live tables."""
         applied = 0
-        for row in frame.itertuples(index=False):
-            person = str(row.person)
-            ts = _epoch(row.ts)
-            kind = str(row.event_type)
-            item = None if _missing(row.item_id) else str(row.item_id)
-            campaign = None if _missing(row.campaign_id) else str(row.campaign_id)
-            content = None if _missing(row.content_id) else str(row.content_id)
-            slot = None if _missing(row.slot) else str(row.slot)
+        for person, row in sorted(events, key=lambda pair: _epoch(pair[1]["ts"])):
+            ts = _epoch(row["ts"])
+            kind = str(row["event_type"])
+            item = _text(row.get("item_id"))
+            campaign = _text(row.get("campaign_id"))
+            content = _text(row.get("content_id"))
+            slot = _text(row.get("slot"))
             if kind == "stock_change":
-                in_stock = _in_stock(row.properties)
+                in_stock = _in_stock(row.get("properties"))
                 if item is not None and in_stock is not None:
                     con.execute(
                         "INSERT INTO stock VALUES (?, ?, ?) ON CONFLICT (item_id) DO UPDATE "
@@ -368,7 +377,7 @@ class OnlineStore:
                 continue
             cursor = con.execute(
                 "INSERT OR IGNORE INTO recent VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (str(row.event_id), person, ts, kind, item, campaign, slot, content),
+                (str(row["event_id"]), person, ts, kind, item, campaign, slot, content),
             )
             if cursor.rowcount == 0:
                 continue  # seen before: counters already hold it
@@ -585,6 +594,15 @@ def _store_history(store: EventStore, as_of: pd.Timestamp, recent_days: float) -
     return {"recent": recent, "purchases": purchases, "responses": responses}
 
 
+def _source(event: Mapping[str, Any]) -> str | None:
+    """Whom an event is about, before identity: its customer id, else its anonymous id."""
+    return _text(event.get("customer_id")) or _text(event.get("anonymous_id"))
+
+
+def _text(value: Any) -> str | None:
+    return None if _missing(value) else str(value)
+
+
 def _canonical(frame: pd.DataFrame, canonical: dict[str, str]) -> pd.Series:
     """Canonical person of each event: its customer id, else its anonymous id, mapped."""
     source = frame["customer_id"].where(frame["customer_id"].notna(), frame["anonymous_id"])
@@ -640,6 +658,8 @@ def _epoch(value: Any) -> float:
     """Seconds since the epoch of a timestamp (naive values are UTC)."""
     if isinstance(value, int | float):
         return float(value)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.timestamp()
     stamp = pd.Timestamp(value)
     if stamp.tzinfo is None:
         stamp = stamp.tz_localize("UTC")

@@ -152,7 +152,7 @@ def test_reading_only_trigger_events_gives_the_same_triggers(rows, fired, age, b
                 "properties": None,
             }
         )
-        store.apply_events(frame)
+        store.apply_events(frame.to_dict("records"))
         everything = store.profiles(["c1"])["c1"]
         narrow = store.profiles(
             ["c1"],
