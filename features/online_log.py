@@ -13,10 +13,11 @@ stored once.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from features.errors import WriteFailed
 from features.ingest import write_events
 from features.record_validation import TypedRecords, type_records
 from features.store import EventStore
-from features.validation import DEFAULT_LIMITS
+from features.validation import DEFAULT_LIMITS, READABLE
+
+logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -184,11 +187,24 @@ class OnlineEventLog:
         return pd.read_sql_query("SELECT * FROM quarantine ORDER BY seq", self._con)
 
 
+# Logged rows passed the checks in force when they were posted (a time then in the
+# future, an id as long as the settings then allowed): read back, only types count.
+_LOGGED = RowLimits(
+    min_event_ts=READABLE.earliest.to_pydatetime(),
+    max_field_length=2**31,
+    max_text_length=2**31,
+    max_json_bytes=2**31,
+)
+
+
 def _typed(rows: list[tuple[int, str]]) -> TypedRecords:
-    """Logged rows (seq, JSON) as typed events."""
+    """Logged rows (seq, JSON) as typed events; one that cannot be read back (a
+    contract changed since) is logged as an error, by seq, with its reasons."""
     records = [json.loads(row) for _, row in rows]
-    # Already checked against the clock when posted.
-    return type_records(records, EVENTS, now=datetime(2200, 1, 1, tzinfo=UTC))
+    typed = type_records(records, EVENTS, now=READABLE.latest.to_pydatetime(), limits=_LOGGED)
+    for line, reason in zip(typed.rejected["line_number"], typed.rejected["reason"], strict=True):
+        logger.error("online event log seq %d cannot be read back: %s", rows[line][0], reason)
+    return typed
 
 
 def _as_json(row: dict[str, Any]) -> str:

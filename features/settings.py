@@ -461,8 +461,8 @@ class ServingConfig(BaseModel):
         None,
         gt=0,
         description=(
-            "Requests a second per API key and worker (token bucket; 429 with Retry-After "
-            "above it); none: unlimited. A key's own limit in the key store wins."
+            "Requests a second per API key, counted across the service's workers (token "
+            "bucket; 429 with Retry-After above it); none: unlimited."
         ),
     )
     rate_burst: float = Field(

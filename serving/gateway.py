@@ -11,7 +11,8 @@ In order, for each HTTP request:
 3. **authentication** (``Authorization: Bearer <key>``, 401) and the route's
    **scope** (403): ``/admin/*`` needs ``admin``, ``/events`` needs ``ingest``, every
    other route ``decide``;
-4. a **rate limit** per key (token bucket; 429 with ``Retry-After``);
+4. a **rate limit** per key, shared by the service's workers (token bucket; 429 with
+   ``Retry-After``);
 5. POST bodies: **JSON only** (415), **bounded** (413, ``serving.max_body_bytes``),
    read here in full so no route reads an unbounded body;
 6. on the way out, an error from anything below that is not in the one shape
@@ -23,16 +24,22 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import math
 import re
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from serving.errors import ErrorDetail, code_for, error_body, log_client_error
 from serving.keys import ApiKey
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -102,30 +109,78 @@ class AnyKeys:
 
 
 class RateLimiter:
-    """Token buckets per key id: ``rate`` requests a second, bursts of ``burst``."""
+    """Token buckets per key id: ``rate`` requests a second, bursts of ``burst``.
 
-    def __init__(self, rate: float | None, burst: float, clock: Callable[[], float]) -> None:
+    The buckets live in a SQLite file (``path``) that every worker of the service
+    shares, so the limit holds for the service, not per worker: one statement
+    refills, takes a token and answers, atomically. Without a path they live in this
+    process only (tests). Should the file fail (a read-only home), requests are
+    admitted and the failure logged, at most once a minute: a broken limiter must not
+    take the service down.
+    """
+
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, tokens REAL NOT NULL, "
+        "ts REAL NOT NULL, admitted INTEGER NOT NULL)"
+    )
+    # All SET expressions read the old row: refill, then take a token if one is whole.
+    _TAKE = """
+        INSERT INTO buckets (key, tokens, ts, admitted) VALUES (:key, :burst - 1, :now, 1)
+        ON CONFLICT (key) DO UPDATE SET
+            tokens = min(:burst, tokens + max(0, :now - ts) * :rate)
+                     - (min(:burst, tokens + max(0, :now - ts) * :rate) >= 1),
+            admitted = (min(:burst, tokens + max(0, :now - ts) * :rate) >= 1),
+            ts = max(ts, :now)
+        RETURNING tokens, admitted
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        burst: float,
+        clock: Callable[[], float],
+        path: Path | None = None,
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.path = path
         self._lock = threading.Lock()
+        self._con: sqlite3.Connection | None = None
+        self._failed_at = -math.inf
 
     def admit(self, key: ApiKey) -> float | None:
         """``None`` when admitted, else the seconds to wait before retrying."""
         rate = self.rate
         if rate is None or rate <= 0:
             return None
-        burst = max(self.burst, 1.0)
         now = self.clock()
+        params = {"key": key.id, "burst": max(self.burst, 1.0), "now": now, "rate": rate}
         with self._lock:
-            tokens, seen = self._buckets.get(key.id, (burst, now))
-            tokens = min(burst, tokens + (now - seen) * rate)
-            if tokens >= 1.0:
-                self._buckets[key.id] = (tokens - 1.0, now)
+            try:
+                tokens, admitted = self._connection().execute(self._TAKE, params).fetchone()
+            except (sqlite3.Error, OSError) as error:
+                if now - self._failed_at >= 60:
+                    self._failed_at = now
+                    logger.error("rate limiter %s failed, admitting: %s", self.path, error)
                 return None
-            self._buckets[key.id] = (tokens, now)
-            return (1.0 - tokens) / rate
+        return None if admitted else (1.0 - float(tokens)) / rate
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._con is None:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(
+                ":memory:" if self.path is None else self.path,
+                timeout=5.0,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=OFF")  # counts, not records: no fsync
+            con.execute(self._SCHEMA)
+            self._con = con
+        return self._con
 
 
 class Gateway:
@@ -139,14 +194,15 @@ class Gateway:
         max_body_bytes: int = 4 << 20,
         rate_limit: float | None = None,
         rate_burst: float = 20.0,
+        rate_file: Path | None = None,
         readiness: Callable[[], tuple[bool, list[str]]] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
         self.keys = keys
         self.readiness = readiness
         self.max_body_bytes = max_body_bytes
-        self.limiter = RateLimiter(rate_limit, rate_burst, clock)
+        self.limiter = RateLimiter(rate_limit, rate_burst, clock, rate_file)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

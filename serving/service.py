@@ -196,5 +196,6 @@ Tailor.add_asgi_middleware(  # type: ignore[attr-defined]
     max_body_bytes=SETTINGS.serving.max_body_bytes,
     rate_limit=SETTINGS.serving.rate_limit,
     rate_burst=SETTINGS.serving.rate_burst,
+    rate_file=SETTINGS.online_dir / "ratelimit.db",
     readiness=READINESS,
 )

@@ -285,6 +285,29 @@ def test_the_online_log_takes_json_objects_and_rejects_only_bad_events(tmp_path)
         log.close()
 
 
+def test_events_the_log_accepted_are_read_back_whatever_the_limits_are_now(tmp_path):
+    """Posted under wider limits (a 300-character id) or stamped ahead of the reader's
+    clock, a logged event is still pending and replayed: none is lost on the way back."""
+    log = OnlineEventLog(tmp_path / "events.db")
+    try:
+        long_id = "x" * 300
+        appended = log.append(
+            [{**EVENT, "event_id": long_id, "ts": "2026-11-29T06:00:00Z"}],
+            now=NOW,
+            max_future_skew=timedelta(days=1),
+            limits=RowLimits(max_field_length=1000),
+        )
+        assert len(appended.accepted) == 1
+        pending, through = log.pending()
+        assert pending["event_id"].tolist() == [long_id]
+        replayed, _ = log.since(0)
+        assert [row["event_id"] for row in replayed] == [long_id]
+        assert replayed[0]["ts"] == datetime(2026, 11, 29, 6, tzinfo=UTC)
+        assert through == 1
+    finally:
+        log.close()
+
+
 # --------------------------------------------------------------------------- property
 NASTY = [
     "",

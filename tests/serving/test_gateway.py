@@ -254,6 +254,32 @@ def test_rate_limiter_refills_at_its_rate():
     assert RateLimiter(None, 1.0, lambda: 0.0).admit(key) is None
 
 
+def test_workers_share_one_bucket_per_key(tmp_path):
+    """Two workers (two limiters on one file) together admit the burst, not twice it."""
+    now = [1_000.0]
+    path = tmp_path / "online" / "ratelimit.db"
+    workers = [RateLimiter(10.0, 3.0, lambda: now[0], path) for _ in range(2)]
+    key = ApiKey(id="k", name="k", scopes=frozenset(), created=datetime.now(UTC))
+    other = ApiKey(id="other", name="o", scopes=frozenset(), created=datetime.now(UTC))
+    answers = [workers[i % 2].admit(key) for i in range(5)]
+    assert answers[:3] == [None, None, None]
+    assert answers[3] == pytest.approx(0.1) and answers[4] == pytest.approx(0.1)
+    assert workers[1].admit(other) is None  # each key its own bucket
+    now[0] += 0.1
+    assert workers[1].admit(key) is None
+    assert workers[0].admit(key) is not None
+
+
+def test_a_limiter_whose_file_fails_admits_and_says_so(tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    limiter = RateLimiter(1.0, 1.0, lambda: 0.0, blocked / "ratelimit.db")
+    key = ApiKey(id="k", name="k", scopes=frozenset(), created=datetime.now(UTC))
+    with caplog.at_level("ERROR", logger="serving.gateway"):
+        assert [limiter.admit(key) for _ in range(3)] == [None, None, None]
+    assert len([r for r in caplog.records if "rate limiter" in r.getMessage()]) == 1
+
+
 def test_keys_from_the_key_store_work_and_revoking_takes_effect_without_restart(tmp_path):
     store = KeyStore(tmp_path / "keys.json", check_every=0.0)
     made = store.add(name="renderer", scopes="decide")
