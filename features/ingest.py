@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow.compute as pc
 
 from features.adapters import adapter_for
 from features.contracts import RowLimits, TableContract, contract_for
+from features.progress import Progress
 from features.readers import BadLine, detect_format, iter_chunks
 from features.store import (
     INGESTED_AT,
@@ -33,8 +33,6 @@ from features.store import (
 from features.validation import DEFAULT_LIMITS, validate
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
 
 
 @dataclass

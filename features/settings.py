@@ -27,6 +27,14 @@ from pydantic_settings import (
 from features.contracts import RowLimits
 from features.errors import InputError
 
+ATTRIBUTION_WINDOW_HOURS = 72.0
+"""Default of ``selectors.attribution_window_hours``: how long after a send an outcome
+without a decision id counts for it (training, the service's live counters and the
+simulated store alike)."""
+
+MARGIN_RATE = 0.4
+"""Default of ``selectors.margin_rate``: gross margin on revenue, for the margin reward."""
+
 
 class TriggerConfig(BaseModel):
     """Thresholds of the behavioural triggers."""
@@ -322,6 +330,15 @@ class SelectorConfig(BaseModel):
             "rows for reward=auto to pick it."
         ),
     )
+    margin_rate: float = Field(
+        MARGIN_RATE,
+        gt=0,
+        le=1,
+        description=(
+            "Gross margin on revenue: the margin reward of a conversion is revenue × this "
+            "minus the offer's cost (its content attribute cost)."
+        ),
+    )
     offer_population: Literal["auto", "opened", "all"] = Field(
         "auto",
         description=(
@@ -330,7 +347,7 @@ class SelectorConfig(BaseModel):
         ),
     )
     attribution_window_hours: float = Field(
-        72.0,
+        ATTRIBUTION_WINDOW_HOURS,
         gt=0,
         description=(
             "An outcome without a known decision id belongs to a send of the same customer "

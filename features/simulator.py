@@ -69,6 +69,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from features.contracts import CATALOG, CHANNELS, CONTENT, CUSTOMERS, EVENT_TYPES, EVENTS
 from features.errors import InputError
+from features.settings import ATTRIBUTION_WINDOW_HOURS, MARGIN_RATE
 from features.simulated_identity import customer_attributes, identity_truth, make_contacts
 
 __all__ = [
@@ -190,7 +191,7 @@ _CONVERSION = np.array(
     ]
 )
 _CLICK = np.minimum(0.10 + 2.5 * _CONVERSION, 0.9)  # P(click | opened)
-_MARGIN_RATE = 0.40  # gross margin on list price
+_MARGIN_RATE = MARGIN_RATE  # gross margin on list price: the product's default
 
 # Logging policy weights (before campaign modulation and eligibility).
 _SUBJECT_WEIGHTS = {
@@ -307,7 +308,10 @@ class SimulationConfig(BaseModel):
     campaign_every_days: int = Field(4, ge=1, description="days between email campaigns")
     campaign_hour_utc: int = Field(15, ge=0, le=23, description="UTC hour campaigns start")
     attribution_hours: int = Field(
-        72, ge=1, le=24 * 30, description="window after a send in which purchases count"
+        int(ATTRIBUTION_WINDOW_HOURS),
+        ge=1,
+        le=24 * 30,
+        description="window after a send in which purchases count",
     )
     stock_out_share: float = Field(
         0.06, ge=0.0, le=1.0, description="share of items that go out of stock at some point"

@@ -39,7 +39,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -60,6 +60,7 @@ from features.identity import CONFLICT_COLUMNS, LINK_COLUMNS, Identity, resolve_
 from features.identity_match import TrainedMatchers, personal_keys
 from features.identity_overrides import Override, load_overrides
 from features.locks import exclusive_lock
+from features.progress import Progress
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.store import INGESTED_AT, STRING_DTYPE, EventStore, connect, fetch_frame
@@ -67,7 +68,6 @@ from features.store import INGESTED_AT, STRING_DTYPE, EventStore, connect, fetch
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
-Progress = Callable[[str], None]
 
 # Customer columns that may be null for a personalised customer, and why.
 NULLABLE_CUSTOMER_FEATURES = {

@@ -11,6 +11,9 @@ import scipy.sparse as sp
 from features.errors import InputError
 from models.recommender import Recommender, register
 
+EASE_MAX_ITEMS = 20_000
+"""Most items EASE takes: its item × item matrix is dense (20,000² float32 is 1.6 GB)."""
+
 
 @register
 class EASERecommender(Recommender):
@@ -26,7 +29,7 @@ class EASERecommender(Recommender):
 
     name = "ease"
 
-    def __init__(self, *, l2: float = 200.0, max_items: int = 20_000) -> None:
+    def __init__(self, *, l2: float = 200.0, max_items: int = EASE_MAX_ITEMS) -> None:
         self.l2 = l2
         self.max_items = max_items
 

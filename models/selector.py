@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -239,7 +240,8 @@ class Policy:
     Attributes
     ----------
     kind : PolicyKind
-        ``greedy`` (best score), ``epsilon_greedy`` (best with 1 − ε, uniform with ε),
+        ``greedy`` (best score; ties share), ``epsilon_greedy`` (best with 1 − ε,
+        uniform with ε),
         ``softmax`` (∝ exp(score / temperature)), ``thompson`` (the best of one
         ensemble member drawn at random) or ``constant`` (``content_id`` with 1 − ε,
         uniform with ε).
@@ -260,8 +262,8 @@ class Policy:
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
             raise InputError("epsilon", self.epsilon, "must be in [0, 1]")
-        if not self.temperature > 0:
-            raise InputError("temperature", self.temperature, "must be > 0")
+        if not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise InputError("temperature", self.temperature, "must be a finite number > 0")
 
     def probabilities(
         self,
@@ -275,7 +277,8 @@ class Policy:
         Parameters
         ----------
         member_scores : numpy.ndarray, shape (ensemble, n_rows, n_candidates)
-            Predicted rewards per ensemble member (ensemble 1 for a single model).
+            Predicted rewards per ensemble member (ensemble 1 for a single model);
+            ``-inf`` marks a candidate the row may not be shown.
         candidates : list of str, optional
             Candidate content ids (needed for ``constant``).
         eligible : numpy.ndarray of bool, shape (n_rows, n_candidates), optional
@@ -286,8 +289,23 @@ class Policy:
             (no consent to personalisation: the default content; a rule), else -1:
             those rows get probability 1 on it, as serving gives them.
         """
+        member_scores = np.asarray(member_scores, dtype=np.float64)
+        if member_scores.ndim != 3 or member_scores.shape[2] == 0:
+            raise InputError(
+                "scores", member_scores.shape, "expected shape (ensemble, n_rows, n_candidates)"
+            )
+        if np.isnan(member_scores).any() or np.isposinf(member_scores).any():
+            raise InputError("scores", "NaN or +inf", "scores must be finite or -inf (ineligible)")
         n_rows, n = member_scores.shape[1:]
-        allowed = np.ones((n_rows, n), dtype=bool) if eligible is None else eligible
+        allowed = np.isfinite(member_scores).all(axis=0)
+        if eligible is not None:
+            allowed &= np.asarray(eligible, dtype=bool)
+        fixed_rows = np.zeros(n_rows, dtype=bool) if forced is None else np.asarray(forced) >= 0
+        empty = ~allowed.any(axis=1) & ~fixed_rows
+        if empty.any():
+            raise InputError("eligible", int(empty.sum()), "rows with no eligible candidate")
+        # A forced row may have nothing eligible: its model answer is replaced below.
+        allowed[~allowed.any(axis=1)] = True
         member_scores = np.where(allowed[None], member_scores, -np.inf)
         scores = member_scores.mean(axis=0)
         uniform = allowed / allowed.sum(axis=1, keepdims=True)
@@ -301,12 +319,14 @@ class Policy:
                 fixed = np.where(allowed[:, [j]], fixed, uniform)
                 out = (1 - self.epsilon) * fixed + self.epsilon * uniform
         elif self.kind in ("greedy", "epsilon_greedy"):
-            best = _one_hot(scores.argmax(axis=1), n)
+            # The best score's share, split evenly among ties.
+            best = allowed & (scores == scores.max(axis=1, keepdims=True))
+            greedy = best / best.sum(axis=1, keepdims=True)
             eps = self.epsilon if self.kind == "epsilon_greedy" else 0.0
-            out = (1 - eps) * best + eps * uniform
+            out = (1 - eps) * greedy + eps * uniform
         elif self.kind == "softmax":
-            z = (scores - scores.max(axis=1, keepdims=True)) / max(self.temperature, 1e-9)
-            weights = np.exp(z)
+            z = (scores - scores.max(axis=1, keepdims=True)) / self.temperature
+            weights = np.where(allowed, np.exp(np.where(allowed, z, 0.0)), 0.0)
             out = weights / weights.sum(axis=1, keepdims=True)
         elif self.kind == "thompson":
             winners = member_scores.argmax(axis=2)  # (ensemble, n_rows)

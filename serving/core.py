@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -518,7 +518,9 @@ class DecisionCore:
 
     def _online_store(self, path: Path) -> OnlineStore:
         return OnlineStore(
-            path, assume_consent_when_unknown=self.settings.features.assume_consent_when_unknown
+            path,
+            assume_consent_when_unknown=self.settings.features.assume_consent_when_unknown,
+            attribution_window=timedelta(hours=self.settings.selectors.attribution_window_hours),
         )
 
     def _catch_up(self, store: OnlineStore) -> None:

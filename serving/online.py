@@ -34,6 +34,7 @@ import pandas as pd
 
 from features.contracts import EVENT_TYPES
 from features.online_log import connect_sqlite
+from features.settings import ATTRIBUTION_WINDOW_HOURS
 from features.snapshot import Snapshot
 from features.store import EventStore, connect
 
@@ -83,8 +84,6 @@ CREATE TABLE IF NOT EXISTS stock (item_id TEXT PRIMARY KEY, in_stock INTEGER, ts
 
 # Events that matter to a live profile (the rest are only logged).
 PROFILE_EVENTS = tuple(e for e in EVENT_TYPES if e not in ("login", "identify", "stock_change"))
-CLICK_WINDOW = timedelta(hours=72)
-"""A click within this long after a send credits the send (as in training)."""
 
 
 @dataclass
@@ -144,9 +143,17 @@ def _segments(text: str) -> tuple[str, ...]:
 class OnlineStore:
     """SQLite online store (see the module docstring); safe to share between threads."""
 
-    def __init__(self, path: Path, *, assume_consent_when_unknown: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        assume_consent_when_unknown: bool = False,
+        attribution_window: timedelta = timedelta(hours=ATTRIBUTION_WINDOW_HOURS),
+    ) -> None:
         self.path = Path(path)
         self.assume_consent = assume_consent_when_unknown
+        # A click within this long after a send credits the send (as in training).
+        self.attribution_window = attribution_window
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -249,7 +256,7 @@ class OnlineStore:
                 strict=True,
             )
         ]
-        history = _store_history(store, as_of, recent_days)
+        history = _store_history(store, as_of, recent_days, self.attribution_window)
         if not pending.empty:
             history["recent"] = pd.concat(
                 [
@@ -410,7 +417,7 @@ class OnlineStore:
                 credited = con.execute(
                     "UPDATE sends SET clicked = 1 WHERE customer_id = ? AND campaign_id = ? "
                     "AND clicked = 0 AND ts <= ? AND ts >= ? RETURNING content_id, ts",
-                    (person, campaign, ts, ts - CLICK_WINDOW.total_seconds()),
+                    (person, campaign, ts, ts - self.attribution_window.total_seconds()),
                 ).fetchall()
                 for content_id, sent_ts in credited:
                     if as_of is None or sent_ts >= _epoch(as_of):
@@ -550,7 +557,9 @@ class OnlineStore:
 
 
 # ---------------------------------------------------------------------- module helpers
-def _store_history(store: EventStore, as_of: pd.Timestamp, recent_days: float) -> dict[str, Any]:
+def _store_history(
+    store: EventStore, as_of: pd.Timestamp, recent_days: float, attribution_window: timedelta
+) -> dict[str, Any]:
     """From the event store: recent events, all purchases and all sends with clicks."""
     con = connect()
     try:
@@ -568,7 +577,7 @@ def _store_history(store: EventStore, as_of: pd.Timestamp, recent_days: float) -
             "WHERE event_type = 'purchase' AND ts < ?",
             [as_of.to_pydatetime()],
         ).df()
-        window = CLICK_WINDOW.total_seconds()
+        window = attribution_window.total_seconds()
         responses = con.execute(
             f"""
             WITH sends AS (

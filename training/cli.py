@@ -227,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: selectors.attribution_window_hours)",
     )
     sel.add_argument(
+        "--margin-rate",
+        type=float,
+        default=None,
+        help="gross margin on revenue, for the margin reward (default: selectors.margin_rate)",
+    )
+    sel.add_argument(
         "--split",
         choices=("auto", "campaign", "customer"),
         default=None,
@@ -539,6 +545,7 @@ def _train_recommender(args: argparse.Namespace, settings: Settings) -> int:
 SELECTOR_OPTIONS = {
     "population": "offer_population",
     "attribution_window_hours": "attribution_window_hours",
+    "margin_rate": "margin_rate",
     "split": "split",
     "holdout_share": "holdout_share",
     "folds": "folds",

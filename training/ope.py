@@ -7,9 +7,9 @@ Conventions (one protocol for every estimator, so numbers compare):
   Eligibility is applied before the logging policy chooses (see DESIGN.md), so ``p_i``
   is the probability of ``a_i`` among the eligible actions.
 * The target policy is given as its action distribution ``π(· | x_i)``, an
-  ``(n, n_actions)`` array whose rows sum to 1; :func:`deterministic_policy`,
-  :func:`uniform_policy`, :func:`epsilon_greedy_policy` and :func:`softmax_policy`
-  build the common ones.
+  ``(n, n_actions)`` array whose rows sum to 1; :func:`deterministic_policy` and
+  :func:`uniform_policy` build the fixed ones, and :meth:`models.selector.Policy.probabilities`
+  (the served policy's one definition) every policy a selector can serve.
 * A reward model, for DM and DR, is its predictions ``q̂(x_i, a)`` as an
   ``(n, n_actions)`` array.
 * Importance weight ``w_i = π(a_i | x_i) / p_i``, optionally clipped at ``max_weight``
@@ -393,52 +393,6 @@ def uniform_policy(n_rounds: int, n_actions: int) -> FloatArray:
     return np.full((int(n_rounds), n_actions), 1.0 / n_actions)
 
 
-def epsilon_greedy_policy(scores: ArrayLike, epsilon: float) -> FloatArray:
-    """``1 − ε`` on the best-scored action (split evenly among ties), ``ε`` spread
-    uniformly over the eligible actions.
-
-    Parameters
-    ----------
-    scores : array_like of float, shape (n, n_actions)
-        Higher is better; ``-inf`` marks an ineligible action (probability 0).
-    epsilon : float
-        Exploration share, in [0, 1].
-
-    Returns
-    -------
-    ndarray of float64, shape (n, n_actions)
-    """
-    if not 0.0 <= epsilon <= 1.0:
-        raise InputError("epsilon", epsilon, "must be in [0, 1]")
-    values, eligible = _scores(scores)
-    best = eligible & (values == values.max(axis=1, keepdims=True))
-    greedy = best / best.sum(axis=1, keepdims=True)
-    explore = eligible / eligible.sum(axis=1, keepdims=True)
-    return (1.0 - epsilon) * greedy + epsilon * explore
-
-
-def softmax_policy(scores: ArrayLike, temperature: float = 1.0) -> FloatArray:
-    """``π(a|x) ∝ exp(score(x, a) / temperature)`` over the eligible actions.
-
-    Parameters
-    ----------
-    scores : array_like of float, shape (n, n_actions)
-        Higher is better; ``-inf`` marks an ineligible action (probability 0).
-    temperature : float
-        > 0; small values approach greedy, large values uniform.
-
-    Returns
-    -------
-    ndarray of float64, shape (n, n_actions)
-    """
-    if not temperature > 0 or not math.isfinite(temperature):
-        raise InputError("temperature", temperature, "must be a finite number > 0")
-    values, eligible = _scores(scores)
-    shifted = (values - values.max(axis=1, keepdims=True)) / temperature
-    exp = np.where(eligible, np.exp(np.where(eligible, shifted, 0.0)), 0.0)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 # ------------------------------------------------------------------------------ internals
 
 
@@ -536,19 +490,6 @@ def _reward_model(values: ArrayLike, shape: tuple[int, ...]) -> FloatArray:
         bad = int((~np.isfinite(model)).sum())
         raise InputError("reward_model", bad, f"{bad} predictions are not finite")
     return model
-
-
-def _scores(scores: ArrayLike) -> tuple[FloatArray, NDArray[np.bool_]]:
-    values = np.asarray(scores, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] == 0:
-        raise InputError("scores", values.shape, "expected shape (n_rounds, n_actions)")
-    if np.isnan(values).any() or np.isposinf(values).any():
-        raise InputError("scores", "NaN or +inf", "scores must be finite or -inf (ineligible)")
-    eligible = np.isfinite(values)
-    empty = ~eligible.any(axis=1)
-    if empty.any():
-        raise InputError("scores", int(empty.sum()), "rows with no eligible action (all -inf)")
-    return np.where(eligible, values, -np.inf), eligible
 
 
 def _n_actions(n_actions: int) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -27,6 +26,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import InputError, JobFailed
+from features.progress import Progress
 from models.candidates import (
     Decay,
     Index,
@@ -39,7 +39,7 @@ from models.candidates import (
     ranked_lists,
     recent_history,
 )
-from models.ease import EASERecommender
+from models.ease import EASE_MAX_ITEMS, EASERecommender
 from models.factorization import ALSRecommender, BPRRecommender
 from models.knn import ItemKNNRecommender
 from models.pipeline import RecommenderPipeline, generate_candidates
@@ -50,7 +50,6 @@ from training.metrics import RankingReport, ranking_metrics
 from training.splits import global_split, per_user_split
 
 logger = logging.getLogger(__name__)
-Progress = Callable[[str], None]
 
 PRODUCT_EVENTS = ("product_view", "add_to_wishlist", "add_to_cart", "checkout", "purchase")
 """Event types a recommender learns from (the interaction log's types)."""
@@ -508,7 +507,7 @@ def _baselines(
         "als": generators["als"],
         "bpr": BPRRecommender(factors=64, iterations=100, random_state=config.seed, num_threads=1),
     }
-    if len(index.item_ids) <= 20_000:
+    if len(index.item_ids) <= EASE_MAX_ITEMS:
         models["ease"] = EASERecommender(l2=200.0)
     return models
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
+from features.settings import ATTRIBUTION_WINDOW_HOURS, MARGIN_RATE
 from models.selector import ALL_CUSTOMER_FEATURES
 
 REWARDS = ("open", "click", "conversion", "margin")
@@ -55,8 +56,9 @@ def attach_outcomes(
     decisions: pd.DataFrame,
     events: pd.DataFrame,
     *,
-    window: timedelta = timedelta(hours=72),
+    window: timedelta = timedelta(hours=ATTRIBUTION_WINDOW_HOURS),
     margins: dict[str, float] | None = None,
+    margin_rate: float = MARGIN_RATE,
 ) -> pd.DataFrame:
     """Add ``opened``, ``clicked``, ``converted``, ``revenue``, ``margin``, ``open_event``
     and ``click_ts`` per decision.
@@ -68,8 +70,7 @@ def attach_outcomes(
     after it. ``open_event`` is true when an ``email_open`` event was attributed
     (``opened`` also counts clicks and purchases: a click implies an open);
     ``click_ts`` is the first attributed click (NaT: none). ``margin`` is revenue ×
-    margin rate minus the offer's cost (``margins`` maps content id to cost; none
-    given: revenue).
+    ``margin_rate`` minus the offer's cost (``margins`` maps content id to cost).
     """
     if window <= timedelta(0):
         raise InputError("attribution_window", window, "must be a positive duration")
@@ -123,7 +124,7 @@ def attach_outcomes(
     # A click implies an open even when the open pixel was blocked.
     out["opened"] = out["opened"] | out["clicked"] | out["converted"]
     cost = out["content_id"].map(margins or {}).fillna(0.0)
-    out["margin"] = np.where(out["converted"], out["revenue"] * 0.4 - cost, 0.0)
+    out["margin"] = np.where(out["converted"], out["revenue"] * margin_rate - cost, 0.0)
     return out
 
 

@@ -36,7 +36,12 @@ import pandas as pd
 from features.errors import InputError
 from features.identity_match import TrainedMatchers
 from features.segments import SegmentSet
-from features.settings import FeatureConfig, SelectorConfig
+from features.settings import (
+    ATTRIBUTION_WINDOW_HOURS,
+    MARGIN_RATE,
+    FeatureConfig,
+    SelectorConfig,
+)
 from features.snapshot import build_snapshot
 from features.store import EventStore
 from models.content_features import OFFER_FEATURES, OFFER_ID_PREFIX, content_features
@@ -139,7 +144,8 @@ def build_selector_data(
     *,
     slot: str,
     reward: str | None = None,
-    window: timedelta = timedelta(hours=72),
+    window: timedelta = timedelta(hours=ATTRIBUTION_WINDOW_HOURS),
+    margin_rate: float = MARGIN_RATE,
     population: str = "auto",
     min_positive_rewards: int = 300,
 ) -> SelectorData:
@@ -155,7 +161,9 @@ def build_selector_data(
         raise InputError("slot", slot, "no logged decisions for this slot")
     notes: list[str] = []
     costs = _costs(content)
-    table = attach_outcomes(decisions, events, window=window, margins=costs)
+    table = attach_outcomes(
+        decisions, events, window=window, margins=costs, margin_rate=margin_rate
+    )
     slot_ids = content.loc[content["slot"] == slot, "content_id"].astype(str).tolist()
     table = with_response_history(table, slot_ids)
     chosen_population = "all"

@@ -122,6 +122,7 @@ def train_selector(
         slot=slot,
         reward=requested,
         window=timedelta(hours=settings.attribution_window_hours),
+        margin_rate=settings.margin_rate,
         population=settings.offer_population,
         min_positive_rewards=settings.min_positive_rewards,
     )
@@ -223,6 +224,7 @@ def train_selector(
                 "population": data.population,
                 "population_requested": settings.offer_population if slot == "offer" else "all",
                 "attribution_window_hours": settings.attribution_window_hours,
+                "margin_rate": settings.margin_rate,
                 "split": plan.kind,
                 "split_requested": settings.split,
                 "holdout_share": settings.holdout_share,

@@ -11,17 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.errors import InputError
+from models.selector import Policy
 from training.ope import (
     Estimate,
     beats,
     deterministic_policy,
-    epsilon_greedy_policy,
     estimate_dm,
     estimate_dr,
     estimate_ips,
     estimate_snips,
     evaluate_policy,
-    softmax_policy,
     uniform_policy,
 )
 
@@ -130,10 +129,14 @@ def bandit() -> Bandit:
     context_probs = rng.dirichlet(np.full(n_contexts, 3.0))
     # Logging: softmax of unrelated scores mixed with 20 % uniform, so non-uniform
     # propensities of at least 0.04.
-    softmax = softmax_policy(rng.normal(size=(n_contexts, n_actions)), temperature=0.7)
+    softmax = Policy("softmax", temperature=0.7).probabilities(
+        rng.normal(size=(1, n_contexts, n_actions))
+    )
     logging = 0.8 * softmax + 0.2 * uniform_policy(n_contexts, n_actions)
     # Target: mostly greedy on noisy estimates of theta.
-    target = epsilon_greedy_policy(theta + rng.normal(0, 0.05, theta.shape), epsilon=0.2)
+    target = Policy("epsilon_greedy", epsilon=0.2).probabilities(
+        (theta + rng.normal(0, 0.05, theta.shape))[None]
+    )
     assert logging.min() >= 0.04 and logging.max() > 5 * logging.min()
     return Bandit(context_probs, theta, logging, target)
 
@@ -242,18 +245,6 @@ def test_snips_stays_within_the_observed_rewards(n, n_actions, seed):
 def test_policy_helpers():
     assert deterministic_policy([2, 0], 3).tolist() == [[0, 0, 1], [1, 0, 0]]
     assert np.allclose(uniform_policy(2, 4), 0.25) and uniform_policy(2, 4).shape == (2, 4)
-    scores = np.array([[1.0, 3.0, 3.0, -np.inf], [0.0, 0.0, 0.0, 5.0]])
-    eg = epsilon_greedy_policy(scores, epsilon=0.3)
-    # Ties split the greedy share; -inf is ineligible and also left out of exploration.
-    assert np.allclose(eg[0], [0.1, 0.35 + 0.1, 0.35 + 0.1, 0.0])
-    assert np.allclose(eg[1], [0.075, 0.075, 0.075, 0.7 + 0.075])
-    sm = softmax_policy(scores, temperature=2.0)
-    assert sm[0, 3] == 0.0
-    assert sm[0, 1] / sm[0, 0] == pytest.approx(math.exp((3 - 1) / 2))
-    assert np.allclose(softmax_policy([[1000.0, 0.0]], temperature=1e-3), [[1.0, 0.0]])
-    assert np.allclose(softmax_policy([[1.0, 2.0, 3.0]], temperature=1e6), 1 / 3, atol=1e-5)
-    for dist in (eg, sm):
-        assert np.allclose(dist.sum(axis=1), 1.0)
 
 
 @pytest.mark.parametrize(
@@ -261,10 +252,6 @@ def test_policy_helpers():
     [
         (lambda: deterministic_policy([0, 3], 3), "chosen"),
         (lambda: uniform_policy(2, 0), "n_actions"),
-        (lambda: epsilon_greedy_policy([[1.0, 2.0]], 1.5), "epsilon"),
-        (lambda: epsilon_greedy_policy([[-np.inf, -np.inf]], 0.1), "scores"),
-        (lambda: softmax_policy([[np.nan, 1.0]]), "scores"),
-        (lambda: softmax_policy([[1.0, 2.0]], temperature=0.0), "temperature"),
     ],
 )
 def test_policy_helpers_reject_bad_input(call, field):
