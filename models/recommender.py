@@ -19,7 +19,7 @@ import os
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from features.errors import InputError, NotFoundError
+from models.estimator import Estimator
 
 ARTIFACT_FORMAT = 1
 _REGISTRY: dict[str, type[Recommender]] = {}
@@ -50,8 +51,8 @@ def check_interactions(interactions: sp.spmatrix, *, name: str = "interactions")
     return matrix
 
 
-class Recommender(ABC):
-    """Base of every recommender.
+class Recommender(Estimator, ABC):
+    """Base of every recommender: a scikit-learn estimator (:class:`Estimator`).
 
     Subclasses set ``name``, implement :meth:`_fit`, :meth:`_scores`,
     :meth:`_item_vectors` (for :meth:`similar_items`) and the two artifact hooks.
@@ -61,6 +62,8 @@ class Recommender(ABC):
     name: ClassVar[str]
     n_items_: int
     n_users_: int
+    user_ids_: np.ndarray | None
+    item_ids_: np.ndarray | None
 
     # ------------------------------------------------------------------ contract
     def fit(
@@ -85,14 +88,12 @@ class Recommender(ABC):
         ):
             if ids is not None and len(ids) != size:
                 raise InputError(name, len(ids), f"expected {size} ids, one per matrix row/column")
+        # The model's own state first: a fit that fails leaves the estimator unfitted.
+        self._fit(matrix)
         self.n_users_, self.n_items_ = matrix.shape
         self.user_ids_ = None if user_ids is None else np.asarray(user_ids).astype(str)
         self.item_ids_ = None if item_ids is None else np.asarray(item_ids).astype(str)
-        self._fit(matrix)
         return self
-
-    user_ids_: np.ndarray | None = None
-    item_ids_: np.ndarray | None = None
 
     def user_rows(self, ids: np.ndarray | list[str]) -> np.ndarray:
         """Row of each external user id; ``-1`` for ids unknown at fit time."""
@@ -248,19 +249,11 @@ class Recommender(ABC):
         (path / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return path
 
-    def get_params(self) -> dict[str, Any]:
-        """The ``__init__`` arguments (JSON-serialisable)."""
-        return {
-            k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")
-        }
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "n_items_"):
-            raise NotFoundError(f"{type(self).__name__} is not fitted; call fit() first")
-
     # ------------------------------------------------------------------ hooks
     @abstractmethod
-    def _fit(self, matrix: sp.csr_matrix) -> None: ...
+    def _fit(self, matrix: sp.csr_matrix) -> None:
+        """Set the model's learned attributes from ``matrix`` (``fit`` sets the shared
+        ones, ``n_users_`` …, once this returns)."""
 
     @abstractmethod
     def _scores(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray: ...

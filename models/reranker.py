@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from features.errors import InputError, NotFoundError
+from models.estimator import Estimator
 
 ARTIFACT_FORMAT = 1
 
 
-class LambdaRankReranker:
-    """Learning-to-rank with LightGBM's LambdaRank objective.
+class LambdaRankReranker(Estimator):
+    """Learning-to-rank with LightGBM's LambdaRank objective (a scikit-learn estimator).
 
     Parameters
     ----------
@@ -40,6 +41,13 @@ class LambdaRankReranker:
         Seed.
     num_threads : int
         LightGBM threads (0: default).
+
+    Attributes
+    ----------
+    booster_ : lightgbm.Booster
+        The fitted (or loaded) model.
+    feature_names_ : list of str
+        The feature columns, in the booster's order.
     """
 
     def __init__(
@@ -64,9 +72,6 @@ class LambdaRankReranker:
     booster_: lgb.Booster
     feature_names_: list[str]
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
-
     def fit(self, features: pd.DataFrame, labels: np.ndarray, groups: np.ndarray) -> Self:
         """Fit on rows grouped by user.
 
@@ -87,7 +92,7 @@ class LambdaRankReranker:
             raise InputError("groups", int(groups.sum()), f"must sum to {len(features)} rows")
         if not (labels > 0).any():
             raise InputError("labels", "all zero", "no relevant row to learn from")
-        self.feature_names_ = [str(c) for c in features.columns]
+        feature_names = [str(c) for c in features.columns]
         params = {
             "objective": "lambdarank",
             "metric": "ndcg",
@@ -106,10 +111,11 @@ class LambdaRankReranker:
             features.to_numpy(dtype=np.float64),
             label=labels,
             group=groups,
-            feature_name=self.feature_names_,
+            feature_name=feature_names,
             free_raw_data=True,
         )
         self.booster_ = lgb.train(params, data, num_boost_round=self.n_estimators)
+        self.feature_names_ = feature_names
         return self
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -159,7 +165,3 @@ class LambdaRankReranker:
                 "features", model.booster_.feature_name(), "booster and manifest disagree"
             )
         return model
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "booster_"):
-            raise NotFoundError("LambdaRankReranker is not fitted; call fit() first")
