@@ -2,10 +2,12 @@
 
     python -m bench.selectors
 
-Data: the Open Bandit Dataset sample shipped in ``../shared/data/open-bandit`` (ZOZOTOWN
-fashion recommendations, campaigns ``men`` and ``women``, 10,000 rounds per log; see its
-SOURCE.md). Each campaign ran two behaviour policies at the same time: uniform random and
-Bernoulli Thompson sampling (BTS). Each round shows one item in one of three positions.
+Data: the Open Bandit Dataset sample, read by :mod:`bench.open_bandit`. Each campaign
+ran two behaviour policies at the same time: uniform random and Bernoulli Thompson
+sampling (BTS). Each round shows one item in one of three positions.
+
+The script prints its tables and records them in the ``Selectors (Open Bandit)`` section
+of bench/RESULTS.md; the reading of those tables is static text in the section after it.
 
 Part (a), this script: the estimators of ``training.ope``
 ---------------------------------------------------------
@@ -51,21 +53,28 @@ the highest predicted click rate (greedy).
 
 from __future__ import annotations
 
+import argparse
 import sys
-import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.special import betaln
 
+from bench.open_bandit import (
+    CAMPAIGNS,
+    DATA,
+    POSITIONS,
+    USER_FEATURES,
+    n_items,
+    read_items,
+    read_log,
+)
 from bench.results import record, table
 from training.ope import Estimate, estimate_ips, evaluate_policy
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "open-bandit"
-CAMPAIGNS = ("men", "women")
-POSITIONS = (1, 2, 3)
+SECTION = "Selectors (Open Bandit)"
 ESTIMATORS = ("IPS", "SNIPS", "DM", "DR")
 N_BOOTSTRAP = 2000
 FOLDS = 5
@@ -90,20 +99,6 @@ class Row:
     @property
     def covers(self) -> bool:
         return self.estimate.ci_low <= self.truth.value <= self.estimate.ci_high
-
-
-def read_log(policy: str, campaign: str) -> pd.DataFrame:
-    """One OBD log (plain CSV if present, else the ``.csv.gz`` copy)."""
-    folder = DATA / policy / campaign
-    path = folder / f"{campaign}.csv"
-    if not path.exists():
-        path = folder / f"{campaign}.csv.gz"
-    return pd.read_csv(path, index_col=0)
-
-
-def n_items(campaign: str) -> int:
-    """Catalogue size of a campaign, from its item_context.csv."""
-    return len(pd.read_csv(DATA / "random" / campaign / "item_context.csv", index_col=0))
 
 
 def position_frequencies(log: pd.DataFrame, n_actions: int) -> np.ndarray:
@@ -202,6 +197,7 @@ def evaluate_campaign(campaign: str) -> tuple[list[Row], dict[str, float]]:
     inverse = (1.0 / bts["propensity_score"]).groupby([bts["position"], bts["item_id"]]).sum()
     per_position = bts.groupby("position").size()
     horvitz_thompson = inverse / per_position.reindex(inverse.index.get_level_values(0)).to_numpy()
+    overall = next(r.truth for r in rows if r.position == "all")  # BTS's observed CTR
     facts = {
         "top1_share": float(target_by_position[0, top]),
         "top1_random_rounds": float(first_top.sum()),
@@ -220,11 +216,12 @@ def evaluate_campaign(campaign: str) -> tuple[list[Row], dict[str, float]]:
             for r in rows
             if r.position == "all" and r.estimate.name == "IPS"
         ),
+        "rounds_per_cell": 10_000 / 3 / n_actions,
+        "bts_ci_half_width": (overall.ci_high - overall.ci_low) / 2 / overall.value,
     }
     return rows, facts
 
 
-USER_FEATURES = ("user_feature_0", "user_feature_1", "user_feature_2", "user_feature_3")
 SELECTOR_FOLDS = 2
 
 
@@ -245,8 +242,7 @@ class SelectorResult:
 
 def item_table(campaign: str) -> pd.DataFrame:
     """Item features as numbers: ``item_feature_0`` as is, the hashed categories as codes."""
-    items = pd.read_csv(DATA / "random" / campaign / "item_context.csv", index_col=0)
-    items = items.set_index("item_id").sort_index()
+    items = read_items(campaign).set_index("item_id").sort_index()
     out = pd.DataFrame({"item_feature_0": items["item_feature_0"].astype(float)})
     for column in ("item_feature_1", "item_feature_2", "item_feature_3"):
         out[column] = pd.factorize(items[column], sort=True)[0].astype(float)
@@ -440,65 +436,46 @@ def render(rows: list[Row], positions: set[str]) -> str:
     return table(headers, body)
 
 
-def selector_section(results: list[SelectorResult]) -> str:
-    """The part (b) paragraphs of the RESULTS.md section."""
-    verdicts = " ".join(
-        f"{r.campaign}: {'passes' if r.passed else 'fails'} — {r.reason}"
-        + (
-            ""
-            if r.passed
-            else "; so the champion would be the constant best item per position "
-            f"(the most-clicked item at positions 1-3: {', '.join(map(str, r.best_items))})"
-            + (
-                f", though a best item picked on one fold is itself estimated at "
-                f"{pct(r.best_single.value)} % on the other, below the random policy's "
-                f"{pct(r.random_observed.value)} %: on this sample no learned or fixed choice "
-                "is supported, and keeping the logging policy is the safe fallback."
-                if r.best_single.value < r.random_observed.value
-                else "."
-            )
-        )
+def coverage_table(rows: list[Row]) -> str:
+    """How many intervals cover BTS's observed CTR (per position and overall)."""
+    groups = (("IPS / SNIPS / DR", {"IPS", "SNIPS", "DR"}), ("DM", {"DM"}))
+    body: list[list[object]] = []
+    for label, names in groups:
+        chosen = [r for r in rows if r.estimate.name in names]
+        body.append([label, sum(r.covers for r in chosen), len(chosen)])
+    return table(["estimators", "intervals covering BTS observed CTR", "cases"], body)
+
+
+def facts_table(facts: dict[str, dict[str, float]]) -> str:
+    """Per campaign: the logs' clicks, the reward model's pooling and the BTS propensities."""
+    body: list[list[object]] = [
+        [label, *(cell(f) for f in facts.values())] for label, cell in FACT_LINES
+    ]
+    return table(["", *facts], body)
+
+
+def gate_table(results: list[SelectorResult]) -> str:
+    """The gate's verdict per campaign, and what the fallback would register."""
+    headers = [
+        "campaign",
+        "gate",
+        "reason",
+        "fallback: most-clicked item at positions 1-3",
+        "items",
+        "distinct items chosen",
+    ]
+    body: list[list[object]] = [
+        [
+            r.campaign,
+            "passes" if r.passed else "fails",
+            r.reason,
+            ", ".join(map(str, r.best_items)),
+            n_items(r.campaign),
+            r.distinct_choices,
+        ]
         for r in results
-    )
-    choices = ", ".join(f"{r.campaign} {r.distinct_choices}" for r in results)
-    sizes = ", ".join(f"{r.campaign} {n_items(r.campaign)}" for r in results)
-    return f"""
-Part (b): the learned selector. The selectors' outcome model (LightGBM, `models.selector.
-OutcomeModel`) on the random log: context = the user's four categorical features and the
-position, candidate = an item (its features and the user's affinity to it), reward = the
-click; the policy shows the item with the highest predicted click rate. Cross-fitted over
-{SELECTOR_FOLDS} folds of rounds (each round's choice from a model that did not see it),
-evaluated off-policy on the random log with the part (a) estimators and reward model.
-Comparators: each logging policy's observed click rate in its own log, and the best single
-item per position (per fold and position the item with the highest DR value on the other fold).
-
-{render_selector(results)}
-
-Gate (`training.ope.beats`: the learned DR lower bound must exceed each comparator's point
-value). {verdicts}
-
-Interpretation: {" ".join(selector_reading(r) for r in results)} With about 23 clicks per
-fold to learn from, the model cannot rank the items ({sizes}; distinct items it chose: {choices});
-nothing here shows a learned selector beating BTS, random or a fixed item on this sample,
-and the gate keeps the fallback, as designed.
-"""
-
-
-def selector_reading(r: SelectorResult) -> str:
-    """One sentence: where the learned DR interval lies against the logging policies."""
-    dr = r.learned["DR"]
-    parts = []
-    for name, e in (("random", r.random_observed), ("BTS", r.bts_observed)):
-        if dr.ci_high < e.value:
-            parts.append(f"lies below {name}'s observed {pct(e.value)} %")
-        elif dr.ci_low > e.value:
-            parts.append(f"lies above {name}'s observed {pct(e.value)} %")
-        else:
-            parts.append(f"spans {name}'s observed {pct(e.value)} %")
-    return (
-        f"In {r.campaign} the learned policy's DR interval "
-        f"[{pct(dr.ci_low)}, {pct(dr.ci_high)}] % " + " and ".join(parts) + "."
-    )
+    ]
+    return table(headers, body)
 
 
 def pooling_note(strength: float) -> str:
@@ -506,19 +483,51 @@ def pooling_note(strength: float) -> str:
     return " (the largest tried: complete pooling)" if strength >= PRIOR_STRENGTHS[-1] else ""
 
 
-def reflow(text: str, width: int = 100) -> str:
-    """Rewrap the prose paragraphs of ``text`` (tables and headings are kept as they are)."""
-    blocks = text.strip().split("\n\n")
-    kept = [
-        block
-        if block.lstrip().startswith("|")
-        else textwrap.fill(" ".join(block.split()), width, break_on_hyphens=False)
-        for block in blocks
-    ]
-    return "\n\n".join(kept)
+#: The lines of :func:`facts_table`: a label, and how one campaign's facts write it.
+FACT_LINES: tuple[tuple[str, Callable[[dict[str, float]], str]], ...] = (
+    ("clicks in the random log", lambda f: f"{f['random_clicks']:.0f}"),
+    ("clicks in the BTS log", lambda f: f"{f['bts_clicks']:.0f}"),
+    ("IPS effective sample size, all rounds (of 10,000)", lambda f: f"{f['ess_all']:,.0f}"),
+    (
+        "reward-model prior strength (pseudo-rounds)",
+        lambda f: f"{f['prior_strength']:,.0f}{pooling_note(f['prior_strength'])}",
+    ),
+    ("rounds per (position, item) cell, about", lambda f: f"{f['rounds_per_cell']:.0f}"),
+    (
+        "BTS observed CTR interval, all positions",
+        lambda f: f"±{100 * f['bts_ci_half_width']:.0f} %",
+    ),
+    (
+        "BTS's favourite position-1 item: share of its position-1 traffic",
+        lambda f: f"{100 * f['top1_share']:.0f} %",
+    ),
+    (
+        "that item: random rounds at position 1 / their clicks",
+        lambda f: f"{f['top1_random_rounds']:.0f} / {f['top1_random_clicks']:.0f}",
+    ),
+    (
+        "BTS propensity of one (position, item): largest move between daily means",
+        lambda f: f"{f['daily_propensity_range']:.2f}",
+    ),
+    (
+        "BTS mean logged propensity / the item's share of its position, median",
+        lambda f: f"{f['mean_logged_over_share']:.1f}×",
+    ),
+    (
+        "Σ 1/p over an item's BTS rounds / the position's rounds, median",
+        lambda f: f"{f['horvitz_thompson_median']:.2f}",
+    ),
+    ("smallest BTS logged propensity", lambda f: f"{f['min_propensity']:.0e}"),
+)
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.selectors",
+        description="Off-policy estimates and the learned selector on the Open Bandit sample; "
+        f"prints its tables and records them in bench/RESULTS.md ({SECTION}).",
+    )
+    parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"skipped: Open Bandit data not found at {DATA} (../shared/data beside the repo)")
         return 0
@@ -527,96 +536,41 @@ def main() -> int:
     for campaign in CAMPAIGNS:
         campaign_rows, facts[campaign] = evaluate_campaign(campaign)
         rows += campaign_rows
-
     selector_results = [evaluate_selector(c) for c in CAMPAIGNS]
-    part_b = selector_section(selector_results)
-    overall = render(rows, {"all"})
-    per_position = render(rows, {str(k) for k in POSITIONS})
-    print(overall, "\n", per_position, "\n", render_selector(selector_results), sep="\n")
 
-    def pick(campaign: str, position: str, name: str) -> Row:
-        return next(
-            r
-            for r in rows
-            if (r.campaign, r.position, r.estimate.name) == (campaign, position, name)
-        )
-
-    weighted = ("IPS", "SNIPS", "DR")
-    covered = sum(r.covers for r in rows if r.estimate.name in weighted)
-    total = sum(r.estimate.name in weighted for r in rows)
-    dm_covered = sum(r.covers for r in rows if r.estimate.name == "DM")
-    dm_total = sum(r.estimate.name == "DM" for r in rows)
-    counts = "; ".join(
-        f"{c}: {f['random_clicks']:.0f} clicks in the random log and {f['bts_clicks']:.0f} in "
-        f"the BTS log, IPS effective sample size {f['ess_all']:,.0f} of 10,000, "
-        f"reward-model prior strength {f['prior_strength']:,.0f} pseudo-rounds"
-        f"{pooling_note(f['prior_strength'])}"
-        f" against about {10_000 / 3 / n_items(c):.0f} rounds per (position, item) cell"
-        for c, f in facts.items()
-    )
-    men_ips, men_naive = pick("men", "all", "IPS"), pick("men", "all", "random log mean")
-    women_ips = pick("women", "all", "IPS")
-    men_first = pick("men", "1", "IPS")
-    men = facts["men"]
-    ht = np.median([f["horvitz_thompson_median"] for f in facts.values()])
-    half_widths = [
-        (r.truth.ci_high - r.truth.ci_low) / 2 / r.truth.value
-        for r in rows
-        if r.position == "all" and r.estimate.name == "IPS"
-    ]
-    drift = max(f["daily_propensity_range"] for f in facts.values())
-    inflation = np.mean([f["mean_logged_over_share"] for f in facts.values()])
     body = f"""
-Part (a): the BTS policy evaluated from the uniform-random log of the Open Bandit Dataset
-sample (10,000 rounds per log), compared with the click rate BTS observed in its own log.
-CTRs in percent; intervals are 95 % percentile bootstrap ({N_BOOTSTRAP:,} resamples, seed
-{SEED}); relative error = |estimate − BTS observed| / BTS observed. Target: BTS's item
-frequencies per position in its log. DM / DR reward model: per-(position, item) click rates
-shrunk towards the position's rate (beta-binomial prior strength), cross-fitted over
-{FOLDS} folds. "random log mean" is the uncorrected click rate of the random log.
+Part (a): the BTS policy estimated from the random log, against the click rate BTS observed
+in its own log. CTRs in percent; 95 % percentile bootstrap intervals ({N_BOOTSTRAP:,} resamples,
+seed {SEED}); DM / DR reward model cross-fitted over {FOLDS} folds.
 
 Overall (all positions):
 
-{overall}
+{render(rows, {"all"})}
 
 Per position:
 
-{per_position}
+{render(rows, {str(k) for k in POSITIONS})}
 
-IPS / SNIPS / DR intervals cover BTS's observed CTR in {covered} of {total} cases (per
-position and overall); DM's in {dm_covered} of {dm_total} (its interval holds the reward
-model fixed, so it is far too narrow). {counts}.
+Intervals that cover BTS's observed CTR (per position and overall):
 
-Interpretation: with 46 clicks per 10,000 random rounds, every estimate is noisy; the
-yardstick is noisy too (BTS's own overall CTR interval is about
-±{100 * min(half_widths):.0f}–{100 * max(half_widths):.0f} %), so relative errors of
-about 0.2 are within what this sample can resolve. In men, where BTS beat random, IPS /
-SNIPS / DR move from the uncorrected {pct(men_naive.estimate.value)} % towards the observed
-{pct(men_ips.truth.value)} % (IPS {pct(men_ips.estimate.value)} %, relative error
-{men_ips.relative_error:.2f} vs {men_naive.relative_error:.2f}) and their intervals cover it,
-while the uncorrected interval does not. In women BTS did no better than random (the same 46
-clicks in each log), so the uncorrected rate and DM are right by coincidence and IPS
-overshoots ({pct(women_ips.estimate.value)} %, still covering). The only IPS / SNIPS / DR
-misses are men position 1 ({pct(men_first.estimate.value)} % estimated vs
-{pct(men_first.truth.value)} % observed): BTS's favourite item there
-({100 * men["top1_share"]:.0f} % of its position-1 traffic) got
-{men["top1_random_clicks"]:.0f} clicks in its {men["top1_random_rounds"]:.0f} random
-rounds at that position. The shrunk reward model pools almost completely, so DM ≈ the
-random log's position mean and DR ≈ IPS: a 0.5 % CTR leaves a reward model nothing to
-learn from here.
+{coverage_table(rows)}
 
-Data notes: BTS's logged propensity for one (position, item) moves by up to {drift:.2f}
-between daily means over the week, and averaged over the rounds an item was shown it is a
-median {inflation:.1f}× the item's share of its position: rounds where an item was shown
-are rounds where its probability was high. The propensities are still consistent
-(Σ 1/p over an item's rounds ≈ the position's rounds, median ratio {ht:.2f}) except
-for a few tiny ones (the smallest is {facts["women"]["min_propensity"]:.0e}, in women), so
-the item frequencies, not averaged logged propensities, estimate BTS's week-average action
-distribution.
+The logs, the reward model and the BTS propensities:
 
-{part_b}
+{facts_table(facts)}
+
+Part (b): the learned selector, cross-fitted over {SELECTOR_FOLDS} folds of rounds, and the
+comparators. CTRs in percent:
+
+{render_selector(selector_results)}
+
+The gate (`training.ope.beats`: the learned DR lower bound must exceed each comparator's
+point value):
+
+{gate_table(selector_results)}
 """
-    record("Selectors (Open Bandit)", reflow(body))
+    print(body.strip())
+    record(SECTION, body)
     return 0
 
 

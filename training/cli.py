@@ -622,7 +622,8 @@ def _train_selector(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _promote(args: argparse.Namespace, settings: Settings) -> int:
-    from training.tracking import configure, promote
+    from training.promotion import promote
+    from training.tracking import configure
 
     decision = promote(
         configure(settings.home),

@@ -1,4 +1,4 @@
-"""MLflow tracking, registry and the promotion gate for recommenders.
+"""MLflow tracking and registry for recommenders: runs, params, metrics, artifacts.
 
 The embedded default is a SQLite backend with a local artifact folder, both under
 ``TAILOR_HOME/mlflow`` (MLflow refuses the plain file store since 3.13). Every
@@ -9,14 +9,14 @@ SQLite store points at ``./mlruns``: it is never used here).
 A training job calls :func:`log_recommender_run` once: params, data window,
 metrics, figures, the full config as JSON, and the model as a "models from code"
 pyfunc (``training/recommender_pyfunc.py``) whose artifact is the recommender's own
-``model.npz`` + ``manifest.json`` (no pickle), registered under a name. The gate,
-:func:`promote`, moves the ``champion`` alias only when the candidate beats the
-current champion and passes a floor; serving loads the raw recommender back with
-:func:`load_champion`.
+``model.npz`` + ``manifest.json`` (no pickle), registered under a name. The figures
+come from :mod:`training.figures`. The gate, :func:`training.promotion.promote`, moves
+the ``champion`` alias only when the candidate beats the current champion and passes a
+floor; serving loads the raw recommender back with :func:`load_champion`.
 
 MLflow metric names may not contain ``@``: a metric ``ndcg@10`` is stored as
-``ndcg_at_10`` (:func:`mlflow_metric_name`); :func:`promote` applies the same mapping,
-so callers keep using ``ndcg@10``.
+``ndcg_at_10`` (:func:`mlflow_metric_name`); :func:`training.promotion.promote` applies
+the same mapping, so callers keep using ``ndcg@10``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import math
 import re
 import tempfile
 import time
@@ -37,16 +36,14 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-from features.errors import InputError, NotFoundError, TailorError
+from features.errors import InputError, TailorError
 from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
 from models.registry import (
@@ -57,6 +54,7 @@ from models.registry import (
     load_version,
     tracking_uri,
 )
+from training.figures import plot_feature_importance, plot_metric_curves, plot_run_curves
 
 logger = logging.getLogger(__name__)
 
@@ -192,48 +190,6 @@ def _safe_names(values: Mapping[str, Any], what: str) -> dict[str, Any]:
         origin[safe] = key
         out[safe] = value
     return out
-
-
-# ---------------------------------------------------------------------- figures
-def plot_metric_curves(curves: Mapping[str, Mapping[int, float]], metric: str) -> Figure:
-    """One line per model: ``metric`` against the cut-off k.
-
-    Parameters
-    ----------
-    curves : mapping of str to mapping of int to float
-        ``{model_name: {k: value}}``.
-    metric : str
-        Axis label and title (e.g. ``"ndcg"``).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Built without pyplot (no global figure state, no GUI backend).
-    """
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    axes = figure.add_subplot()
-    for model_name, by_k in curves.items():
-        ks = sorted(by_k)
-        axes.plot(ks, [by_k[k] for k in ks], marker="o", label=model_name)
-    axes.set_xlabel("k")
-    axes.set_ylabel(metric)
-    axes.set_title(f"{metric} vs k")
-    axes.grid(True, alpha=0.3)
-    if curves:
-        axes.legend()
-    return figure
-
-
-def plot_feature_importance(importance: Mapping[str, float], *, top: int = 30) -> Figure:
-    """Horizontal bar chart of the ``top`` most important features (largest on top)."""
-    ranked = sorted(importance.items(), key=lambda item: item[1], reverse=True)[:top]
-    figure = Figure(figsize=(6, 0.3 * len(ranked) + 1.2), layout="constrained")
-    axes = figure.add_subplot()
-    names = [name for name, _ in reversed(ranked)]
-    axes.barh(names, [value for _, value in reversed(ranked)])
-    axes.set_xlabel("importance")
-    axes.set_title("feature importance")
-    return figure
 
 
 # ---------------------------------------------------------------------- logging
@@ -433,7 +389,7 @@ def _log_figures(
     feature_importance: Mapping[str, float] | None,
 ) -> None:
     if curves:
-        client.log_figure(run_id, _curves_figure(curves), "figures/curves.png")
+        client.log_figure(run_id, plot_run_curves(curves), "figures/curves.png")
     for metric, by_model in (comparison or {}).items():
         figure = plot_metric_curves(by_model, metric)
         client.log_figure(run_id, figure, f"figures/{mlflow_metric_name(metric)}_vs_k.png")
@@ -444,200 +400,6 @@ def _log_figures(
         client.log_dict(run_id, importance, "feature_importance.json")
 
 
-def _curves_figure(curves: Mapping[str, Mapping[int, float]]) -> Figure:
-    """This run's per-k curves, one line per metric."""
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    axes = figure.add_subplot()
-    for metric, by_k in curves.items():
-        ks = sorted(by_k)
-        axes.plot(ks, [by_k[k] for k in ks], marker="o", label=metric)
-    axes.set_xlabel("k")
-    axes.set_ylabel("value")
-    axes.set_title("metrics vs k")
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    return figure
-
-
-# ---------------------------------------------------------------------- loading
-# ---------------------------------------------------------------------- promotion
-@dataclass(frozen=True)
-class PromotionDecision:
-    """Outcome of :func:`promote`."""
-
-    promoted: bool
-    reason: str
-    candidate_value: float
-    champion_value: float | None
-    """The champion's value before the decision (``None``: no champion or no value)."""
-    champion_version: int | None
-    """The champion before the decision (``None``: there was none)."""
-    metric: str
-    candidate_version: int
-
-
-def _run_metric(client: MlflowClient, run_id: str | None, metric: str) -> float | None:
-    if not run_id:
-        return None
-    value = client.get_run(run_id).data.metrics.get(mlflow_metric_name(metric))
-    return None if value is None else float(value)
-
-
-def promote(
-    client: MlflowClient,
-    name: str,
-    version: int | str,
-    *,
-    metric: str,
-    floor: float,
-    higher_is_better: bool = True,
-    min_relative_gain: float = 0.0,
-    candidate_metric: str | None = None,
-    champion_value: float | None = None,
-    champion_basis: str = "as logged by its own run",
-    floor_basis: str | None = None,
-) -> PromotionDecision:
-    """Move the ``champion`` alias to ``version`` only if it is better.
-
-    The candidate is promoted when it passes ``floor`` and beats the current
-    champion on ``metric`` by at least ``min_relative_gain`` (relative to the
-    champion's value); with no champion yet, the floor alone decides. A champion
-    whose run lacks ``metric`` cannot be compared, so the floor decides then too
-    (the reason says so). Either way the version is tagged with the decision
-    (``tailor.promotion``, ``tailor.promotion_reason``).
-
-    Parameters
-    ----------
-    client : mlflow.tracking.MlflowClient
-        Bound to the store.
-    name : str
-        Registered model name.
-    version : int or str
-        Candidate version.
-    metric : str
-        Metric compared, as logged (``ndcg@10`` or ``ndcg_at_10``).
-    floor : float
-        The candidate must reach it (``>=``; ``<=`` when lower is better).
-    higher_is_better : bool
-        Direction of ``metric``.
-    min_relative_gain : float
-        Required improvement over the champion, e.g. ``0.02`` for 2 %; with the
-        default 0 the candidate must still be strictly better.
-    candidate_metric : str, optional
-        Read the candidate's value from this metric instead (e.g. a lower
-        confidence bound of ``metric``), compared with the champion's ``metric``.
-    champion_value : float, optional
-        The champion's value measured on the candidate's own evaluation data (see
-        :func:`training.recommend_job.score_on_holdout`); without it, the value its
-        own run logged, on whatever data that run had.
-    champion_basis : str
-        How ``champion_value`` was obtained, for the reason.
-    floor_basis : str, optional
-        Where the floor comes from (e.g. "popularity on the same split"), for the reason.
-
-    Returns
-    -------
-    PromotionDecision
-
-    Raises
-    ------
-    InputError
-        When the candidate's run has no such metric, or ``min_relative_gain < 0``.
-    NotFoundError
-        When the version does not exist.
-    """
-    if min_relative_gain < 0 or math.isnan(min_relative_gain):
-        raise InputError("min_relative_gain", min_relative_gain, "must be >= 0")
-    try:
-        candidate = client.get_model_version(name, str(version))
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        raise NotFoundError(f"registered model {name!r} has no version {version}") from error
-    candidate_version = int(candidate.version)
-    read_as = candidate_metric or metric
-    candidate_value = _run_metric(client, candidate.run_id, read_as)
-    if candidate_value is None:
-        logged = sorted(client.get_run(candidate.run_id).data.metrics) if candidate.run_id else []
-        raise InputError(
-            "metric",
-            read_as,
-            f"not logged on the run of {name} version {candidate_version} "
-            f"(as {mlflow_metric_name(read_as)!r}; logged: {logged})",
-        )
-
-    better = (lambda a, b: a > b) if higher_is_better else (lambda a, b: a < b)
-    reach = (lambda a, b: a >= b) if higher_is_better else (lambda a, b: a <= b)
-    direction = ">=" if higher_is_better else "<="
-    champion = champion_version(client, name)
-    champion_number = int(champion.version) if champion is not None else None
-    if champion is None:
-        champion_value = None
-    elif champion_value is None:
-        champion_value = _run_metric(client, champion.run_id, metric)
-    shown = f"{read_as}={candidate_value:.6g}"
-    floor_text = f"{direction} {floor:.6g}" + (f", {floor_basis}" if floor_basis else "")
-
-    if champion_number == candidate_version:
-        promoted, reason = False, f"version {candidate_version} is already the champion ({shown})"
-    elif math.isnan(candidate_value) or not reach(candidate_value, floor):
-        promoted = False
-        reason = f"{shown} fails the floor ({floor_text})"
-        if champion_value is not None:
-            reason += f"; champion version {champion_number} has {metric}={champion_value:.6g}"
-    elif champion is None:
-        promoted, reason = (
-            True,
-            f"no champion yet; {shown} passes the floor ({floor_text})",
-        )
-    elif champion_value is None or math.isnan(champion_value):
-        promoted = True
-        reason = (
-            f"champion version {champion_number} has no {metric} to compare; "
-            f"{shown} passes the floor ({floor_text})"
-        )
-    else:
-        gain = _relative_gain(candidate_value, champion_value, higher_is_better)
-        beats = better(candidate_value, champion_value) and gain >= min_relative_gain
-        promoted = beats
-        verdict = "beats" if beats else "does not beat"
-        reason = (
-            f"{shown} {verdict} champion version {champion_number} with "
-            f"{metric}={champion_value:.6g} {champion_basis} (relative gain {gain:+.2%}, "
-            f"required {min_relative_gain:.2%}); floor {floor_text} passed"
-        )
-
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, str(candidate_version))
-    client.set_model_version_tag(
-        name,
-        str(candidate_version),
-        f"{TAG_PREFIX}promotion",
-        "promoted" if promoted else "rejected",
-    )
-    client.set_model_version_tag(
-        name, str(candidate_version), f"{TAG_PREFIX}promotion_reason", reason[:MAX_TAG_VAL_LENGTH]
-    )
-    logger.info("%s version %d: %s", name, candidate_version, reason)
-    return PromotionDecision(
-        promoted=promoted,
-        reason=reason,
-        candidate_value=candidate_value,
-        champion_value=champion_value,
-        champion_version=champion_number,
-        metric=metric,
-        candidate_version=candidate_version,
-    )
-
-
-def _relative_gain(candidate: float, champion: float, higher_is_better: bool) -> float:
-    """Improvement of ``candidate`` over ``champion`` as a share of ``|champion|``."""
-    delta = candidate - champion if higher_is_better else champion - candidate
-    if champion == 0:
-        return math.inf if delta > 0 else (0.0 if delta == 0 else -math.inf)
-    return delta / abs(champion)
-
-
 __all__ = [
     "CHAMPION",
     "champion_version",
@@ -646,6 +408,5 @@ __all__ = [
     "load_champion",
     "load_version",
     "log_recommender_run",
-    "promote",
     "tracking_uri",
 ]

@@ -21,6 +21,7 @@ from models.candidates import interaction_log_from_store
 from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
 from training.metrics import RankingReport
+from training.promotion import PromotionDecision, promote
 from training.recommend_job import (
     JobResult,
     RecommenderJobConfig,
@@ -29,14 +30,12 @@ from training.recommend_job import (
 )
 from training.tracking import (
     LoggedRecommender,
-    PromotionDecision,
     champion_version,
     configure,
     ensure_experiment,
     load_version,
     log_recommender_run,
     mlflow_metric_name,
-    promote,
 )
 
 logger = logging.getLogger(__name__)

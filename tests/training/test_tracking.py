@@ -18,6 +18,7 @@ from features.errors import InputError, NotFoundError
 from models.knn import ItemKNNRecommender
 from models.popularity import PopularityRecommender
 from models.recommender import Recommender
+from training.promotion import promote
 from training.tracking import (
     CHAMPION,
     LoggedRecommender,
@@ -25,7 +26,6 @@ from training.tracking import (
     load_champion,
     log_recommender_run,
     mlflow_metric_name,
-    promote,
     tracking_uri,
 )
 
