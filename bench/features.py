@@ -67,7 +67,7 @@ run."""
 def prepare(folder: Path, customers: int, days: int) -> None:
     """Simulate a store and ingest it (run in a child process)."""
     from features.ingest import ingest_file
-    from features.simulator import SimulationConfig, simulate, write_store
+    from simulation import SimulationConfig, simulate, write_store
 
     started = time.perf_counter()
     sim = simulate(SimulationConfig(customers=customers, days=days, seed=3, start=START))

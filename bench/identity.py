@@ -33,7 +33,7 @@ from bench.identity_data import (
 from bench.results import record, table
 from features.identity import resolve_identities
 from features.settings import IdentityConfig
-from features.simulator import SimulationConfig, simulate
+from simulation import SimulationConfig, simulate
 
 NO_LINKS = pd.DataFrame(columns=["customer_id", "anonymous_id"])
 ECM_FIELDS = (

@@ -19,8 +19,8 @@ import pyarrow.csv as pacsv
 
 from bench.results import record, table
 from features.ingest import ingest_file
-from features.simulator import SimulationConfig, simulate, write_store
 from features.store import EventStore
+from simulation import SimulationConfig, simulate, write_store
 
 
 def main() -> None:

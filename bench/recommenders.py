@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.results import record, table
-from features.simulator import SimulationConfig, simulate
+from simulation import SimulationConfig, simulate
 from training.recommend_job import JobResult, RecommenderJobConfig, run_recommender_job
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

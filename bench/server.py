@@ -27,7 +27,7 @@ from types import TracebackType
 import httpx
 import psutil
 
-from features.simulator import DEMO_RULES_FILE
+from simulation import DEMO_RULES_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 TAILOR = "serving.service:Tailor"

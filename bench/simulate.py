@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench.results import record, table
-from features.simulator import SimulationConfig, simulate, write_store
+from simulation import SimulationConfig, simulate, write_store
 
 TARGET_EVENTS = 1_000_000
 PILOT_CUSTOMERS = 5_000

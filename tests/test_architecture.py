@@ -1,4 +1,10 @@
-"""Data flows one way: features → models → training; serving never imports training."""
+"""Data flows one way: features → models → training; serving never imports training.
+
+The store simulator (``simulation``) produces data in the contracts' formats: it
+builds on ``features`` alone, and of the packages only the command line
+(``training/cli.py``: ``tailor simulate``, ``tailor demo``) runs it; tests and
+benchmarks may import it too.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("features", "models", "training", "serving")
+PACKAGES = ("features", "simulation", "models", "training", "serving")
 # What each package may import from the others.
 ALLOWED = {
     "features": set(),
+    "simulation": {"features"},
     "models": {"features"},
-    "training": {"features", "models"},
+    "training": {"features", "models", "simulation"},
     "serving": {"features", "models"},
 }
+# Modules of a package that may import the simulator: of training, the command line only.
+SIMULATION_USERS = {Path("training/cli.py")}
 
 
 def _imports(path: Path) -> set[str]:
@@ -37,6 +46,18 @@ def test_no_import_goes_the_wrong_way(package):
             if name != package and name not in ALLOWED[package]:
                 wrong.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not wrong, "wrong-way imports:\n" + "\n".join(wrong)
+
+
+def test_only_the_command_line_runs_the_simulator():
+    users = {
+        path.relative_to(ROOT)
+        for package in PACKAGES
+        if package != "simulation"
+        for path in (ROOT / package).rglob("*.py")
+        if "simulation" in _imports(path)
+    }
+    extra = sorted(str(path) for path in users - SIMULATION_USERS)
+    assert not extra, "imports simulation:\n" + "\n".join(extra)
 
 
 def test_the_walker_sees_a_wrong_way_import(tmp_path):

@@ -358,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from features.simulator import SimulationConfig, simulate, write_store
+    from simulation import SimulationConfig, simulate, write_store
 
     options = {"customers": args.customers, "days": args.days, "seed": args.seed}
     if args.start is not None:
@@ -638,8 +638,8 @@ def _promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from features.simulator import DEMO_RULES_FILE, SimulationConfig, simulate, write_store
     from features.store import EventStore, connect
+    from simulation import DEMO_RULES_FILE, SimulationConfig, simulate, write_store
 
     if settings.serving.rules_file is None:
         # The simulated store's content ids are the demo's own: so are its rules.

@@ -310,7 +310,7 @@ def test_collapse_case_end_to_end_keeps_every_history_its_own(tmp_path: Path):
 # ---------------------------------------------------------------- the simulated store
 @pytest.fixture(scope="module")
 def simulated():
-    from features.simulator import SimulationConfig, simulate
+    from simulation import SimulationConfig, simulate
 
     sim = simulate(SimulationConfig(customers=3000, days=5, seed=11))
     events = sim.events
@@ -353,7 +353,7 @@ def test_planted_identities_recovered_without_collapse(simulated):
 def test_no_identity_field_becomes_a_feature(tmp_path: Path):
     """Names, birth dates and street addresses are for matching only: the customer
     table (and so every model) sees the time zone, postcode and city, never them."""
-    from features.simulator import SimulationConfig, simulate, write_store
+    from simulation import SimulationConfig, simulate, write_store
 
     sim = simulate(SimulationConfig(customers=300, days=3, seed=2))
     paths = write_store(sim, tmp_path / "data")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from features.settings import ServingConfig, Settings
-from features.simulator import DEMO_RULES_FILE
+from simulation import DEMO_RULES_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

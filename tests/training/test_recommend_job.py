@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from features.errors import InputError, JobFailed
-from features.simulator import SimulationConfig, simulate
 from models.candidates import Index, interaction_matrix, pair_features, recent_history
+from simulation import SimulationConfig, simulate
 from training.recommend_job import (
     RecommenderJobConfig,
     resolve_label_events,

@@ -11,9 +11,9 @@ import pytest
 from features.ingest import ingest_file
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
-from features.simulator import SimulationConfig, simulate, write_store
 from features.store import EventStore
 from models.selector import OutcomeModel, candidate_scores
+from simulation import SimulationConfig, simulate, write_store
 from training.selector_data import attach_outcomes, with_response_history
 from training.selector_job import (
     build_selector_data,

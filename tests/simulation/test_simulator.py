@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from features.contracts import CATALOG, CONTENT, CUSTOMERS, EVENT_TYPES, EVENTS
 from features.errors import InputError
-from features.simulator import (
+from features.validation import validate
+from simulation import (
     CUSTOMER_TYPES,
     INVENTORY_ID,
     MALFORMED_KINDS,
@@ -24,7 +25,6 @@ from features.simulator import (
     subject_traits,
     write_store,
 )
-from features.validation import validate
 
 SMALL = SimulationConfig(customers=300, days=14, seed=7)
 

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from features.identity_keys import normalise_email, normalise_phone
-from features.simulated_identity import _FIRST_NAMES, _LAST_NAMES, _distinct_birth_dates, _one_edit
-from features.simulator import SimulatedStore, SimulationConfig, simulate
+from simulation import SimulatedStore, SimulationConfig, simulate
+from simulation.contact_details import _FIRST_NAMES, _LAST_NAMES, _distinct_birth_dates, _one_edit
 
 CONFIG = SimulationConfig(customers=6000, days=2, seed=0)
 # The placeholders a CRM export is known to hold, as the brief lists them.
