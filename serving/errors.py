@@ -7,7 +7,9 @@ Every error, from every route and every middleware, is answered as::
 with the HTTP status that fits (``field`` only where one field is at fault). Client
 errors (4xx) are logged as one line at INFO; server errors (5xx) with the traceback.
 :func:`error_response` builds the body; :func:`from_exception` maps the core's
-exceptions to it, so the mapping lives here and nowhere else.
+exceptions to it, so the mapping lives here and nowhere else. The decision core's own
+exceptions (:class:`BatchTooLarge`, :class:`UnknownCandidates`, :class:`NotReady`,
+:class:`ReloadFailed`) are defined here too, beside their mapping.
 """
 
 from __future__ import annotations
@@ -60,6 +62,28 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class BatchTooLarge(InputError):
+    """A batch over the configured limit (HTTP 413)."""
+
+
+class UnknownCandidates(NotFoundError):
+    """Content the service does not know: candidate ids, or a slot without active
+    content (HTTP 404, naming the field)."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field}={value!r}: {reason}")
+
+
+class NotReady(TailorError):
+    """Decisions refused: the configuration did not load (HTTP 503)."""
+
+
+class ReloadFailed(TailorError):
+    """A reload could not load something; what was serving stays (HTTP 503)."""
+
+
 DEFAULT_CODES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -103,8 +127,7 @@ def error_body(
 
 def from_exception(error: BaseException) -> ApiError | None:
     """The core's exceptions as API errors (``None``: not a client error)."""
-    # Imported here: the core imports the heavy model stack.
-    from serving.core import BatchTooLarge, NotReady, ReloadFailed, UnknownCandidates
+    # Imported here: the event writer imports the online store.
     from serving.events import StoreUnavailable
 
     if isinstance(error, ApiError):

@@ -19,7 +19,7 @@ from features.errors import NotFoundError, TailorError
 from features.settings import Settings
 from features.snapshot import latest_snapshot
 from features.store import EventStore
-from serving.core import active_content, content_by_slot
+from serving.bundles import active_content, content_by_slot
 from serving.rules import DEFAULT_RULES_FILE, RuleSet, check_content, load_rules
 
 

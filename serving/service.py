@@ -75,6 +75,8 @@ class Readiness:
 
 
 READINESS = Readiness()
+Decision = Recommendation | RecommendBatchResponse | SimilarItemsResponse | Choice
+"""An answer of a decision route."""
 
 
 @bentoml.service(
@@ -109,7 +111,12 @@ class Tailor:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
 
-    def _observe(self, endpoint: str, strategies: list[str]) -> None:
+    def _observed(self, endpoint: str, result: Decision) -> Response:
+        """``result`` as JSON, its strategies counted and the model ages set."""
+        if isinstance(result, RecommendBatchResponse):
+            strategies = [r.strategy for r in result.results]
+        else:
+            strategies = [result.strategy]
         for family, count in Counter(s.split(":")[0] for s in strategies).items():
             strategy_counter.labels(endpoint=endpoint, strategy=family).inc(count)
         bundle = self.core.bundle
@@ -118,13 +125,12 @@ class Tailor:
             snapshot_age.set((now - bundle.as_of.timestamp()) / 3600.0)
         for name, registered in bundle.registered_at.items():
             model_age.labels(model=name).set((now - registered) / 3600.0)
+        return json_response(result)
 
     @app.post("/recommend", response_model=Recommendation, responses=ERRORS, tags=["decisions"])
     def recommend(self, body: RecommendRequest) -> Response:
         """Ranked items for one customer, within the deadline (else its fallback)."""
-        result = self.core.recommend(body)
-        self._observe("recommend", [result.strategy])
-        return json_response(result)
+        return self._observed("recommend", self.core.recommend(body))
 
     @app.post(
         "/recommend_batch",
@@ -134,25 +140,19 @@ class Tailor:
     )
     def recommend_batch(self, body: RecommendBatchRequest) -> Response:
         """Ranked items for many customers (a campaign send), up to the batch limit."""
-        result = self.core.recommend_batch(body)
-        self._observe("recommend_batch", [r.strategy for r in result.results])
-        return json_response(result)
+        return self._observed("recommend_batch", self.core.recommend_batch(body))
 
     @app.post(
         "/similar_items", response_model=SimilarItemsResponse, responses=ERRORS, tags=["decisions"]
     )
     def similar_items(self, body: SimilarItemsRequest) -> Response:
         """Items similar to one item."""
-        result = self.core.similar_items(body)
-        self._observe("similar_items", [result.strategy])
-        return json_response(result)
+        return self._observed("similar_items", self.core.similar_items(body))
 
     @app.post("/choose", response_model=Choice, responses=ERRORS, tags=["decisions"])
     def choose(self, body: ChooseRequest) -> Response:
         """One content variant for a slot (subject, offer …), with its propensity."""
-        result = self.core.choose(body)
-        self._observe("choose", [result.strategy])
-        return json_response(result)
+        return self._observed("choose", self.core.choose(body))
 
     @app.post("/events", response_model=EventsResponse, responses=ERRORS, tags=["events"])
     def events(self, body: EventsRequest) -> Response:

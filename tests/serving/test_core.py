@@ -19,7 +19,8 @@ from features.online_log import OnlineEventLog, compact
 from features.snapshot import latest_snapshot, load_snapshot
 from features.store import EventStore
 from models.selector import OutcomeModel, Policy
-from serving.core import BatchTooLarge, DecisionCore, NotReady, UnknownCandidates
+from serving.core import DecisionCore
+from serving.errors import BatchTooLarge, NotReady, UnknownCandidates
 from serving.rules import compile_rules, load_rules
 from serving.schemas import (
     ChooseRequest,
@@ -705,7 +706,7 @@ def test_the_serving_layout_scores_exactly_like_the_training_design(home):
 
 def test_the_serving_layout_reads_attribute_categories_with_the_stored_levels():
     from models.selector import CustomerDesign, Selector
-    from serving.core import SelectorLayout
+    from serving.choices import SelectorLayout
     from serving.online import Profile
 
     content = pd.DataFrame({"offer_id_a": [1.0, 0.0], "offer_id_b": [0.0, 1.0]}, index=["a", "b"])

@@ -13,7 +13,9 @@ import mlflow
 import pytest
 
 from models.registry import registry_client, tracking_uri
-from serving.core import RECOMMENDER_NAME, DecisionCore, ReloadFailed
+from serving.bundles import RECOMMENDER_NAME
+from serving.core import DecisionCore
+from serving.errors import ReloadFailed
 from serving.events import StoreUnavailable
 from serving.schemas import RecommendRequest
 from tests.serving.conftest import posted_event, settings_for

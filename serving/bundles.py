@@ -1,0 +1,630 @@
+"""What the service serves from, and how it is loaded and replaced.
+
+Loaded state (champion models, snapshot arrays, active content, the selectors'
+layouts, rules, the snapshot's online store) is one immutable :class:`Bundle`.
+:class:`BundleLoader` owns the bundle being served: a reload builds a new bundle
+beside it (the registry's champions, the newest snapshot and its online store, the
+content and the rules) and swaps the reference, so a request in flight finishes on
+the bundle it started with. Anything that fails to load keeps what was loaded before
+and says so in the bundle's reasons.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.errors import InputError, NotFoundError
+from features.online_log import OnlineEventLog
+from features.settings import Settings
+from features.snapshot import Snapshot, latest_snapshot, load_snapshot
+from features.store import EventStore
+from models.candidates import interaction_log_from_store, interaction_matrix, recent_history
+from models.content_features import content_features
+from models.pipeline import RecommenderPipeline
+from models.recommender import Recommender
+from models.registry import champion_version, load_version, registry_client
+from models.selector import Selector
+from serving.choices import SelectorLayout
+from serving.errors import NotReady
+from serving.online import OnlineStore
+from serving.rules import DEFAULT_RULES_FILE, RuleSet, check_content, load_rules
+
+# The decision core's logger, as before the core was split: one name to filter on.
+logger = logging.getLogger("serving.core")
+
+RECOMMENDER_NAME = "tailor-recommender"
+SELECTOR_PREFIX = "tailor-selector-"
+SLOTS = ("subject", "offer")
+KEEP_ONLINE_STORES = 3
+"""Online stores kept on disk (the newest builds); older ones are removed."""
+RETIRE_AFTER_SECONDS = 60.0
+"""How long a replaced online store stays open for requests that started on it."""
+RANKED_DEPTH = 100
+"""Items kept per customer from the two-stage ranking computed at load."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Item arrays in the recommender's item order (or the snapshot's without one)."""
+
+    item_ids: np.ndarray
+    position: dict[str, int]
+    categories: np.ndarray
+    in_stock: np.ndarray
+    popularity_order: np.ndarray  # item positions, most popular first
+    item_list: list[str]  # item_ids as Python strings (indexing numpy strings is slow)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The champion's two-stage ranking of every customer with history, computed at
+    load: row ``rows[customer]`` of ``ids`` (item positions, -1 padded) and ``scores``."""
+
+    ids: np.ndarray  # customers × RANKED_DEPTH, int32
+    scores: np.ndarray  # customers × RANKED_DEPTH, float32
+    rows: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, customer: str) -> tuple[np.ndarray, np.ndarray] | None:
+        row = self.rows.get(customer)
+        return None if row is None else (self.ids[row], self.scores[row])
+
+
+NO_RANKING = Ranked(np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32), {})
+
+
+@dataclass
+class Bundle:
+    """Everything loaded for serving, swapped as a whole on reload."""
+
+    snapshot_id: str | None = None
+    as_of: datetime | None = None
+    recommender: Recommender | None = None
+    recommender_version: str | None = None
+    pipeline: RecommenderPipeline | None = None
+    ranked: Ranked = NO_RANKING
+    selectors: dict[str, Selector] = field(default_factory=dict)
+    selector_versions: dict[str, str] = field(default_factory=dict)
+    catalog: Catalog | None = None
+    history: sp.csr_matrix | None = None  # snapshot users × catalog items
+    history_rows: dict[str, int] = field(default_factory=dict)
+    content: pd.DataFrame = field(default_factory=pd.DataFrame)
+    content_features: pd.DataFrame = field(default_factory=pd.DataFrame)
+    layouts: dict[str, SelectorLayout] = field(default_factory=dict)
+    rules: RuleSet = field(default_factory=RuleSet)
+    rules_error: str | None = None  # no valid rules loaded yet: decisions are refused
+    feature_names: set[str] = field(default_factory=set)
+    reasons: list[str] = field(default_factory=list)
+    loaded_at: datetime | None = None
+    registered_at: dict[str, float] = field(default_factory=dict)  # name → epoch seconds
+    back_in_stock_hours: float = 0.0  # the longest a snapshot back-in-stock trigger lives
+    online: OnlineStore | None = None  # the online store built for this snapshot
+    load_errors: list[str] = field(default_factory=list)  # what this load could not load
+
+    def versions(self, slot: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"snapshot": self.snapshot_id}
+        if slot is None or slot == "recommend":
+            out["recommender"] = self.recommender_version
+        if slot is not None and slot != "recommend":
+            out["selector"] = self.selector_versions.get(slot)
+        return out
+
+
+class BundleLoader:
+    """Owns the bundle being served: loads a new one and swaps it in atomically.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``home`` holds the event store, snapshots and the online stores.
+    tracking : str
+        MLflow tracking URI of the registry the champions come from.
+    events_log : OnlineEventLog
+        The posted events a newly built online store catches up on.
+    live : OnlineStore
+        The online store served until a snapshot is loaded.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tracking: str,
+        events_log: OnlineEventLog,
+        live: OnlineStore,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.serving
+        self.tracking = tracking
+        self.events_log = events_log
+        self.store = EventStore(settings.store_dir)
+        self.bundle = Bundle(reasons=["not loaded yet"], online=live)
+        self.swap_lock = threading.Lock()  # posted events vs the swap of online stores
+        self.store_error: str | None = None  # the online folder cannot be written
+        self.last_check = 0.0
+        self._reload_lock = threading.Lock()
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._registered: dict[tuple[str, str], float] = {}
+
+    @property
+    def online(self) -> OnlineStore:
+        """The online store of the bundle being served."""
+        store = self.bundle.online
+        assert store is not None
+        return store
+
+    def decide_with(self) -> Bundle:
+        """The bundle to decide with; refused while no valid rules are loaded."""
+        bundle = self.bundle
+        if bundle.rules_error is not None:
+            raise NotReady(f"the rules did not load: {bundle.rules_error}")
+        return bundle
+
+    # ================================================================== reload
+    def reload(self, *, force: bool = False) -> Bundle:
+        """Load new champions and the newest snapshot where they changed, and serve
+        them; returns the bundle now served.
+
+        Anything that fails keeps what was loaded before and is reported in the
+        bundle's reasons; nothing here raises to a caller.
+        """
+        with self._reload_lock:
+            old = self.bundle
+            reasons: list[str] = []
+            errors: list[str] = []
+            try:
+                snapshot_path, snapshot, online = self._newest_snapshot(old, force)
+            except Exception as error:  # keep serving the snapshot that is loaded
+                logger.exception("loading the newest snapshot failed")
+                errors.append(f"snapshot not loaded, the previous one stays: {error}")
+                snapshot_path, snapshot, online = None, None, old.online
+            wanted = self._champions(reasons)
+            if wanted is None:  # registry unreachable: keep every loaded model
+                wanted = {RECOMMENDER_NAME: old.recommender_version} | {
+                    SELECTOR_PREFIX + s: v for s, v in old.selector_versions.items()
+                }
+            new = Bundle(online=online)
+            _snapshot_facts(new, old, snapshot_path, snapshot)
+            self._recommender(new, old, wanted.get(RECOMMENDER_NAME), force, reasons, errors)
+            self._selectors(new, old, wanted, reasons, errors)
+            self._snapshot_arrays(new, old, snapshot, reasons)
+            self._content(new, old, reasons)
+            self._rules(new, old, reasons, errors)
+            new.reasons = errors + reasons
+            new.load_errors = errors
+            new.loaded_at = datetime.now(UTC)
+            loaded = {RECOMMENDER_NAME: new.recommender_version} | {
+                SELECTOR_PREFIX + s: v for s, v in new.selector_versions.items()
+            }
+            new.registered_at = {
+                name: self._registered[(name, version)]
+                for name, version in loaded.items()
+                if version is not None and (name, version) in self._registered
+            }
+            self._swap(new, old)
+            self.last_check = time.monotonic()
+            return new
+
+    def _recommender(
+        self,
+        new: Bundle,
+        old: Bundle,
+        version: str | None,
+        force: bool,
+        reasons: list[str],
+        errors: list[str],
+    ) -> None:
+        """The recommender champion ``version``: the loaded one where it did not change."""
+        if version is not None and version == old.recommender_version and not force:
+            new.recommender, new.recommender_version = old.recommender, version
+            new.pipeline = old.pipeline
+        elif version is not None:
+            try:
+                loaded = self._load(RECOMMENDER_NAME, version)
+                new.recommender = _scorer(loaded)
+                new.pipeline = loaded if isinstance(loaded, RecommenderPipeline) else None
+                new.recommender_version = version
+            except Exception as error:  # keep serving the old one
+                logger.exception("loading %s/%s failed", RECOMMENDER_NAME, version)
+                errors.append(f"recommender {version} failed to load: {error}")
+                new.recommender = old.recommender
+                new.recommender_version = old.recommender_version
+                new.pipeline = old.pipeline
+        if new.recommender is None:
+            reasons.append(f"no {RECOMMENDER_NAME} champion: popular items only")
+
+    def _selectors(
+        self,
+        new: Bundle,
+        old: Bundle,
+        wanted: dict[str, str | None],
+        reasons: list[str],
+        errors: list[str],
+    ) -> None:
+        """The selector champion of each slot: the loaded one where it did not change."""
+        for slot in SLOTS:
+            name = SELECTOR_PREFIX + slot
+            version = wanted.get(name)
+            if version is not None and version == old.selector_versions.get(slot):
+                new.selectors[slot] = old.selectors[slot]
+                new.selector_versions[slot] = version
+            elif version is not None:
+                try:
+                    selector = self._load(name, version)
+                    if not isinstance(selector, Selector):
+                        raise InputError("model", name, "is not a selector")
+                    new.selectors[slot] = selector
+                    new.selector_versions[slot] = version
+                except Exception as error:
+                    logger.exception("loading %s/%s failed", name, version)
+                    errors.append(f"selector {slot} {version} failed to load: {error}")
+                    if slot in old.selectors:
+                        new.selectors[slot] = old.selectors[slot]
+                        new.selector_versions[slot] = old.selector_versions[slot]
+            if slot not in new.selectors:
+                reasons.append(f"no {name} champion: default content for {slot}")
+
+    def _snapshot_arrays(
+        self, new: Bundle, old: Bundle, snapshot: Snapshot | None, reasons: list[str]
+    ) -> None:
+        """Catalog, history and the two-stage ranking, rebuilt when the snapshot or the
+        recommender changed (its item order is theirs)."""
+        if snapshot is not None or new.recommender is not old.recommender:
+            source = snapshot if snapshot is not None else self._current_snapshot(old)
+            if source is not None:
+                new.catalog, new.history, new.history_rows = _catalog_and_history(
+                    source, new.recommender, self.settings
+                )
+                if new.pipeline is not None and new.pipeline.reranker is not None:
+                    try:
+                        new.ranked = _rank_snapshot_users(new.pipeline, source, self.store)
+                    except Exception as error:
+                        logger.exception("two-stage ranking at load failed")
+                        reasons.append(f"reranker not applied: {error}")
+        else:
+            new.catalog, new.history, new.history_rows = (
+                old.catalog,
+                old.history,
+                old.history_rows,
+            )
+            new.ranked = old.ranked
+        if new.catalog is None:
+            reasons.append("no feature snapshot: no recommendations, default content only")
+
+    def _content(self, new: Bundle, old: Bundle, reasons: list[str]) -> None:
+        """The active content, its features, and each selector's layout over them."""
+        try:
+            new.content = active_content(self.store)
+            new.content_features = (
+                content_features(new.content) if len(new.content) else pd.DataFrame()
+            )
+        except Exception as error:
+            reasons.append(f"content table unreadable: {error}")
+            new.content, new.content_features = old.content, old.content_features
+        for slot, selector in new.selectors.items():
+            try:
+                new.layouts[slot] = SelectorLayout.build(selector, new.content_features)
+            except InputError as error:
+                reasons.append(f"selector {slot} cannot score the active content: {error}")
+
+    def _rules(self, new: Bundle, old: Bundle, reasons: list[str], errors: list[str]) -> None:
+        """The rules, checked against the active content; a bad edit keeps the rules
+        that were serving, and without any valid rules decisions are refused."""
+        try:
+            rules = load_rules(self.config.rules_file, new.feature_names)
+            check_content(rules, content_by_slot(new.content), source=self._rules_source())
+            new.rules = rules
+        except InputError as error:
+            if old.loaded_at is not None and old.rules_error is None:
+                # A bad edit, or content that went away: keep what was serving.
+                errors.append(f"rules not reloaded, the previous rules stay: {error}")
+                new.rules = old.rules
+            else:  # nothing valid ever loaded: refuse to decide
+                new.rules_error = str(error)
+                reasons.append(f"rules not loaded, decisions refused: {error}")
+
+    def _swap(self, new: Bundle, old: Bundle) -> None:
+        """Serve ``new``; a new online store first catches up on the events posted
+        while it was built, under the lock the event writer takes."""
+        if new.online is not old.online and new.online is not None:
+            with self.swap_lock:  # no posted event lands in the old store after this
+                self.bundle = new
+                self._catch_up(new.online)
+            self._retire(old.online)
+        else:
+            self.bundle = new
+
+    # ================================================================== polling
+    def start_polling(self) -> None:
+        """Check the registry and snapshots every ``registry_poll_seconds`` on a
+        background thread, idle or not (each worker polls, so one promotion reaches
+        every worker), and check the online folder can still be written."""
+        if self._poller is not None:
+            return
+
+        def poll() -> None:
+            while not self._stop.wait(self.config.registry_poll_seconds):
+                try:
+                    self.reload()
+                except Exception:  # the poller must outlive any one failure
+                    logger.exception("background reload failed")
+                self._probe_writable()
+
+        self._poller = threading.Thread(target=poll, daemon=True, name="tailor-poll")
+        self._poller.start()
+
+    def stop(self) -> None:
+        """Stop polling (the thread ends at its next wake-up)."""
+        self._stop.set()
+
+    def _probe_writable(self) -> None:
+        probe = self.settings.online_dir / f".probe-{os.getpid()}"
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"ok")
+                handle.flush()
+                os.fsync(handle.fileno())
+            probe.unlink()
+            self.store_error = None
+        except OSError as error:
+            self.store_error = (
+                f"the online folder {self.settings.online_dir} cannot be written: {error}"
+            )
+            logger.error("%s", self.store_error)
+
+    # ================================================================== sources
+    def _catch_up(self, store: OnlineStore) -> None:
+        """Apply the posted events the store was built without (idempotent)."""
+        seen = int(store.meta("log_seq") or 0)
+        events, through = self.events_log.since(seen)
+        if events:
+            store.apply_events(events)
+        if through != seen:
+            store.set_meta("log_seq", str(through))
+
+    def _retire(self, store: OnlineStore | None) -> None:
+        """Close a replaced store once requests that started on it are done."""
+        if store is None:
+            return
+        timer = threading.Timer(RETIRE_AFTER_SECONDS, store.close)
+        timer.daemon = True
+        timer.start()
+
+    def _rules_source(self) -> str:
+        return str(self.config.rules_file or DEFAULT_RULES_FILE)
+
+    def _load(self, name: str, version: str) -> Any:
+        client = registry_client(self.tracking)
+        return load_version(client, name, version)
+
+    def _champions(self, reasons: list[str]) -> dict[str, str | None] | None:
+        try:
+            client = registry_client(self.tracking)
+            out: dict[str, str | None] = {}
+            for name in [RECOMMENDER_NAME, *(SELECTOR_PREFIX + s for s in SLOTS)]:
+                version = champion_version(client, name)
+                out[name] = None if version is None else str(version.version)
+                if version is not None and version.creation_timestamp:
+                    self._registered[(name, str(version.version))] = (
+                        version.creation_timestamp / 1000.0
+                    )
+            return out
+        except Exception as error:
+            logger.warning("registry unreachable: %s", error)
+            reasons.append(f"registry unreachable, serving what is loaded: {error}")
+            return None
+
+    def _newest_snapshot(
+        self, old: Bundle, force: bool
+    ) -> tuple[Path | None, Snapshot | None, OnlineStore | None]:
+        """The newest snapshot when it is new (else ``None``) and its online store,
+        built aside: the store being served is never written by a load."""
+        try:
+            path = latest_snapshot(self.settings.features_dir)
+        except NotFoundError:
+            return None, None, old.online
+        if path.name == old.snapshot_id and not force:
+            return path, None, old.online
+        snapshot = load_snapshot(path)
+        return path, snapshot, self._build_online(path.name, snapshot, force)
+
+    def _build_online(self, snapshot_id: str, snapshot: Snapshot, force: bool) -> OnlineStore:
+        """The online store of a snapshot: ``profiles/<snapshot>.<build>.db``, built once
+        (under a file lock, so the workers share it) and renamed into place complete."""
+        folder = self.settings.online_dir / "profiles"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            built = sorted(folder.glob(f"{snapshot_id}.*.db"))
+            if built and not force:
+                return online_store(self.settings, built[-1])
+            final = folder / f"{snapshot_id}.{time.time_ns():020d}.db"
+            building = final.with_suffix(".building")
+            for leftover in folder.glob("*.building*"):
+                leftover.unlink()
+            store = online_store(self.settings, building)
+            try:
+                pending, through = self.events_log.pending()
+                store.load(
+                    snapshot,
+                    snapshot_id=snapshot_id,
+                    store=self.store,
+                    pending=pending,
+                    recent_days=self.config.recent_event_days,
+                )
+                store.set_meta("log_seq", str(through))
+                store.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                store.close()
+            os.replace(building, final)
+            _remove_old_stores(folder, keep=KEEP_ONLINE_STORES)
+        return online_store(self.settings, final)
+
+    def _current_snapshot(self, old: Bundle) -> Snapshot | None:
+        if old.snapshot_id is None:
+            return None
+        return load_snapshot(self.settings.features_dir / old.snapshot_id)
+
+
+# ====================================================================== module helpers
+def online_store(settings: Settings, path: Path) -> OnlineStore:
+    """The online store at ``path``, opened under the settings' consent and
+    attribution rules."""
+    return OnlineStore(
+        path,
+        assume_consent_when_unknown=settings.features.assume_consent_when_unknown,
+        attribution_window=timedelta(hours=settings.selectors.attribution_window_hours),
+    )
+
+
+def _snapshot_facts(new: Bundle, old: Bundle, path: Path | None, snapshot: Snapshot | None) -> None:
+    """The snapshot's id, time and feature names (the loaded one's without a new one)."""
+    if snapshot is not None:
+        new.snapshot_id = path.name if path else None
+        new.as_of = snapshot.as_of
+        new.feature_names = set(snapshot.customers.columns)
+        new.back_in_stock_hours = _longest_back_in_stock(snapshot)
+    else:
+        new.snapshot_id, new.as_of = old.snapshot_id, old.as_of
+        new.feature_names = old.feature_names
+        new.back_in_stock_hours = old.back_in_stock_hours
+
+
+def _remove_old_stores(folder: Path, *, keep: int) -> None:
+    """Remove all but the newest ``keep`` online store builds (and their WAL files)."""
+    builds = sorted(
+        (p for p in folder.glob("*.db") if p.name != "live.db"), key=lambda p: p.stat().st_mtime
+    )
+    for old in builds[:-keep]:
+        for path in (old, old.with_name(old.name + "-wal"), old.with_name(old.name + "-shm")):
+            path.unlink(missing_ok=True)
+
+
+def _longest_back_in_stock(snapshot: Snapshot) -> float:
+    """Hours the longest-lived back-in-stock trigger of the snapshot lives (it may
+    have been built under another time to live than the one configured now)."""
+    triggers = snapshot.triggers
+    rows = triggers[triggers["trigger"] == "back_in_stock"]
+    if rows.empty:
+        return 0.0
+    lives = pd.to_datetime(rows["expires_at"]) - pd.to_datetime(rows["fired_at"])
+    return float(lives.max().total_seconds()) / 3600.0
+
+
+def _scorer(model: Any) -> Recommender:
+    """The recommender that scores at request time: a plain recommender, or the
+    pipeline's collaborative-filtering generator (ALS first)."""
+    if isinstance(model, Recommender):
+        return model
+    if isinstance(model, RecommenderPipeline):
+        for name in ("als", "bpr", "item_knn"):
+            if name in model.generators:
+                return model.generators[name]
+        return next(iter(model.generators.values()))
+    raise InputError("model", type(model).__name__, "is not a recommender")
+
+
+def _catalog_and_history(
+    snapshot: Snapshot, model: Recommender | None, settings: Settings
+) -> tuple[Catalog, sp.csr_matrix, dict[str, int]]:
+    """Item arrays in the model's item order and the snapshot's interactions in it."""
+    items = snapshot.items.drop_duplicates("item_id").set_index("item_id")
+    if model is not None and model.item_ids_ is not None:
+        item_ids = np.asarray(model.item_ids_).astype(str)
+    else:
+        item_ids = snapshot.item_ids.astype(str)
+    position = {item: i for i, item in enumerate(item_ids)}
+    aligned = items.reindex(item_ids)
+    categories = aligned["category"].astype(object).where(aligned["category"].notna(), "")
+    in_stock = aligned["in_stock"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    popularity = aligned.get("purchases_30d", pd.Series(0, index=aligned.index)).fillna(0)
+    views = aligned.get("views_30d", pd.Series(0, index=aligned.index)).fillna(0)
+    order = np.lexsort((-views.to_numpy(dtype=float), -popularity.to_numpy(dtype=float)))
+    catalog = Catalog(
+        item_ids=item_ids,
+        position=position,
+        categories=categories.to_numpy(dtype=str),
+        in_stock=in_stock,
+        popularity_order=order,
+        item_list=[str(i) for i in item_ids],
+    )
+    # Snapshot interactions re-indexed to the model's columns (unknown items dropped).
+    matrix = snapshot.interactions.tocoo()
+    column = np.array([position.get(i, -1) for i in snapshot.item_ids.astype(str)])
+    mapped = column[matrix.col]
+    keep = mapped >= 0
+    history = sp.csr_matrix(
+        (matrix.data[keep].astype(np.float32), (matrix.row[keep], mapped[keep])),
+        shape=(len(snapshot.user_ids), len(item_ids)),
+    )
+    rows = {str(u): i for i, u in enumerate(snapshot.user_ids)}
+    return catalog, history, rows
+
+
+def _rank_snapshot_users(
+    pipeline: RecommenderPipeline, snapshot: Snapshot, store: EventStore, *, chunk: int = 2000
+) -> Ranked:
+    """The pipeline's two-stage ranking of every customer it knows with history, as of
+    the snapshot — the reranker's pair features need the whole log, so they are
+    computed once per load, not per request."""
+    log, _ = interaction_log_from_store(store, snapshot)
+    index = pipeline.index
+    generator = next(iter(pipeline.generators.values()))
+    if generator.item_ids_ is None or not np.array_equal(
+        np.asarray(generator.item_ids_).astype(str), index.item_ids.astype(str)
+    ):
+        raise InputError("pipeline", "index", "generators and index disagree on items")
+    as_of = pd.Timestamp(snapshot.as_of)
+    half_life = float(pipeline.settings.get("half_life_days", 14.0))
+    history = interaction_matrix(
+        log, index, as_of=as_of, half_life_days=half_life, decay=pipeline.decay
+    )
+    recent = recent_history(log, index, as_of=as_of)
+    users = np.flatnonzero(np.diff(history.indptr) > 0)
+    ids = np.full((len(users), RANKED_DEPTH), -1, dtype=np.int32)
+    scores = np.zeros((len(users), RANKED_DEPTH), dtype=np.float32)
+    for start in range(0, len(users), chunk):
+        block = users[start : start + chunk]
+        got, got_scores = pipeline.rank(block, history, recent, log, as_of=as_of, n=RANKED_DEPTH)
+        width = min(got.shape[1], RANKED_DEPTH)
+        ids[start : start + len(block), :width] = got[:, :width]
+        scores[start : start + len(block), :width] = got_scores[:, :width]
+    rows = {str(index.user_ids[u]): k for k, u in enumerate(users)}
+    logger.info("two-stage ranking of %d customers at load", len(rows))
+    return Ranked(ids=ids, scores=scores, rows=rows)
+
+
+def content_by_slot(content: pd.DataFrame) -> dict[str, list[str]]:
+    """Active content ids of each slot."""
+    if content.empty:
+        return {}
+    return {
+        str(slot): [str(c) for c in group["content_id"]]
+        for slot, group in content.groupby("slot", sort=True)
+    }
+
+
+def active_content(store: EventStore) -> pd.DataFrame:
+    content = store.read("content")
+    if content.empty:
+        return content
+    active = content["active"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    content = content[active].reset_index(drop=True)
+    return content[["content_id", "slot", "text", "attributes"]].astype(
+        {"content_id": str, "slot": str}
+    )
