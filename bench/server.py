@@ -46,7 +46,7 @@ def build_home(
     if seed is not None:
         args += ["--seed", str(seed)]
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env={**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1"},
         cwd=REPO,
         capture_output=True,

@@ -13,8 +13,8 @@ its size, modification time or inode changes, checked at most once a second, so 
 added or revoked by another process takes effect in a running service without a
 restart.
 
-``python -m serving.keys FILE add|list|revoke|ensure`` is this store for a process
-that may not import ``serving`` (``tailor keys``, in ``training``): it prints JSON,
+``python -m serving.keys FILE add|list|revoke|ensure`` is this store as a command
+(``tailor keys`` runs it, so the command line stays fast to start): it prints JSON,
 and an error on stderr with exit status 2.
 """
 

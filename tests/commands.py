@@ -23,7 +23,7 @@ def run_tailor(
     a non-zero exit, so a test can assert on it."""
     env = {**os.environ, "TAILOR_HOME": str(home), "OPENBLAS_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "training.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -40,7 +40,7 @@ def acceptance() -> ModuleType:
 @pytest.fixture
 def product(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ``tailor`` command of this checkout, and a free loopback port to serve on."""
-    monkeypatch.setenv("TAILOR", f"{sys.executable} -m training.cli")
+    monkeypatch.setenv("TAILOR", f"{sys.executable} -m cli.main")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,7 +1,7 @@
 """The event store and the feature folder under real processes: killed mid-file,
 two writers at once, a home that cannot be written.
 
-These run ``tailor`` as a user would (``python -m training.cli`` subprocesses on a
+These run ``tailor`` as a user would (``python -m cli.main`` subprocesses on a
 home in a tmp folder). A writer is paused with SIGSTOP while it holds its lock, so
 that the second one meets it there for sure, and killed with SIGKILL, which no
 handler sees, as a crash would.
@@ -72,7 +72,7 @@ class _Tailor:
 
     def __init__(self, *args: str, home: Path, **env: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "training.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             cwd=REPO,
             env=_env(home, **env),
             stdout=subprocess.PIPE,
@@ -248,7 +248,7 @@ def _in_namespace(
     script: str, home: Path, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """``script`` (sh) in a private mount namespace, with $TAILOR and the env of tailor."""
-    tailor = f"{sys.executable} -m training.cli"
+    tailor = f"{sys.executable} -m cli.main"
     return subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
         cwd=REPO,

@@ -193,7 +193,7 @@ def test_a_job_that_cannot_learn_exits_non_zero_saying_why(tmp_path):
     store = _store(tmp_path, n=400, clicks=False)
     env = {**os.environ, "TAILOR_HOME": str(tmp_path / "home"), "OPENBLAS_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "train", "selector", "--slot", "offer"],
+        [sys.executable, "-m", "cli.main", "train", "selector", "--slot", "offer"],
         capture_output=True,
         text=True,
         env=env,

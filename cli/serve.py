@@ -1,4 +1,5 @@
-"""``tailor serve``: run the decision service (``bentoml serve serving.service:Tailor``).
+"""``tailor serve``: run the decision service (``bentoml serve serving.service:Tailor``);
+``tailor rules check``: the service's own check of its rules, without serving.
 
 Before anything is printed as serving, the port is bound once to see that it is free,
 and the service's own preflight checks its rules. The service then runs in a session
@@ -24,8 +25,8 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from cli import keys
 from features.errors import InputError, TailorError
-from training import keys_cli
 
 if TYPE_CHECKING:
     from features.settings import Settings
@@ -34,14 +35,21 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ALL_SCOPES = "decide,ingest,admin"  # the key made when none exists: it can do everything
 
 
-def add_parser(sub: Any) -> None:
-    """The ``serve`` subcommand."""
+def add_parsers(sub: Any) -> None:
+    """The ``serve`` and ``rules`` subcommands."""
     serve = sub.add_parser("serve", help="serve decisions over HTTP (BentoML)")
     serve.add_argument(
         "--host", default=None, help="address bound (default: serving.host, 127.0.0.1)"
     )
     serve.add_argument(
         "--port", type=int, default=None, help="port bound (default: serving.port, 3000)"
+    )
+
+    rules = sub.add_parser("rules", help="the decision service's rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    rules_sub.add_parser(
+        "check",
+        help="compile the rules and check the content they name against the active content",
     )
 
 
@@ -230,7 +238,7 @@ def _api_key(settings: Settings, env: dict[str, str]) -> str | None:
     if configured:
         usable = [k for k, scopes in configured.items() if {"admin", "decide"} & set(scopes)]
         return usable[0] if usable else None
-    made = keys_cli.ensure_key(settings.keys_file, name="admin (tailor serve)", scopes=ALL_SCOPES)
+    made = keys.ensure_key(settings.keys_file, name="admin (tailor serve)", scopes=ALL_SCOPES)
     if made is None:
         print(f"API keys: from {settings.keys_file} (tailor keys list)")
         return None
@@ -259,8 +267,8 @@ def service_environment(settings: Settings) -> dict[str, str]:
 
 def check_rules(env: dict[str, str]) -> int:
     """The service's own check of its rules against the active content, run in a
-    process of its own (``training`` does not import ``serving``); 2 on a problem,
-    which it prints naming the rule."""
+    process of its own with the service's environment (``python -m serving.preflight``);
+    2 on a problem, which it prints naming the rule."""
     sys.stdout.flush()
     return subprocess.call([sys.executable, "-m", "serving.preflight"], env=env)
 

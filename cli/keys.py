@@ -1,10 +1,10 @@
 """``tailor keys``: add, list and revoke the decision service's API keys.
 
 The keys live in the key store of ``serving.keys`` (``Settings.keys_file``): ids,
-names, scopes and SHA-256 digests, never a key. ``training`` does not import
-``serving``, so each command runs ``python -m serving.keys`` (the store's own JSON
-interface) in a process of its own, as ``tailor rules check`` runs the service's
-preflight. A key is printed once, when it is added.
+names, scopes and SHA-256 digests, never a key. Each command runs
+``python -m serving.keys`` (the store's own JSON interface) in a process of its own,
+as ``tailor rules check`` runs the service's preflight. A key is printed once, when
+it is added.
 """
 
 from __future__ import annotations

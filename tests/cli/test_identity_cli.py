@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.cli import main
+from cli.main import main
 
 
 @pytest.fixture

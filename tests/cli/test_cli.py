@@ -55,7 +55,7 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, repo_root):
     assert "path=" in missing.stderr and "no such file" in missing.stderr
 
     env_bad = subprocess.run(
-        [sys.executable, "-m", "training.cli", "ingest", "x.csv", "--kind", "events"],
+        [sys.executable, "-m", "cli.main", "ingest", "x.csv", "--kind", "events"],
         capture_output=True,
         text=True,
         env={**os.environ, "TAILOR_INGEST_CHUNK_ROWS": "ten"},
@@ -231,7 +231,7 @@ def test_commands_run_from_any_folder_with_packaged_defaults_or_a_named_file(tmp
 
     def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "training.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             capture_output=True,
             text=True,
             env={**env, **extra},
@@ -323,7 +323,7 @@ HEAVY = (
 def test_help_of_every_command_loads_no_heavy_library(repo_root):
     script = f"""
 import contextlib, io, json, sys
-from training.cli import build_parser, main
+from cli.main import build_parser, main
 from tests.commands import command_paths
 printed = {{}}
 for path, _ in command_paths(build_parser()):
@@ -347,7 +347,7 @@ print(json.dumps({{"loaded": [m for m in {HEAVY!r} if m in sys.modules], "help":
 
 
 def test_every_option_has_help_and_shows_its_default():
-    from training.cli import build_parser
+    from cli.main import build_parser
 
     missing = []
     for path, parser in command_paths(build_parser()):

@@ -96,7 +96,7 @@ def _run_stand_in(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], lis
             sys.executable,
             "-c",
             "import os, sys\n"
-            "from training.serve_cli import run_server\n"
+            "from cli.serve import run_server\n"
             "sys.exit(run_server(sys.argv[1:], dict(os.environ), stop_timeout=1.0))",
             sys.executable,
             str(script),
@@ -162,7 +162,7 @@ def test_sigterm_finishes_the_request_in_flight_and_leaves_no_process(trained_ho
     env.pop("TAILOR_SERVING__API_KEYS", None)
     with open(log, "w") as out:
         cli = subprocess.Popen(
-            [sys.executable, "-m", "training.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "cli.main", "serve", "--port", str(port)],
             env=env,
             cwd=REPO,
             stdout=out,
