@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.results import record, table
+from features.data.store import INGESTED_AT, EventStore, connect, fetch_frame
 from features.identity import resolve_identities
 from features.segments import load_segments
 from features.settings import FeatureConfig
 from features.snapshot import behaviour_feature_names, build_snapshot
-from features.store import INGESTED_AT, EventStore, connect, fetch_frame
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -66,7 +66,7 @@ run."""
 
 def prepare(folder: Path, customers: int, days: int) -> None:
     """Simulate a store and ingest it (run in a child process)."""
-    from features.ingest import ingest_file
+    from features.data.ingest import ingest_file
     from simulation import SimulationConfig, simulate, write_store
 
     started = time.perf_counter()

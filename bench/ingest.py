@@ -18,8 +18,8 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 
 from bench.results import record, table
-from features.ingest import ingest_file
-from features.store import EventStore
+from features.data.ingest import ingest_file
+from features.data.store import EventStore
 from simulation import SimulationConfig, simulate, write_store
 
 

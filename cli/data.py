@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cli.progress import progress
 
 if TYPE_CHECKING:
-    from features.ingest import IngestReport
+    from features.data.ingest import IngestReport
     from features.settings import Settings
 
 KINDS = ("events", "customers", "catalog", "content")
@@ -96,8 +96,8 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def compact_online_log(settings: Settings) -> None:
     """Move events posted to the service into the event store (deduped by id)."""
-    from features.online_log import OnlineEventLog, compact
-    from features.store import EventStore
+    from features.data.online_log import OnlineEventLog, compact
+    from features.data.store import EventStore
 
     path = settings.online_dir / "events.db"
     if not path.exists():
@@ -120,8 +120,8 @@ def ingest_one(
     source: str = "contract",
     fmt: str | None = None,
 ) -> IngestReport:
-    from features.ingest import ingest_file
-    from features.store import EventStore
+    from features.data.ingest import ingest_file
+    from features.data.store import EventStore
 
     return ingest_file(
         path,
@@ -138,9 +138,9 @@ def ingest_one(
 
 
 def build_features(as_of: datetime, settings: Settings) -> int:
+    from features.data.store import EventStore
     from features.segments import load_segments
     from features.snapshot import behaviour_feature_names, build_snapshot
-    from features.store import EventStore
 
     config = settings.features
     segments = load_segments(config.segments_file, behaviour_feature_names(config))

@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from features.store import EventStore, connect
+    from features.data.store import EventStore, connect
     from simulation import DEMO_RULES_FILE, SimulationConfig, simulate, write_store
 
     if settings.serving.rules_file is None:

@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from features.errors import InputError
-from features.identity_overrides import add_override, load_overrides, remove_overrides
+from features.identity.overrides import add_override, load_overrides, remove_overrides
 
 if TYPE_CHECKING:
     from features.settings import Settings
@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from features.identity_explain import explain, format_explanation
+    from features.identity.explain import explain, format_explanation
     from features.snapshot import latest_snapshot, load_identity
 
     command = args.identity_command

@@ -171,7 +171,7 @@ def recommender_args(*argv: str) -> argparse.Namespace:
 
 
 def run_recommender(args: argparse.Namespace, settings: Settings) -> int:
-    from features.store import EventStore
+    from features.data.store import EventStore
     from training.recommend_job import RecommenderJobConfig
     from training.tracking import tracking_uri
     from training.train_recommender import train_recommender
@@ -278,7 +278,7 @@ def _rule_defaults(settings: Settings) -> dict[str, str]:
 
 
 def run_selector(args: argparse.Namespace, settings: Settings) -> int:
-    from features.store import EventStore
+    from features.data.store import EventStore
     from training.train_selector import registered_name, train_selector
 
     outcome = train_selector(

@@ -24,7 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from features.contracts import RowLimits
+from features.data.contracts import RowLimits
 from features.errors import InputError
 
 ATTRIBUTION_WINDOW_HOURS = 72.0
@@ -219,7 +219,7 @@ class FeatureConfig(BaseModel):
     @field_validator("interaction_weights")
     @classmethod
     def _known_non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
-        from features.contracts import EVENT_TYPES
+        from features.data.contracts import EVENT_TYPES
 
         for event_type, weight in weights.items():
             if event_type not in EVENT_TYPES or event_type == "stock_change":

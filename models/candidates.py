@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.data.store import EventStore, connect
 from features.errors import InputError
 from features.snapshot import Snapshot
-from features.store import EventStore, connect
 from models.recommender import Recommender, mask_rows, top_k
 
 EVENT_WEIGHTS: dict[str, float] = {

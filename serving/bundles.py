@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.data.online_log import OnlineEventLog
+from features.data.store import EventStore
 from features.errors import InputError, NotFoundError
-from features.online_log import OnlineEventLog
 from features.settings import Settings
 from features.snapshot import Snapshot, latest_snapshot, load_snapshot
-from features.store import EventStore
 from models.candidates import interaction_log_from_store, interaction_matrix, recent_history
 from models.content_features import content_features
 from models.pipeline import RecommenderPipeline

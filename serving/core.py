@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from features.data.online_log import OnlineEventLog
 from features.errors import NotFoundError
-from features.online_log import OnlineEventLog
 from features.settings import Settings
 from models.registry import tracking_uri
 from serving.bundles import (

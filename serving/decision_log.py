@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 from pydantic_core import to_json
 
+from features.data.online_log import CACHE_KIB
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id TEXT NOT NULL,
@@ -76,6 +78,7 @@ class DecisionLog:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
         con.execute("PRAGMA busy_timeout=30000")
+        con.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # appended to, rarely read back
         return con
 
     @property

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from features.contracts import RowLimits
+from features.data.contracts import RowLimits
+from features.data.online_log import Appended, OnlineEventLog
+from features.data.validation import DEFAULT_LIMITS
 from features.errors import TailorError
-from features.online_log import Appended, OnlineEventLog
-from features.validation import DEFAULT_LIMITS
 from serving.online import OnlineStore
 from serving.schemas import EventsResponse, RejectedEvent
 

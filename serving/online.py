@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contracts import EVENT_TYPES
-from features.online_log import connect_sqlite
+from features.data.contracts import EVENT_TYPES
+from features.data.online_log import connect_sqlite
+from features.data.store import EventStore, connect
 from features.settings import ATTRIBUTION_WINDOW_HOURS
 from features.snapshot import Snapshot
-from features.store import EventStore, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -327,7 +327,7 @@ class OnlineStore:
     # ------------------------------------------------------------------ live updates
     def apply_events(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Update the live part with validated events (typed rows, e.g.
-        :attr:`features.online_log.Appended.accepted`); returns rows applied."""
+        :attr:`features.data.online_log.Appended.accepted`); returns rows applied."""
         if not events:
             return 0
         sources = [_source(event) for event in events]

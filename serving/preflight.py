@@ -15,10 +15,10 @@ import sys
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from features.data.store import EventStore
 from features.errors import NotFoundError, TailorError
 from features.settings import Settings
 from features.snapshot import latest_snapshot
-from features.store import EventStore
 from serving.bundles import active_content, content_by_slot
 from serving.rules import DEFAULT_RULES_FILE, RuleSet, check_content, load_rules
 

@@ -50,7 +50,7 @@ Conventions
 Everything is vectorised with numpy / Arrow; Python loops run over campaigns only.
 
 The simulator is a fixture that *produces* data in the contracts' formats
-(:mod:`features.contracts`): it imports from ``features`` and nothing above it, and
+(:mod:`features.data.contracts`): it imports from ``features`` and nothing above it, and
 only the command line (``tailor simulate``, ``tailor demo``), the tests and the
 benchmarks import it.
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.contracts import CONTENT
+from features.data.contracts import CONTENT
 from simulation.catalog import _Catalog, _sample_categories, _sample_items, _sampler
 from simulation.columns import _col, _concat, _pick, _sigmoid, _to_pandas
 from simulation.config import SimulationConfig

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.contracts import CATALOG
+from features.data.contracts import CATALOG
 from simulation.columns import _col, _ids, _take, _to_pandas
 from simulation.config import SimulationConfig
 from simulation.parameters import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.contracts import EVENT_TYPES
+from features.data.contracts import EVENT_TYPES
 from simulation.catalog import _Catalog
 from simulation.config import SimulationConfig
 from simulation.parameters import _ETYPE, _UNKNOWN_TYPES, MALFORMED_KINDS

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.contracts import CHANNELS, EVENT_TYPES
+from features.data.contracts import CHANNELS, EVENT_TYPES
 from features.settings import MARGIN_RATE
 
 __all__ = [

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.contracts import CUSTOMERS
+from features.data.contracts import CUSTOMERS
 from simulation.columns import _ids, _pick, _to_pandas
 from simulation.config import SimulationConfig
 from simulation.identities import customer_attributes, identity_truth, make_contacts

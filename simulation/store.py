@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.contracts import CHANNELS, EVENT_TYPES, EVENTS
+from features.data.contracts import CHANNELS, EVENT_TYPES, EVENTS
 from simulation.browsing import _Browse, _simulate_sessions
 from simulation.campaigns import (
     _active_subjects,

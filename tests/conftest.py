@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.server import build_home
-from features.store import EventStore
+from features.data.store import EventStore
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

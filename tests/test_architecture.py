@@ -65,3 +65,51 @@ def test_the_walker_sees_a_wrong_way_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from training.promotion import promote\nimport serving.service\n")
     assert _imports(bad) == {"training", "serving"}
+
+
+# Inside features: the data layer reads and stores rows; the feature jobs build on it.
+# Each room may import the shared modules (errors, progress, settings) and the rooms
+# listed; the data layer none of the feature jobs.
+SHARED = {"errors", "progress", "settings"}
+FEATURE_ROOMS = {
+    "data": set(),
+    "identity": {"data"},
+    "segments": {"data"},
+    "snapshot": {"data", "identity", "segments"},
+}
+
+
+def _feature_rooms(path: Path) -> set[str]:
+    """The ``features`` modules or subpackages ``path`` imports (``data``, ``identity`` …)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    rooms: set[str] = set()
+    for node in ast.walk(tree):
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module]
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == "features" and len(parts) > 1:
+                rooms.add(parts[1])
+    return rooms
+
+
+@pytest.mark.parametrize("room", sorted(FEATURE_ROOMS))
+def test_the_data_layer_sits_below_the_feature_jobs(room):
+    base = ROOT / "features" / room
+    paths = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
+    wrong = [
+        f"{path.relative_to(ROOT)} imports features.{other}"
+        for path in paths
+        for other in _feature_rooms(path) - SHARED - FEATURE_ROOMS[room] - {room}
+    ]
+    assert not wrong, "wrong-way imports inside features:\n" + "\n".join(wrong)
+
+
+def test_every_features_module_belongs_to_a_room():
+    names = {p.stem for p in (ROOT / "features").glob("*.py")} | {
+        p.name for p in (ROOT / "features").iterdir() if (p / "__init__.py").exists()
+    }
+    assert names - {"__init__"} <= set(FEATURE_ROOMS) | SHARED

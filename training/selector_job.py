@@ -33,8 +33,9 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from features.data.store import EventStore
 from features.errors import InputError
-from features.identity_match import TrainedMatchers
+from features.identity.match import TrainedMatchers
 from features.segments import SegmentSet
 from features.settings import (
     ATTRIBUTION_WINDOW_HOURS,
@@ -43,7 +44,6 @@ from features.settings import (
     SelectorConfig,
 )
 from features.snapshot import build_snapshot
-from features.store import EventStore
 from models.content_features import OFFER_FEATURES, OFFER_ID_PREFIX, content_features
 from models.selector import (
     OFFER_CUSTOMER_FEATURES,

@@ -14,9 +14,9 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from features.data.store import EventStore
 from features.errors import JobFailed, TailorError
 from features.snapshot import latest_snapshot, load_snapshot
-from features.store import EventStore
 from models.candidates import interaction_log_from_store
 from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender

@@ -30,10 +30,10 @@ from mlflow import MlflowClient
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
+from features.data.store import EventStore
 from features.errors import InputError
 from features.segments import SegmentSet
 from features.settings import FeatureConfig, SelectorConfig
-from features.store import EventStore
 from models.registry import load_version
 from models.selector import CustomerDesign, Selector, candidate_scores, default_content
 from training.selector_job import (

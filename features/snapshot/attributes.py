@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.data.store import STRING_DTYPE, fetch_frame
 from features.errors import InputError
-from features.store import STRING_DTYPE, fetch_frame
 
 ATTRIBUTE_PREFIX = "attr_"
 _NUMERIC_JSON = ("BIGINT", "UBIGINT", "DOUBLE", "BOOLEAN")

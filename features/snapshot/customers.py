@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.contracts import EVENT_TYPES
+from features.data.contracts import EVENT_TYPES
+from features.data.store import STRING_DTYPE, fetch_frame
 from features.errors import InputError
-from features.identity_match import personal_keys
+from features.identity.match import personal_keys
 from features.settings import FeatureConfig
 from features.snapshot.attributes import _attribute_columns
 from features.snapshot.sql import _UTC_HOUR, TYPE_CODES, _is, _timestamp
 from features.snapshot.tables import CONSENT_COLUMNS
-from features.store import STRING_DTYPE, fetch_frame
 
 
 def _customer_aggregates(

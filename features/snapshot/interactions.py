@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.data.store import fetch_frame
 from features.settings import FeatureConfig
 from features.snapshot.sql import _AGE_DAYS, _AS_OF_US, TYPE_CODES, _is, _timestamp
-from features.store import fetch_frame
 
 
 def _weight_case(weights: dict[str, float]) -> str:

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 import duckdb
 import pandas as pd
 
+from features.data.store import fetch_frame
 from features.snapshot.sql import _is, _timestamp
-from features.store import fetch_frame
 
 
 def _item_features(con: duckdb.DuckDBPyConnection, as_of: datetime) -> pd.DataFrame:

@@ -15,10 +15,11 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from features.data.store import INGESTED_AT, EventStore, connect, fetch_frame
 from features.errors import InputError, NotFoundError
 from features.identity import resolve_identities
-from features.identity_match import TrainedMatchers
-from features.identity_overrides import Override, load_overrides
+from features.identity.match import TrainedMatchers
+from features.identity.overrides import Override, load_overrides
 from features.progress import Progress
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
@@ -30,7 +31,6 @@ from features.snapshot.persistence import _SnapshotWriter
 from features.snapshot.sql import _is, _timestamp
 from features.snapshot.tables import SNAPSHOT_FORMAT, Snapshot
 from features.snapshot.triggers import _triggers
-from features.store import INGESTED_AT, EventStore, connect, fetch_frame
 
 
 # --------------------------------------------------------------------------- entry points
@@ -52,7 +52,7 @@ def build_snapshot(
     each table in the background as soon as it is computed; the folder appears,
     complete, when this returns (``manifest["path"]``). ``matchers``: share one
     trained identity matcher among the builds of one job (see
-    :class:`features.identity_match.TrainedMatchers`). Identity overrides kept
+    :class:`features.identity.match.TrainedMatchers`). Identity overrides kept
     beside the store apply.
 
     One build writes under ``write_to`` at a time (the lock ``write_to/.lock``); a
@@ -105,7 +105,7 @@ def compute_snapshot(
     ``catalog_history`` may carry ``_ingested_at`` (one row per catalog version);
     without it every row counts as ingested at the epoch.
     """
-    from features.contracts import CATALOG, CUSTOMERS, EVENTS
+    from features.data.contracts import CATALOG, CUSTOMERS, EVENTS
 
     con = connect()
     try:

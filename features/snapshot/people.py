@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.data.store import fetch_frame
 from features.identity import Identity
 from features.settings import FeatureConfig
 from features.snapshot.sql import TYPE_CODES
-from features.store import fetch_frame
 
 
 def _number_people(

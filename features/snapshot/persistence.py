@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.data.locks import exclusive_lock
 from features.errors import InputError, NotFoundError, WriteFailed
 from features.identity import CONFLICT_COLUMNS, LINK_COLUMNS, Identity
-from features.locks import exclusive_lock
 from features.snapshot.tables import SNAPSHOT_FORMAT, Snapshot
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from features.contracts import EVENT_TYPES
+from features.data.contracts import EVENT_TYPES
 
 # The resolved event table stores an event type as its position in EVENT_TYPES (a
 # one-byte code instead of a string); the SQL names types through ``_is``.

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.contracts import EVENT_TYPES
+from features.data.contracts import EVENT_TYPES
 from features.identity import Identity
 from features.settings import FeatureConfig
 

@@ -8,9 +8,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from features.data.store import INGESTED_AT, fetch_frame
 from features.settings import FeatureConfig
 from features.snapshot.sql import _AGE_DAYS, _is
-from features.store import INGESTED_AT, fetch_frame
 
 
 def _triggers(

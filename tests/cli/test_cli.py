@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.store import EventStore
+from features.data.store import EventStore
 from tests.commands import command_paths, run_tailor
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.adapters import content_event_ids
+from features.data.adapters import content_event_ids
+from features.data.ingest import ingest_file
 from features.errors import InputError
-from features.ingest import ingest_file
 from tests.conftest import NOW
 
 

@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 
 from bench.identity_data import merged_pairs
+from features.data.ingest import ingest_file
+from features.data.store import EventStore
 from features.errors import NotFoundError
 from features.identity import resolve_identities
-from features.identity_explain import explain, format_explanation
-from features.identity_keys import normalise_email, normalise_phone
-from features.identity_overrides import Override, add_override, load_overrides
-from features.ingest import ingest_file
+from features.identity.explain import explain, format_explanation
+from features.identity.keys import normalise_email, normalise_phone
+from features.identity.overrides import Override, add_override, load_overrides
 from features.segments import load_segments
 from features.settings import FeatureConfig, IdentityConfig
 from features.snapshot import behaviour_feature_names, build_snapshot
-from features.store import EventStore
 from models.candidates import interaction_log_from_store
 
 NO_LINKS = pd.DataFrame(columns=["customer_id", "anonymous_id"])

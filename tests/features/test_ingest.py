@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.data.ingest import ingest_file
+from features.data.store import EventStore
 from features.errors import InputError
-from features.ingest import ingest_file
-from features.store import EventStore
 from tests.conftest import NOW
 
 HEADER = "event_id,ts,event_type,customer_id,anonymous_id,item_id,quantity,price,campaign,coupon"

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.contracts import CONTRACTS, EVENT_TYPES, EVENTS, RowLimits
-from features.readers import records_frame
-from features.record_validation import validate_records
-from features.validation import Validated, validate
+from features.data.contracts import CONTRACTS, EVENT_TYPES, EVENTS, RowLimits
+from features.data.readers import records_frame
+from features.data.record_validation import validate_records
+from features.data.validation import Validated, validate
 from tests.conftest import NOW
 
 LIMITS = RowLimits(max_field_length=12, max_text_length=40, max_json_bytes=60)
@@ -215,7 +215,7 @@ def test_plain_rows_are_typed_without_the_vectorised_path(monkeypatch):
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the vectorised path ran for plain rows")
 
-    monkeypatch.setattr("features.record_validation.validate", refuse)
+    monkeypatch.setattr("features.data.record_validation.validate", refuse)
     records = [dict(PLAIN, event_id=f"e{i}") for i in range(3)]
     result = validate_records(records, EVENTS, now=NOW, limits=LIMITS)
     assert result.valid["event_id"].tolist() == ["e0", "e1", "e2"]

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.data.ingest import ingest_file
 from features.errors import InputError
-from features.ingest import ingest_file
 from features.segments import load_segments
 from features.settings import FeatureConfig
 from features.snapshot import (

@@ -23,10 +23,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from features.data.ingest import ingest_file
+from features.data.store import MANIFEST, EventStore
 from features.errors import WriteFailed
-from features.ingest import ingest_file
 from features.snapshot import latest_snapshot, load_snapshot
-from features.store import MANIFEST, EventStore
 from tests.commands import REPO, run_tailor
 from tests.conftest import NOW
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.contracts import CONTRACTS, EVENTS, RowLimits
-from features.online_log import OnlineEventLog
-from features.readers import records_frame
-from features.store import stored_schema
-from features.validation import Validated, validate
+from features.data.contracts import CONTRACTS, EVENTS, RowLimits
+from features.data.online_log import OnlineEventLog
+from features.data.readers import records_frame
+from features.data.store import stored_schema
+from features.data.validation import Validated, validate
 from tests.conftest import NOW
 
 EVENT = {

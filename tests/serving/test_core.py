@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from features.data.online_log import OnlineEventLog, compact
+from features.data.store import EventStore
 from features.errors import InputError
-from features.online_log import OnlineEventLog, compact
 from features.snapshot import latest_snapshot, load_snapshot
-from features.store import EventStore
 from models.selector import OutcomeModel, Policy
 from serving.core import DecisionCore
 from serving.errors import BatchTooLarge, NotReady, UnknownCandidates

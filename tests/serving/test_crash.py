@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from features.online_log import OnlineEventLog, compact
-from features.store import EventStore, connect
+from features.data.online_log import OnlineEventLog, compact
+from features.data.store import EventStore, connect
 from tests.serving.conftest import posted_event
 from tests.serving.test_service import ADMIN, _serve
 

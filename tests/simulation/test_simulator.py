@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from features.contracts import CATALOG, CONTENT, CUSTOMERS, EVENT_TYPES, EVENTS
+from features.data.contracts import CATALOG, CONTENT, CUSTOMERS, EVENT_TYPES, EVENTS
+from features.data.validation import validate
 from features.errors import InputError
-from features.validation import validate
 from simulation import (
     CUSTOMER_TYPES,
     INVENTORY_ID,

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.ingest import ingest_file
+from features.data.ingest import ingest_file
+from features.data.store import EventStore
 from features.segments import SegmentSet
 from features.settings import FeatureConfig, SelectorConfig
-from features.store import EventStore
 from training.selector_job import build_selector_data, plan_split, store_features_at
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.ingest import ingest_file
+from features.data.ingest import ingest_file
+from features.data.store import EventStore
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
-from features.store import EventStore
 from models.selector import OutcomeModel, candidate_scores
 from simulation import SimulationConfig, simulate, write_store
 from training.selector_data import attach_outcomes, with_response_history

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.contracts import EXTRA_COLUMN, Column, RowLimits, TableContract
+from features.data.contracts import EXTRA_COLUMN, Column, RowLimits, TableContract
 
 # Event types that are about one product and so need an item_id.
 ITEM_EVENTS: frozenset[str] = frozenset(
@@ -117,7 +117,7 @@ def validate(
         the contract are kept in the contract's extra column (``properties`` or
         ``attributes``). Two names that are equal once stripped are one field (a
         row giving both values is rejected). In an object column, ``None`` and NaN
-        are missing; :func:`features.readers.records_frame` builds frames from
+        are missing; :func:`features.data.readers.records_frame` builds frames from
         JSON records in which a JSON ``NaN`` stays a refusable value.
     line_numbers : numpy.ndarray of int64, shape (n,)
         Source line of each row, reported with rejected rows.

@@ -1,6 +1,6 @@
 """Validate a few decoded JSON records (``POST /events``) without pandas' fixed costs.
 
-:func:`features.validation.validate` is vectorised: a 250,000-row chunk costs little
+:func:`features.data.validation.validate` is vectorised: a 250,000-row chunk costs little
 per row, but a call on one row pays some twenty pandas operations per column, about
 20 ms, and a service that validates every posted call holds the GIL that long.
 
@@ -9,7 +9,7 @@ takes each record whose every value is plainly valid (text ids within their boun
 a strict ISO 8601 time inside the event window, finite numbers within their bounds,
 a JSON object that dumps within its bound, the row rules met) and types it in plain
 Python; every other record — anything odd, anything to reject — goes through
-:func:`~features.validation.validate` itself, so each reason is written once, there.
+:func:`~features.data.validation.validate` itself, so each reason is written once, there.
 A property test holds both paths to the same valid rows and the same rejected ones.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contracts import Column, RowLimits, TableContract
-from features.readers import records_frame
-from features.validation import (
+from features.data.contracts import Column, RowLimits, TableContract
+from features.data.readers import records_frame
+from features.data.validation import (
     DEFAULT_LIMITS,
     ITEM_EVENTS,
     LINK_EVENTS,
@@ -72,7 +72,7 @@ class TypedRecords:
     lines : numpy.ndarray of int64
         Position in the call of each valid row (ascending).
     rejected : pandas.DataFrame
-        As :attr:`features.validation.Validated.rejected`.
+        As :attr:`features.data.validation.Validated.rejected`.
     """
 
     contract: TableContract
@@ -103,7 +103,7 @@ def validate_records(
     max_future_skew: timedelta = timedelta(days=1),
     limits: RowLimits = DEFAULT_LIMITS,
 ) -> Validated:
-    """:func:`features.validation.validate` of ``records_frame(records)``, with line
+    """:func:`features.data.validation.validate` of ``records_frame(records)``, with line
     numbers 0..n-1 (each record's position), at a cost per record for plain ones."""
     return type_records(
         records, contract, now=now, max_future_skew=max_future_skew, limits=limits
@@ -125,7 +125,7 @@ def type_records(
     records : sequence of mapping
         Decoded JSON objects, as ``POST /events`` receives them.
     contract, now, max_future_skew, limits
-        As for :func:`~features.validation.validate`.
+        As for :func:`~features.data.validation.validate`.
     """
     checker = _PlainRows(contract, event_window(now, max_future_skew, limits), limits)
     names = contract.names

@@ -18,11 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.adapters import adapter_for
-from features.contracts import RowLimits, TableContract, contract_for
-from features.progress import Progress
-from features.readers import BadLine, detect_format, iter_chunks
-from features.store import (
+from features.data.adapters import adapter_for
+from features.data.contracts import RowLimits, TableContract, contract_for
+from features.data.readers import BadLine, detect_format, iter_chunks
+from features.data.store import (
     INGESTED_AT,
     QUARANTINE_SCHEMA,
     ROW_HASH,
@@ -30,7 +29,8 @@ from features.store import (
     EventStore,
     stored_schema,
 )
-from features.validation import DEFAULT_LIMITS, validate
+from features.data.validation import DEFAULT_LIMITS, validate
+from features.progress import Progress
 
 logger = logging.getLogger(__name__)
 

@@ -58,9 +58,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.data.readers import FileFormat
+from features.data.validation import MAPPING_ERROR
 from features.errors import InputError
-from features.readers import FileFormat
-from features.validation import MAPPING_ERROR
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class Adapter:
         Maps raw columns to contract columns (extra columns are kept). The raw frame's
         index is each row's line number; every output row keeps the index label of
         the row it came from (a row may give several records, or be marked
-        unmappable in a :data:`~features.validation.MAPPING_ERROR` column — never
+        unmappable in a :data:`~features.data.validation.MAPPING_ERROR` column — never
         dropped).
     """
 

@@ -41,9 +41,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.contracts import CONTRACTS, TableContract, contract_for
+from features.data.contracts import CONTRACTS, TableContract, contract_for
+from features.data.locks import exclusive_lock
 from features.errors import WriteFailed
-from features.locks import exclusive_lock
 
 logger = logging.getLogger(__name__)
 

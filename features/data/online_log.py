@@ -1,7 +1,7 @@
 """The online event log: events posted to the service, durable before they are acknowledged.
 
 ``POST /events`` validates rows exactly like ``tailor ingest`` (the same contract and
-checks; plain records are typed without pandas, :mod:`features.record_validation`),
+checks; plain records are typed without pandas, :mod:`features.data.record_validation`),
 appends the valid ones here and the rejected ones to this log's quarantine,
 in one SQLite transaction with ``synchronous=FULL`` in WAL mode: when the call
 returns, the rows are on disk. The next ``tailor ingest`` or ``tailor features
@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contracts import EVENTS, RowLimits
+from features.data.contracts import EVENTS, RowLimits
+from features.data.ingest import write_events
+from features.data.record_validation import TypedRecords, type_records
+from features.data.store import EventStore
+from features.data.validation import DEFAULT_LIMITS, READABLE
 from features.errors import WriteFailed
-from features.ingest import write_events
-from features.record_validation import TypedRecords, type_records
-from features.store import EventStore
-from features.validation import DEFAULT_LIMITS, READABLE
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+CACHE_KIB = 512
+"""SQLite page cache per connection. The service holds a connection per thread and
+store (dozens per worker): at SQLite's default 2 MiB each, caches filling up read as
+memory growth; the operating system's page cache keeps the files' hot pages anyway."""
+
+
 def connect_sqlite(path: Path) -> sqlite3.Connection:
     """A SQLite connection in WAL mode with full fsync on commit."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +64,7 @@ def connect_sqlite(path: Path) -> sqlite3.Connection:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     con.execute("PRAGMA busy_timeout=30000")
+    con.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     return con
 
 

@@ -457,7 +457,7 @@ def _iter_jsonl(path: Path, *, chunk_rows: int) -> Iterator[RawChunk]:
 
 
 def records_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """JSON records (decoded objects) as a frame for :func:`features.validation.validate`.
+    """JSON records (decoded objects) as a frame for :func:`features.data.validation.validate`.
 
     One object column per key, in the order keys are first seen; a key a record
     lacks is ``pd.NA`` (missing, and left out of the JSON the row is kept as), an

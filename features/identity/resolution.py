@@ -8,11 +8,11 @@ Customer records are linked into people by three kinds of evidence:
   than ``max_records_per_key`` (a store phone, a shared inbox), or when the records
   sharing it carry different first names (a household phone) — each refusal is a row
   of the conflicts table.
-- **Probabilistic matches** (:mod:`features.identity_match`): records whose names,
+- **Probabilistic matches** (:mod:`features.identity.match`): records whose names,
   date of birth, address and keys agree well enough (Fellegi-Sunter match
   probability above the threshold) are linked, and the pair keeps its probability
   and per-field evidence.
-- **Overrides** (:mod:`features.identity_overrides`): a reviewer's merges and splits.
+- **Overrides** (:mod:`features.identity.overrides`): a reviewer's merges and splits.
 
 People are the connected components of these links. A component with more than
 ``max_records_per_person`` records keeps no probabilistic links and, if still too
@@ -36,16 +36,16 @@ import pyarrow as pa
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from features.identity_keys import (
+from features.data.store import fetch_frame
+from features.identity.keys import (
     is_placeholder_email,
     is_placeholder_phone,
     normalise_email,
     normalise_phone,
 )
-from features.identity_match import MatchResult, TrainedMatchers, field_sql, match_records
-from features.identity_overrides import Override
+from features.identity.match import MatchResult, TrainedMatchers, field_sql, match_records
+from features.identity.overrides import Override
 from features.settings import IdentityConfig
-from features.store import fetch_frame
 
 MAPPING_COLUMNS = ["source_type", "source_id", "canonical_id", "linked_by", "match_probability"]
 CONFLICT_COLUMNS = ["kind", "key", "n_customers", "reason", "customer_ids"]

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from features.errors import NotFoundError
-from features.identity import Identity
+from features.identity.resolution import Identity
 
 REASONS = {
     "shared_device": "an anonymous id that logged in as several people",
