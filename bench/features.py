@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.results import record, table
 from features.data.store import INGESTED_AT, EventStore, connect, fetch_frame
-from features.identity import resolve_identities
+from features.identity.resolution import resolve_identities
 from features.segments import load_segments
 from features.settings import FeatureConfig
 from features.snapshot import behaviour_feature_names, build_snapshot

@@ -31,7 +31,7 @@ from bench.identity_data import (
     pairwise_scores,
 )
 from bench.results import record, table
-from features.identity import resolve_identities
+from features.identity.resolution import resolve_identities
 from features.settings import IdentityConfig
 from simulation import SimulationConfig, simulate
 

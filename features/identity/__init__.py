@@ -1,5 +1,8 @@
 """Identity resolution: customer records linked into people, every event on one id.
 
+The package imports nothing itself (so ``tailor identity`` stays light to start); import
+from its modules:
+
 - :mod:`features.identity.resolution` — the job: exact keys, probabilistic matches and
   overrides linked into people (:func:`resolve_identities`, :class:`Identity`);
 - :mod:`features.identity.keys` — normalised e-mails and phone numbers;
@@ -7,12 +10,3 @@
 - :mod:`features.identity.overrides` — a reviewer's merges and splits, kept across builds;
 - :mod:`features.identity.explain` — why records are one person (``tailor identity explain``).
 """
-
-from features.identity.resolution import (
-    CONFLICT_COLUMNS,
-    LINK_COLUMNS,
-    Identity,
-    resolve_identities,
-)
-
-__all__ = ["CONFLICT_COLUMNS", "LINK_COLUMNS", "Identity", "resolve_identities"]

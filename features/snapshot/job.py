@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from features.data.store import INGESTED_AT, EventStore, connect, fetch_frame
 from features.errors import InputError, NotFoundError
-from features.identity import resolve_identities
 from features.identity.match import TrainedMatchers
 from features.identity.overrides import Override, load_overrides
+from features.identity.resolution import resolve_identities
 from features.progress import Progress
 from features.segments import SegmentSet
 from features.settings import FeatureConfig

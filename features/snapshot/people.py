@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.data.store import fetch_frame
-from features.identity import Identity
+from features.identity.resolution import Identity
 from features.settings import FeatureConfig
 from features.snapshot.sql import TYPE_CODES
 

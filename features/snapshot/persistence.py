@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from features.data.locks import exclusive_lock
 from features.errors import InputError, NotFoundError, WriteFailed
-from features.identity import CONFLICT_COLUMNS, LINK_COLUMNS, Identity
+from features.identity.resolution import CONFLICT_COLUMNS, LINK_COLUMNS, Identity
 from features.snapshot.tables import SNAPSHOT_FORMAT, Snapshot
 
 

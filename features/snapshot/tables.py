@@ -12,7 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.data.contracts import EVENT_TYPES
-from features.identity import Identity
+from features.identity.resolution import Identity
 from features.settings import FeatureConfig
 
 SNAPSHOT_FORMAT = 1

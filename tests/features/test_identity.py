@@ -15,10 +15,10 @@ from bench.identity_data import merged_pairs
 from features.data.ingest import ingest_file
 from features.data.store import EventStore
 from features.errors import NotFoundError
-from features.identity import resolve_identities
 from features.identity.explain import explain, format_explanation
 from features.identity.keys import normalise_email, normalise_phone
 from features.identity.overrides import Override, add_override, load_overrides
+from features.identity.resolution import resolve_identities
 from features.segments import load_segments
 from features.settings import FeatureConfig, IdentityConfig
 from features.snapshot import behaviour_feature_names, build_snapshot
