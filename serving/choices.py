@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from models.selector import Selector, choose, default_content
+from models.policy import choose, default_content
+from models.selector import Selector
 from serving.deadline import DeadlineExceeded
 from serving.deciding import DecisionRoom, in_holdout, new_id, rule_variables
 from serving.decision_log import DecisionRecord

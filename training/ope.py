@@ -8,7 +8,7 @@ Conventions (one protocol for every estimator, so numbers compare):
   is the probability of ``a_i`` among the eligible actions.
 * The target policy is given as its action distribution ``π(· | x_i)``, an
   ``(n, n_actions)`` array whose rows sum to 1; :func:`deterministic_policy` and
-  :func:`uniform_policy` build the fixed ones, and :meth:`models.selector.Policy.probabilities`
+  :func:`uniform_policy` build the fixed ones, and :meth:`models.policy.Policy.probabilities`
   (the served policy's one definition) every policy a selector can serve.
 * A reward model, for DM and DR, is its predictions ``q̂(x_i, a)`` as an
   ``(n, n_actions)`` array.

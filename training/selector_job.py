@@ -45,12 +45,12 @@ from features.settings import (
 )
 from features.snapshot import build_snapshot
 from models.content_features import OFFER_FEATURES, OFFER_ID_PREFIX, content_features
+from models.policy import Policy
 from models.selector import (
     OFFER_CUSTOMER_FEATURES,
     OFFER_TREES,
     CustomerDesign,
     OutcomeModel,
-    Policy,
     Selector,
     candidate_scores,
     slot_customer_features,
@@ -493,7 +493,7 @@ def evaluate_selector(
     """Estimate the served learned policy, every served constant policy, the logging
     policy and the current champion on the held-out rows, and apply the gate.
 
-    Each policy is :meth:`models.selector.Policy.probabilities` as serving runs it:
+    Each policy is :meth:`models.policy.Policy.probabilities` as serving runs it:
     with the configured exploration, and the ``default`` content for customers
     without consent to personalisation. The learned policy becomes champion only if
     its doubly robust lower bound beats the logging policy's observed value, the best

@@ -34,8 +34,9 @@ from features.data.store import EventStore
 from features.errors import InputError
 from features.segments import SegmentSet
 from features.settings import FeatureConfig, SelectorConfig
+from models.policy import default_content
 from models.registry import load_version
-from models.selector import CustomerDesign, Selector, candidate_scores, default_content
+from models.selector import CustomerDesign, Selector, candidate_scores
 from training.selector_job import (
     SelectorData,
     SelectorEvaluation,

@@ -8,7 +8,8 @@ import pytest
 
 from features.errors import InputError
 from models.content_features import content_features, subject_features
-from models.selector import OutcomeModel, Policy, choose
+from models.policy import Policy, choose
+from models.selector import OutcomeModel
 
 SCORES = np.array([[[0.10, 0.30, 0.20], [0.5, 0.1, 0.1]]])  # (1 member, 2 rows, 3 candidates)
 

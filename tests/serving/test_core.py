@@ -18,7 +18,8 @@ from features.data.online_log import OnlineEventLog, compact
 from features.data.store import EventStore
 from features.errors import InputError
 from features.snapshot import latest_snapshot, load_snapshot
-from models.selector import OutcomeModel, Policy
+from models.policy import Policy
+from models.selector import OutcomeModel
 from serving.core import DecisionCore
 from serving.errors import BatchTooLarge, NotReady, UnknownCandidates
 from serving.rules import compile_rules, load_rules

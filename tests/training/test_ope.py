@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.errors import InputError
-from models.selector import Policy
+from models.policy import Policy
 from training.ope import (
     Estimate,
     beats,
