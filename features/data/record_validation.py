@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.data.contracts import Column, RowLimits, TableContract
+from features.data.json_columns import canonical_json, dump_json
 from features.data.readers import records_frame
 from features.data.validation import (
     DEFAULT_LIMITS,
@@ -34,8 +35,6 @@ from features.data.validation import (
     READABLE,
     Validated,
     Window,
-    canonical_json,
-    dump_json,
     event_window,
     has_surrogates,
     validate,
