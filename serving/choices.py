@@ -25,7 +25,7 @@ from serving.deadline import DeadlineExceeded
 from serving.deciding import DecisionRoom, in_holdout, new_id, rule_variables
 from serving.decision_log import DecisionRecord
 from serving.errors import UnknownCandidates
-from serving.online import Profile
+from serving.profiles import Profile
 from serving.schemas import CandidateScore, Choice, ChooseRequest
 from serving.triggers import profile_triggers
 

@@ -23,7 +23,7 @@ import pandas as pd
 from features.settings import ServingConfig, Settings
 from serving.deadline import DeadlinePool
 from serving.decision_log import DecisionLog
-from serving.online import Profile
+from serving.profiles import Profile
 from serving.rules import BUILTIN_NAMES
 from serving.triggers import ActiveTrigger
 

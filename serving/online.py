@@ -24,7 +24,6 @@ import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.data.contracts import EVENT_TYPES
 from features.data.online_log import connect_sqlite
-from features.data.store import EventStore, connect
+from features.data.store import EventStore
 from features.settings import ATTRIBUTION_WINDOW_HOURS
 from features.snapshot import Snapshot
+from serving.profiles import PROFILE_EVENTS, Profile, RecentSelection
+from serving.store_history import response_rows, store_history
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -82,58 +82,8 @@ CREATE TABLE IF NOT EXISTS live (
 CREATE TABLE IF NOT EXISTS stock (item_id TEXT PRIMARY KEY, in_stock INTEGER, ts REAL);
 """
 
+
 # Events that matter to a live profile (the rest are only logged).
-PROFILE_EVENTS = tuple(e for e in EVENT_TYPES if e not in ("login", "identify", "stock_change"))
-
-
-@dataclass
-class Profile:
-    """Everything a decision reads about one customer.
-
-    ``known`` is false for an id the snapshot never saw (a cold-start visitor);
-    ``personalised`` false means no behavioural data may be used (consent).
-    """
-
-    customer_id: str
-    known: bool
-    personalised: bool
-    sendable: bool
-    raw_features: str | None = "{}"  # None: read without features
-    segments: list[str] = field(default_factory=list)
-    snapshot_triggers: list[dict[str, Any]] = field(default_factory=list)
-    recent: list[tuple[float, str, str | None]] = field(default_factory=list)
-    responses: dict[str, tuple[int, int]] = field(default_factory=dict)
-    last_event_ts: float | None = None
-    last_purchase_ts: float | None = None
-    snapshot_last_purchase_ts: float | None = None
-
-    @functools.cached_property
-    def features(self) -> dict[str, Any]:
-        """The snapshot's feature row (decoded on first use: most decisions never read it)."""
-        if self.raw_features is None:
-            raise RuntimeError(f"profile of {self.customer_id!r} was read without features")
-        decoded: dict[str, Any] = json.loads(self.raw_features)
-        return decoded
-
-
-@dataclass(frozen=True)
-class RecentSelection:
-    """Which recent events a decision reads: every event from ``every_since``, and
-    the ``kinds`` from ``since`` (epoch seconds). Reading fewer rows is most of what
-    makes a campaign batch fast; both bounds make one index range per customer."""
-
-    every_since: float
-    since: float
-    kinds: tuple[str, ...]
-
-    def sql(self) -> tuple[str, tuple[Any, ...]]:
-        kinds = ", ".join("?" for _ in self.kinds) or "NULL"
-        return (
-            f" AND ts >= ? AND (ts >= ? OR event_type IN ({kinds}))",
-            (min(self.every_since, self.since), self.every_since, *self.kinds),
-        )
-
-
 @functools.lru_cache(maxsize=4096)
 def _segments(text: str) -> tuple[str, ...]:
     """Decoded segment lists (few distinct ones: decoded once each)."""
@@ -256,7 +206,7 @@ class OnlineStore:
                 strict=True,
             )
         ]
-        history = _store_history(store, as_of, recent_days, self.attribution_window)
+        history = store_history(store, as_of, recent_days, self.attribution_window)
         if not pending.empty:
             history["recent"] = pd.concat(
                 [
@@ -304,7 +254,7 @@ class OnlineStore:
                 )
                 con.executemany(
                     "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?)",
-                    _response_rows(history["responses"], canonical),
+                    response_rows(history["responses"], canonical),
                 )
                 self._apply(
                     con,
@@ -557,52 +507,6 @@ class OnlineStore:
 
 
 # ---------------------------------------------------------------------- module helpers
-def _store_history(
-    store: EventStore, as_of: pd.Timestamp, recent_days: float, attribution_window: timedelta
-) -> dict[str, Any]:
-    """From the event store: recent events, all purchases and all sends with clicks."""
-    con = connect()
-    try:
-        store.register(con, "events", "events")
-        since = as_of - pd.Timedelta(days=recent_days)
-        event_list = ", ".join(f"'{e}'" for e in PROFILE_EVENTS + ("stock_change",))
-        recent = con.execute(
-            "SELECT event_id, ts, event_type, customer_id, anonymous_id, item_id, campaign_id, "
-            f"slot, content_id, properties FROM events WHERE ts >= ? AND ts < ? "
-            f"AND event_type IN ({event_list})",
-            [since.to_pydatetime(), as_of.to_pydatetime()],
-        ).df()
-        purchases = con.execute(
-            "SELECT DISTINCT customer_id, anonymous_id, item_id FROM events "
-            "WHERE event_type = 'purchase' AND ts < ?",
-            [as_of.to_pydatetime()],
-        ).df()
-        window = attribution_window.total_seconds()
-        responses = con.execute(
-            f"""
-            WITH sends AS (
-                SELECT customer_id, campaign_id, content_id, ts FROM events
-                WHERE event_type = 'email_sent' AND content_id IS NOT NULL
-                  AND customer_id IS NOT NULL AND campaign_id IS NOT NULL AND ts < $as_of
-            ), clicks AS (
-                SELECT customer_id, campaign_id, ts FROM events
-                WHERE event_type = 'email_click' AND campaign_id IS NOT NULL AND ts < $as_of
-            )
-            SELECT s.customer_id, s.content_id, count(*) AS sends,
-                   count(*) FILTER (WHERE EXISTS (
-                       SELECT 1 FROM clicks c WHERE c.customer_id = s.customer_id
-                         AND c.campaign_id = s.campaign_id AND c.ts >= s.ts
-                         AND epoch(c.ts) <= epoch(s.ts) + {window}
-                   )) AS clicks
-            FROM sends s GROUP BY ALL
-            """,
-            {"as_of": as_of.to_pydatetime()},
-        ).df()
-    finally:
-        con.close()
-    return {"recent": recent, "purchases": purchases, "responses": responses}
-
-
 def _source(event: Mapping[str, Any]) -> str | None:
     """Whom an event is about, before identity: its customer id, else its anonymous id."""
     return _text(event.get("customer_id")) or _text(event.get("anonymous_id"))
@@ -616,26 +520,6 @@ def _canonical(frame: pd.DataFrame, canonical: dict[str, str]) -> pd.Series:
     """Canonical person of each event: its customer id, else its anonymous id, mapped."""
     source = frame["customer_id"].where(frame["customer_id"].notna(), frame["anonymous_id"])
     return source.map(lambda s: None if _missing(s) else canonical.get(str(s), str(s)))
-
-
-def _response_rows(responses: pd.DataFrame, canonical: dict[str, str]) -> list[tuple[Any, ...]]:
-    if responses.empty:
-        return []
-    frame = responses.assign(
-        customer_id=responses["customer_id"].astype(str).map(lambda s: canonical.get(s, s))
-    )
-    grouped = frame.groupby(["customer_id", "content_id"], as_index=False)[
-        ["sends", "clicks"]
-    ].sum()
-    return list(
-        zip(
-            grouped["customer_id"],
-            grouped["content_id"].astype(str),
-            grouped["sends"].astype(int),
-            grouped["clicks"].astype(int),
-            strict=True,
-        )
-    )
 
 
 def _in_stock(properties: Any) -> bool | None:

@@ -28,7 +28,7 @@ from serving.deadline import DeadlineExceeded
 from serving.deciding import DecisionRoom, in_holdout, new_id, new_ids, rule_variables
 from serving.decision_log import DecisionRecord
 from serving.errors import BatchTooLarge
-from serving.online import Profile
+from serving.profiles import Profile
 from serving.rules import BUILTIN_NAMES, Match
 from serving.schemas import (
     Filters,

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from features.settings import TriggerConfig
-from serving.online import Profile, RecentSelection
+from serving.profiles import Profile, RecentSelection
 
 HOUR = 3600.0
 DAY = 86400.0

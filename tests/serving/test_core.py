@@ -708,7 +708,7 @@ def test_the_serving_layout_scores_exactly_like_the_training_design(home):
 def test_the_serving_layout_reads_attribute_categories_with_the_stored_levels():
     from models.selector import CustomerDesign, Selector
     from serving.choices import SelectorLayout
-    from serving.online import Profile
+    from serving.profiles import Profile
 
     content = pd.DataFrame({"offer_id_a": [1.0, 0.0], "offer_id_b": [0.0, 1.0]}, index=["a", "b"])
     design = CustomerDesign(
