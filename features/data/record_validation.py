@@ -4,7 +4,7 @@
 per row, but a call on one row pays some twenty pandas operations per column, about
 20 ms, and a service that validates every posted call holds the GIL that long.
 
-:func:`validate_records` gives the same answer for any records, row for row: it
+:func:`type_records` gives the same answer for any records, row for row: it
 takes each record whose every value is plainly valid (text ids within their bound,
 a strict ISO 8601 time inside the event window, finite numbers within their bounds,
 a JSON object that dumps within its bound, the row rules met) and types it in plain
@@ -91,22 +91,9 @@ class TypedRecords:
         )
 
     def validated(self) -> Validated:
+        """What :func:`~features.data.validation.validate` gives for the same records
+        (``records_frame(records)``, line numbers 0..n-1)."""
         return Validated(self.frame(), self.lines, self.rejected)
-
-
-def validate_records(
-    records: Sequence[Mapping[str, Any]],
-    contract: TableContract,
-    *,
-    now: datetime,
-    max_future_skew: timedelta = timedelta(days=1),
-    limits: RowLimits = DEFAULT_LIMITS,
-) -> Validated:
-    """:func:`features.data.validation.validate` of ``records_frame(records)``, with line
-    numbers 0..n-1 (each record's position), at a cost per record for plain ones."""
-    return type_records(
-        records, contract, now=now, max_future_skew=max_future_skew, limits=limits
-    ).validated()
 
 
 def type_records(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from features.data.contracts import CONTRACTS, EVENT_TYPES, EVENTS, RowLimits
 from features.data.readers import records_frame
-from features.data.record_validation import validate_records
+from features.data.record_validation import type_records
 from features.data.validation import Validated, validate
 from tests.conftest import NOW
 
@@ -44,7 +44,7 @@ def _both(records: list[dict[str, Any]], kind: str = "events") -> tuple[Validate
         max_future_skew=skew,
         limits=LIMITS,
     )
-    fast = validate_records(records, contract, now=NOW, max_future_skew=skew, limits=LIMITS)
+    fast = type_records(records, contract, now=NOW, max_future_skew=skew, limits=LIMITS).validated()
     return full, fast
 
 
@@ -217,7 +217,7 @@ def test_plain_rows_are_typed_without_the_vectorised_path(monkeypatch):
 
     monkeypatch.setattr("features.data.record_validation.validate", refuse)
     records = [dict(PLAIN, event_id=f"e{i}") for i in range(3)]
-    result = validate_records(records, EVENTS, now=NOW, limits=LIMITS)
+    result = type_records(records, EVENTS, now=NOW, limits=LIMITS).validated()
     assert result.valid["event_id"].tolist() == ["e0", "e1", "e2"]
     assert result.valid["ts"].iloc[0] == pd.Timestamp("2026-11-01T10:00:00Z")
     assert result.valid["properties"].iloc[0] == '{"colour": "red"}'
@@ -226,7 +226,7 @@ def test_plain_rows_are_typed_without_the_vectorised_path(monkeypatch):
 
 def test_a_bad_row_is_rejected_by_the_vectorised_path_beside_plain_ones():
     records = [dict(PLAIN, event_id="a"), dict(PLAIN, event_id="b", price=-1), PLAIN]
-    result = validate_records(records, EVENTS, now=NOW, limits=LIMITS)
+    result = type_records(records, EVENTS, now=NOW, limits=LIMITS).validated()
     assert result.valid["event_id"].tolist() == ["a", "e1"]
     assert result.valid_lines.tolist() == [0, 2]
     assert result.rejected["line_number"].tolist() == [1]
