@@ -12,6 +12,7 @@ their children) on a thread. ``stop`` ends the process group.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import httpx
 import psutil
@@ -57,6 +59,22 @@ def build_home(
     if result.returncode != 0:
         tail = result.stderr[-3000:]
         raise RuntimeError(f"tailor demo --no-serve exited {result.returncode}:\n{tail}")
+
+
+def hold_home(home: Path) -> BinaryIO:
+    """Hold ``home`` for this benchmark run alone, as long as the returned file is open
+    (keep it until the run ends): a second run on the same home, which would delete the
+    online stores under the first one's server, stops at once saying so."""
+    home.mkdir(parents=True, exist_ok=True)
+    lock = open(home / ".bench.lock", "a+b")  # held open for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise SystemExit(
+            f"{home} is in use by another benchmark run: wait, or pass --home"
+        ) from None
+    return lock
 
 
 def free_port() -> int:

@@ -61,7 +61,7 @@ import httpx
 import numpy as np
 
 from bench.results import record, table
-from bench.server import TAILOR, Server, build_home
+from bench.server import TAILOR, Server, build_home, hold_home
 from bench.soak import (
     HEADERS,
     KEYS,
@@ -545,6 +545,7 @@ def main() -> None:
     if home is None:
         scratch = Path(tempfile.mkdtemp(prefix="tailor-bench-serving-"))
         home = scratch / "home"
+    held = hold_home(home)  # noqa: F841 (the lock lasts as long as this run)
     if not (home / "features").exists():
         build_home(home, args.customers)
     logs = Path(tempfile.mkdtemp(prefix="tailor-bench-serving-logs-"))

@@ -62,7 +62,7 @@ import numpy as np
 import psutil
 
 from bench.results import record, table
-from bench.server import Server, build_home
+from bench.server import Server, build_home, hold_home
 from features.snapshot import latest_snapshot, load_snapshot
 
 KEY = "bench-serving-key"  # one key for the benchmarks, every scope
@@ -792,6 +792,7 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="tailor-soak-"))
     home = args.home or scratch / "home"
+    held = hold_home(home)  # noqa: F841 (the lock lasts as long as this run)
     if not (home / "features").exists():
         build_home(home, args.customers)
     shutil.rmtree(home / "online", ignore_errors=True)
