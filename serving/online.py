@@ -90,6 +90,14 @@ def _segments(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
+def _close_all(connections: Iterable[sqlite3.Connection]) -> None:
+    for con in connections:
+        try:
+            con.close()
+        except sqlite3.Error:
+            pass
+
+
 class OnlineStore:
     """SQLite online store (see the module docstring); safe to share between threads."""
 
@@ -106,7 +114,10 @@ class OnlineStore:
         self.attribution_window = attribution_window
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        # Each thread's connection, by the thread that opened it: a thread that has
+        # ended (the web server retires idle worker threads) leaves its connection
+        # here, closed when the next thread opens one, so they do not pile up.
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
         con = connect_sqlite(self.path)
         columns = [row[1] for row in con.execute("PRAGMA table_info(profiles)")]
@@ -129,18 +140,22 @@ class OnlineStore:
             con = connect_sqlite(self.path)
             self._local.con = con
             with self._connections_lock:
-                self._connections.append(con)
+                ended = [t for t in self._connections if not t.is_alive()]
+                orphans = [self._connections.pop(t) for t in ended]
+                self._connections[threading.current_thread()] = con
+            _close_all(orphans)
         return con
+
+    def open_connections(self) -> int:
+        """Connections this store holds open now (one per live thread that read it)."""
+        with self._connections_lock:
+            return len(self._connections)
 
     def close(self) -> None:
         """Close every connection (once no request reads this store any more)."""
         with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for con in connections:
-            try:
-                con.close()
-            except sqlite3.Error:
-                pass
+            connections, self._connections = list(self._connections.values()), {}
+        _close_all(connections)
         self._local = threading.local()
 
     def set_meta(self, key: str, value: str) -> None:
