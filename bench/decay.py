@@ -26,7 +26,8 @@ import numpy as np
 from bench.recommenders import DATA, movielens, taobao
 from bench.results import record, table
 from models.candidates import Index, interaction_matrix
-from training.recommend_job import RecommenderJobConfig, run_recommender_job
+from training.recommend_config import RecommenderJobConfig
+from training.recommend_job import run_recommender_job
 from training.splits import per_user_split
 
 OPTIONS = [("last_activity", 14.0), ("as_of", 14.0), ("as_of", 90.0), ("none", 14.0)]

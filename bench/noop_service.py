@@ -7,12 +7,12 @@ from __future__ import annotations
 import bentoml
 from fastapi import Response
 
-from features.settings import Settings
 from serving.api import build_app
 from serving.gateway import Gateway, StaticKeys
 from serving.schemas import RecommendRequest
+from serving.settings import ServiceSettings
 
-SETTINGS = Settings()
+SETTINGS = ServiceSettings()
 app = build_app()
 
 

@@ -24,7 +24,8 @@ import pandas as pd
 
 from bench.results import record, table
 from simulation import SimulationConfig, simulate
-from training.recommend_job import JobResult, RecommenderJobConfig, run_recommender_job
+from training.recommend_config import RecommenderJobConfig
+from training.recommend_job import JobResult, run_recommender_job
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -27,8 +27,8 @@ With events (``--only events`` runs just this part; ``--label`` names its sectio
 
 * **mixed run**: decisions (``/recommend`` 3 : 1 ``/choose``) sent open-loop at a fixed
   rate (``--mixed-rate``, default 50 decisions/s, on ``--workers``) with 20 % of all
-  requests ``POST /events`` (1–5 events each, ``bench.soak``'s realistic events for
-  known customers), beside the same timetable with the events left out — the same
+  requests ``POST /events`` (1–5 events each, ``bench.load_generator``'s realistic events
+  for known customers), beside the same timetable with the events left out — the same
   decisions at the same instants. Latency counts from each request's due time
   (queueing included); decision p50 / p99 of each run and their ratio;
 * **durable /events throughput**: 8 concurrent clients, each posting batches of 1,
@@ -60,9 +60,7 @@ import aiohttp
 import httpx
 import numpy as np
 
-from bench.results import record, table
-from bench.server import TAILOR, Server, build_home, hold_home
-from bench.soak import (
+from bench.load_generator import (
     HEADERS,
     KEYS,
     Audience,
@@ -73,6 +71,8 @@ from bench.soak import (
     session_for,
     timetable,
 )
+from bench.results import record, table
+from bench.server import TAILOR, Server, build_home, hold_home
 from features.snapshot import latest_snapshot, load_snapshot
 
 EVENT_BATCHES = (1, 10, 100)

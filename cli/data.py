@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from cli.progress import progress
 
 if TYPE_CHECKING:
+    from cli.settings import Settings
     from features.data.ingest import IngestReport
-    from features.settings import Settings
 
 KINDS = ("events", "customers", "catalog", "content")
 

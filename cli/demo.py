@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from cli import data, serve, train
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from cli.settings import Settings
 
 
 def add_parser(sub: Any) -> None:

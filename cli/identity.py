@@ -14,7 +14,7 @@ from features.errors import InputError
 from features.identity.overrides import add_override, load_overrides, remove_overrides
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from cli.settings import Settings
 
 
 def add_parser(sub: Any) -> None:

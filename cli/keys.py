@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from features.errors import TailorError
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from cli.settings import Settings
 
 
 def add_parser(sub: Any) -> None:

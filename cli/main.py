@@ -101,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from pydantic import ValidationError
 
+    from cli.settings import Settings
     from features.errors import TailorError
-    from features.settings import Settings
 
     try:
         settings = Settings() if args.config is None else Settings(config=args.config)

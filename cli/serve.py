@@ -29,7 +29,7 @@ from cli import keys
 from features.errors import InputError, TailorError
 
 if TYPE_CHECKING:
-    from features.settings import Settings
+    from cli.settings import Settings
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ALL_SCOPES = "decide,ingest,admin"  # the key made when none exists: it can do everything

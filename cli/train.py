@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from cli.progress import progress
 
 if TYPE_CHECKING:
-    from features.settings import SelectorConfig, Settings
+    from cli.settings import Settings
+    from training.settings import SelectorConfig
 
 
 def add_parsers(sub: Any) -> None:
@@ -172,7 +173,7 @@ def recommender_args(*argv: str) -> argparse.Namespace:
 
 def run_recommender(args: argparse.Namespace, settings: Settings) -> int:
     from features.data.store import EventStore
-    from training.recommend_job import RecommenderJobConfig
+    from training.recommend_config import RecommenderJobConfig
     from training.tracking import tracking_uri
     from training.train_recommender import train_recommender
 
@@ -249,7 +250,7 @@ SELECTOR_OPTIONS = {
 
 def _selector_settings(args: argparse.Namespace, settings: Settings) -> SelectorConfig:
     """``settings.selectors`` with the options given on the command line (validated)."""
-    from features.settings import SelectorConfig
+    from training.settings import SelectorConfig
 
     chosen = settings.selectors.model_dump()
     for option, name in SELECTOR_OPTIONS.items():

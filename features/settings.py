@@ -1,10 +1,16 @@
-"""One settings object for every entry point: defaults, ``TAILOR_*`` variables, a TOML file.
+"""The settings of the data layer and the feature jobs, and the base every entry point's
+settings build on: defaults, ``TAILOR_*`` variables, a TOML file.
 
-Built once by an entry point (the CLI, the service) and passed down; nothing else
-reads the environment. The TOML settings file is the one named by ``tailor --config
-FILE`` or ``TAILOR_CONFIG``; no file is looked for in the working folder. Relative
-paths in that file resolve against the file's own folder. The YAML files of segments
-and rules default to the ones packaged with ``features`` and ``serving``.
+Each package owns the settings of what it configures: this module the home, the row
+limits and ``[features]``; ``training.settings`` ``[recommender]`` and
+``[selectors]``; ``serving.settings`` ``[serving]``. The command line composes them
+all (``cli.settings.Settings``), the service process the ones it reads
+(``serving.settings.ServiceSettings``). Settings are built once by an entry point and
+passed down; nothing else reads the environment. The TOML settings file is the one
+named by ``tailor --config FILE`` or ``TAILOR_CONFIG``; no file is looked for in the
+working folder. Relative paths in that file resolve against the file's own folder. The
+YAML files of segments and rules default to the ones packaged with ``features`` and
+``serving``.
 """
 
 from __future__ import annotations
@@ -239,113 +245,13 @@ class FeatureConfig(BaseModel):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
 
 
-class RecommenderSettings(BaseModel):
-    """Settings of ``tailor train recommender`` (each also a command-line flag)."""
+class AttributionSettings(BaseModel):
+    """How an outcome is credited to a send: the part of ``[selectors]`` that training
+    and the service's live counters share (``training.settings.SelectorConfig`` adds
+    the rest; the service reads only this)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
-    label_events: Literal["auto"] | tuple[str, ...] = Field(
-        "auto",
-        description=(
-            "Event types that count as relevant in training and evaluation. 'auto': "
-            "carts, checkouts and purchases when the log holds any, else every product "
-            "event (a views-only or ratings log is trained and judged on views)."
-        ),
-    )
-    mode: Literal["all", "new"] = Field(
-        "all",
-        description="'all': seen-but-unbought items may be recommended; 'new': never.",
-    )
-    protocol: Literal["per_user", "global"] = Field(
-        "per_user", description="Temporal split: each user's last share, or one cut-off."
-    )
-    test_share: float = Field(0.2, gt=0, lt=1, description="Share of interactions held out.")
-    half_life_days: float = Field(
-        14.0, gt=0, description="Half-life of an interaction's weight, in days."
-    )
-    decay: Literal["last_activity", "as_of", "none"] = Field(
-        "last_activity",
-        description=(
-            "Where an interaction's age is measured from: the customer's own last "
-            "activity (a customer inactive for months keeps the shape of their history), "
-            "the snapshot's as_of, or no decay."
-        ),
-    )
-    tune_budget: int = Field(8, ge=0, description="ALS configurations tried (0: no tuning).")
-    seed: int = Field(0, description="Seed of tuning, factorisation and the reranker.")
-    floor: float | None = Field(
-        None,
-        description=(
-            "NDCG@10 a candidate needs to become champion. None: it must beat the "
-            "popularity baseline on the same split."
-        ),
-    )
-
-    @field_validator("label_events", mode="before")
-    @classmethod
-    def _comma_list(cls, value: object) -> object:
-        if isinstance(value, str) and value != "auto":
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("label_events")
-    @classmethod
-    def _product_events(
-        cls, value: Literal["auto"] | tuple[str, ...]
-    ) -> Literal["auto"] | tuple[str, ...]:
-        if value == "auto":
-            return value
-        allowed = ("product_view", "add_to_wishlist", "add_to_cart", "checkout", "purchase")
-        unknown = [v for v in value if v not in allowed]
-        if unknown or not value:
-            raise ValueError(f"{list(value)}: expected 'auto' or some of {allowed}")
-        return value
-
-
-SelectorReward = Literal["auto", "open", "click", "conversion", "margin"]
-
-
-class SelectorConfig(BaseModel):
-    """Settings of ``tailor train selector`` (each also a command-line option)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    offer_reward: SelectorReward = Field(
-        "auto",
-        description=(
-            "What an offer decision is judged by. auto: conversion when the learning rows "
-            "hold at least min_positive_rewards conversions, else click (a rare outcome "
-            "can be neither learned nor evaluated); the run says which."
-        ),
-    )
-    subject_reward: SelectorReward = Field(
-        "click",
-        description="What a subject line is judged by (auto: as for offers).",
-    )
-    min_positive_rewards: int = Field(
-        300,
-        ge=1,
-        description=(
-            "Fewest positive outcomes (conversions, clicks) a reward needs in the learning "
-            "rows for reward=auto to pick it."
-        ),
-    )
-    margin_rate: float = Field(
-        MARGIN_RATE,
-        gt=0,
-        le=1,
-        description=(
-            "Gross margin on revenue: the margin reward of a conversion is revenue × this "
-            "minus the offer's cost (its content attribute cost)."
-        ),
-    )
-    offer_population: Literal["auto", "opened", "all"] = Field(
-        "auto",
-        description=(
-            "Offer decisions learned from: opened (an unopened e-mail shows no offer), all "
-            "sends, or auto: opened when the log records opens (email_open events), else all."
-        ),
-    )
     attribution_window_hours: float = Field(
         ATTRIBUTION_WINDOW_HOURS,
         gt=0,
@@ -355,148 +261,13 @@ class SelectorConfig(BaseModel):
             "at any time after the send."
         ),
     )
-    split: Literal["auto", "campaign", "customer"] = Field(
-        "auto",
-        description=(
-            "Hold-out: the later campaigns, or a seeded split of customers into folds with "
-            "cross-fitted estimates; auto takes the later campaigns when there are at least "
-            "min_holdout_campaigns of them with min_holdout_rows rows, else customers."
-        ),
-    )
-    holdout_share: float = Field(
-        0.4, gt=0, lt=1, description="Share of the campaigns (by start time) held out."
-    )
-    min_holdout_campaigns: int = Field(
-        2, ge=1, description="Fewest held-out campaigns for split=auto to hold out campaigns."
-    )
-    min_holdout_rows: int = Field(
-        1000, ge=1, description="Fewest held-out decisions for split=auto to hold out campaigns."
-    )
-    folds: int = Field(5, ge=2, le=20, description="Customer folds of the cross-fitted split.")
-    policy: Literal["epsilon_greedy", "softmax"] = Field(
-        "epsilon_greedy", description="How a learned model's scores become a choice."
-    )
-    epsilon: float = Field(
-        0.02,
-        ge=0,
-        le=1,
-        description=(
-            "Exploration share of the served champion, learned or constant: drawn uniformly "
-            "over the eligible variants and logged with its exact propensity, so later logs "
-            "can evaluate every variant. Each point of it costs about a point of the gap "
-            "between the best variant and the average one."
-        ),
-    )
-    temperature: float = Field(
-        0.01, gt=0, description="For policy=softmax, in units of the predicted reward."
-    )
-    seed: int = Field(0, description="Seed of the customer folds, bootstraps and models.")
 
 
-Scope = Literal["decide", "ingest", "admin"]
+class TailorSettings(BaseSettings):
+    """The home, the row limits and ``[features]``: what every entry point reads.
 
-
-class ServingConfig(BaseModel):
-    """Settings of the decision service (``tailor serve``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    host: str = Field("127.0.0.1", description="Address the service binds.")
-    port: int = Field(3000, ge=1, le=65535, description="Port the service binds.")
-    workers: int = Field(1, ge=1, le=64, description="Server processes.")
-    api_keys: dict[str, list[Scope]] = Field(
-        default_factory=dict,
-        description=(
-            "Plaintext API key → scopes (decide, ingest, admin), sent as `Authorization: "
-            "Bearer <key>`: for tests and development, beside the hashed keys of "
-            "`keys_file` (`tailor keys add`)."
-        ),
-    )
-    keys_file: Path | None = Field(
-        None,
-        description=(
-            "The API key store (JSON: ids, names, scopes and SHA-256 digests, never a "
-            "key), written by `tailor keys`; none: TAILOR_HOME/serving/keys.json. When "
-            "neither it nor `api_keys` holds a key, `tailor serve` adds one admin key "
-            "and prints it once."
-        ),
-    )
-    shutdown_timeout_seconds: float = Field(
-        30.0,
-        gt=0,
-        description=(
-            "After SIGTERM or SIGINT, how long `tailor serve` lets the service finish "
-            "the requests in flight before it kills the service's processes."
-        ),
-    )
-    rules_file: Path | None = Field(
-        None,
-        description=(
-            "YAML file of if-then rules and default content; none: the file packaged "
-            "with Tailor (serving/defaults/rules.yaml), which names no content."
-        ),
-    )
-    batch_limit: int = Field(
-        10_000, ge=1, description="Most recipients per /recommend_batch call (413 above)."
-    )
-    max_events_per_call: int = Field(
-        10_000, ge=1, description="Most events per /events call (413 above)."
-    )
-    deadline_ms: float = Field(
-        50.0, gt=0, description="Past this, a single decision answers with its fallback."
-    )
-    batch_deadline_ms: float = Field(
-        30_000.0, gt=0, description="Deadline of a whole /recommend_batch call."
-    )
-    holdout_share: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Share of customers (stable hash of the id) always given the default.",
-    )
-    fallback_epsilon: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description=(
-            "Without a selector, the share of /choose decisions drawn uniformly over the "
-            "candidates instead of the default content (logged propensities make the "
-            "log usable for training the first selector)."
-        ),
-    )
-    registry_poll_seconds: float = Field(
-        5.0, gt=0, description="How often each worker checks the registry for new champions."
-    )
-    recent_event_days: float = Field(
-        14.0, gt=0, description="Days of events before the snapshot kept online for triggers."
-    )
-    default_n: int = Field(10, ge=1, le=500, description="Items per recommendation by default.")
-    max_body_bytes: int = Field(
-        4 << 20, ge=1024, description="Largest request body accepted (413 above)."
-    )
-    rate_limit: float | None = Field(
-        None,
-        gt=0,
-        description=(
-            "Requests a second per API key, counted across the service's workers (token "
-            "bucket; 429 with Retry-After above it); none: unlimited."
-        ),
-    )
-    rate_burst: float = Field(
-        50.0, ge=1, description="Requests a key may send at once above its rate limit."
-    )
-
-    @field_validator("api_keys")
-    @classmethod
-    def _keys_not_blank(cls, keys: dict[str, list[str]]) -> dict[str, list[str]]:
-        for key in keys:
-            if len(key) < 8:
-                raise ValueError(f"API key {key[:2]!r}… is shorter than 8 characters")
-        return keys
-
-
-class Settings(BaseSettings):
-    """Validated configuration; a bad value fails at start-up naming the field."""
+    A bad value fails at start-up naming the field. An entry point's settings subclass
+    this, adding the sections of the packages it runs."""
 
     model_config = SettingsConfigDict(
         env_prefix="TAILOR_",
@@ -563,15 +334,6 @@ class Settings(BaseSettings):
     features: FeatureConfig = Field(
         default_factory=FeatureConfig, description="Feature job settings."
     )
-    recommender: RecommenderSettings = Field(
-        default_factory=RecommenderSettings, description="Recommender training settings."
-    )
-    serving: ServingConfig = Field(
-        default_factory=ServingConfig, description="Decision service settings."
-    )
-    selectors: SelectorConfig = Field(
-        default_factory=SelectorConfig, description="Selector training settings."
-    )
 
     @classmethod
     def settings_customise_sources(
@@ -622,14 +384,13 @@ class Settings(BaseSettings):
         """Root of the feature snapshots (``as_of=…`` folders)."""
         return self.home / "features"
 
-    @property
-    def keys_file(self) -> Path:
-        """The API key store: ``serving.keys_file``, else ``home/serving/keys.json``."""
-        return self.serving.keys_file or self.home / "serving" / "keys.json"
-
 
 class _SettingsFile(TomlConfigSettingsSource):
     """A TOML settings file whose relative paths resolve against its own folder."""
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path) -> None:
+        self._fields_of = settings_cls  # read by _read_file, before the base sets its own
+        super().__init__(settings_cls, toml_file)
 
     def _read_file(self, file_path: Any) -> dict[str, Any]:
         try:
@@ -640,7 +401,7 @@ class _SettingsFile(TomlConfigSettingsSource):
             raise InputError(
                 "config", str(file_path), "a settings file cannot name another (key 'config')"
             )
-        return _resolve_paths(data, Settings, Path(file_path).parent)
+        return _resolve_paths(data, self._fields_of, Path(file_path).parent)
 
 
 def _resolve_paths(data: dict[str, Any], model: type[BaseModel], folder: Path) -> dict[str, Any]:

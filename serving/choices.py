@@ -29,8 +29,8 @@ from serving.profiles import Profile
 from serving.schemas import CandidateScore, Choice, ChooseRequest
 from serving.triggers import profile_triggers
 
-if TYPE_CHECKING:  # the loader builds the layouts below: a runtime import would cycle
-    from serving.bundles import Bundle
+if TYPE_CHECKING:  # a bundle holds the layouts below: a runtime import would cycle
+    from serving.bundle_data import Bundle
 
 # The decision core's logger, as before the core was split: one name to filter on.
 logger = logging.getLogger("serving.core")

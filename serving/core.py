@@ -14,10 +14,11 @@ the decision log.
 :class:`DecisionCore` is the facade the service, the benchmarks and the tests hold:
 it opens the stores and hands each job to its room —
 
-* :mod:`serving.bundles`: the loaded state (one immutable bundle, swapped whole on
-  reload, so a request in flight finishes on the bundle it started with);
+* :mod:`serving.bundles`: loads the state served (one immutable bundle,
+  :mod:`serving.bundle_data`, swapped whole on reload, so a request in flight
+  finishes on the bundle it started with);
 * :mod:`serving.recommendations`: ``recommend``, ``recommend_batch``,
-  ``similar_items``;
+  ``similar_items`` (each recipient's item list: :mod:`serving.item_lists`);
 * :mod:`serving.choices`: ``choose``;
 
 and answers status, readiness, posted events and customer views itself.
@@ -36,13 +37,12 @@ import numpy as np
 
 from features.data.online_log import OnlineEventLog
 from features.errors import NotFoundError
-from features.settings import Settings
 from models.registry import tracking_uri
+from serving.bundle_data import Bundle
 from serving.bundles import (
     RECOMMENDER_NAME,
     SELECTOR_PREFIX,
     SLOTS,
-    Bundle,
     BundleLoader,
     online_store,
 )
@@ -68,6 +68,7 @@ from serving.schemas import (
     Status,
     TriggerView,
 )
+from serving.settings import ServiceSettings
 from serving.triggers import profile_triggers
 
 Scorer = Callable[..., tuple[np.ndarray, np.ndarray]]
@@ -78,7 +79,7 @@ class DecisionCore:
 
     Parameters
     ----------
-    settings : Settings
+    settings : ServiceSettings
         ``home`` holds the event store, snapshots, MLflow and the online stores.
     tracking : str, optional
         MLflow tracking URI (default: the embedded store under ``home``).
@@ -88,7 +89,7 @@ class DecisionCore:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ServiceSettings,
         *,
         tracking: str | None = None,
         clock: Any = time.time,
@@ -127,7 +128,7 @@ class DecisionCore:
     # ================================================================== loaded state
     @property
     def bundle(self) -> Bundle:
-        """The bundle being served (:class:`serving.bundles.Bundle`)."""
+        """The bundle being served (:class:`serving.bundle_data.Bundle`)."""
         return self.loader.bundle
 
     @property

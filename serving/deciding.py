@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.settings import ServingConfig, Settings
 from serving.deadline import DeadlinePool
 from serving.decision_log import DecisionLog
 from serving.profiles import Profile
 from serving.rules import BUILTIN_NAMES
+from serving.settings import ServiceSettings, ServingConfig
 from serving.triggers import ActiveTrigger
 
 if TYPE_CHECKING:  # the loader builds bundles from the rooms' layouts: a runtime import cycles
@@ -39,7 +39,7 @@ class DecisionRoom:
     ----------
     loader : BundleLoader
         The bundle to decide with, and the online store of the customers.
-    settings : Settings
+    settings : ServiceSettings
         ``serving`` (deadlines, limits, holdout, fallback epsilon), the interaction
         weights and the trigger settings.
     pool : DeadlinePool
@@ -53,7 +53,7 @@ class DecisionRoom:
     """
 
     loader: BundleLoader
-    settings: Settings
+    settings: ServiceSettings
     pool: DeadlinePool
     decisions: DecisionLog
     counters: Counter[str]

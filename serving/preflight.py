@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from features.data.store import EventStore
 from features.errors import NotFoundError, TailorError
-from features.settings import Settings
 from features.snapshot import latest_snapshot
-from serving.bundles import active_content, content_by_slot
+from serving.bundle_data import active_content, content_by_slot
 from serving.rules import DEFAULT_RULES_FILE, RuleSet, check_content, load_rules
+from serving.settings import ServiceSettings
 
 
-def snapshot_feature_names(settings: Settings) -> set[str]:
+def snapshot_feature_names(settings: ServiceSettings) -> set[str]:
     """Customer feature names of the newest snapshot (none without one), as the
     service reads them."""
     try:
@@ -33,7 +33,7 @@ def snapshot_feature_names(settings: Settings) -> set[str]:
     return set(pq.read_schema(path / "customers.parquet").names)
 
 
-def check_rules(settings: Settings) -> RuleSet:
+def check_rules(settings: ServiceSettings) -> RuleSet:
     """The service's rules, compiled and checked against the active content.
 
     Raises
@@ -49,7 +49,7 @@ def check_rules(settings: Settings) -> RuleSet:
 
 def main() -> int:
     try:
-        settings = Settings()
+        settings = ServiceSettings()
         rules = check_rules(settings)
     except ValidationError as error:
         print(f"tailor: invalid configuration:\n{error}", file=sys.stderr)

@@ -21,7 +21,6 @@ import bentoml
 from fastapi import Response
 from threadpoolctl import threadpool_limits
 
-from features.settings import Settings
 from serving import metrics
 from serving.api import ERRORS, build_app, json_response, openapi_document
 from serving.core import DecisionCore
@@ -42,10 +41,11 @@ from serving.schemas import (
     SimilarItemsResponse,
     Status,
 )
+from serving.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-SETTINGS = Settings()
+SETTINGS = ServiceSettings()
 app = build_app()
 
 strategy_counter = bentoml.metrics.Counter(

@@ -10,6 +10,10 @@
 3. Generators are refitted on the whole training part; test users' candidates are
    featured from it and reranked; every single model is scored on the same users
    with the same metrics, so the numbers compare.
+
+The run's configuration is :mod:`training.recommend_config`; the models it fits (the
+generators, the baselines, ALS's tuning, the reranker) are built by
+:mod:`training.recommend_models`.
 """
 
 from __future__ import annotations
@@ -17,18 +21,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
 
 from features.errors import InputError, JobFailed
 from features.progress import Progress
 from models.candidates import (
-    Decay,
     Index,
     interaction_matrix,
     item_categories,
@@ -39,98 +40,21 @@ from models.candidates import (
     ranked_lists,
     recent_history,
 )
-from models.ease import EASE_MAX_ITEMS, EASERecommender
-from models.factorization import ALSRecommender, BPRRecommender
-from models.knn import ItemKNNRecommender
-from models.pipeline import RecommenderPipeline, generate_candidates
-from models.popularity import PopularityRecommender
+from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
 from models.reranker import LambdaRankReranker
 from training.metrics import RankingReport, ranking_metrics
+from training.recommend_config import RecommenderJobConfig, resolve_label_events
+from training.recommend_models import (
+    _baselines,
+    _candidates,
+    _fit_reranker,
+    _generators,
+    _tune_als,
+)
 from training.splits import global_split, per_user_split
 
 logger = logging.getLogger(__name__)
-
-PRODUCT_EVENTS = ("product_view", "add_to_wishlist", "add_to_cart", "checkout", "purchase")
-"""Event types a recommender learns from (the interaction log's types)."""
-INTENT_EVENTS = ("add_to_cart", "checkout", "purchase")
-"""Labels of a log that holds them: what a recommendation e-mail is meant to cause."""
-
-
-def resolve_label_events(
-    log: pd.DataFrame, requested: tuple[str, ...] | Literal["auto"] | None
-) -> tuple[str, ...] | None:
-    """The event types that count as relevant for this log.
-
-    ``"auto"``: the carts, checkouts and purchases the log holds; a log with none
-    of them (a ratings or views log) is trained and judged on every product event it
-    holds. ``None``: every event. An explicit tuple is checked against the contract.
-    """
-    if requested is None:
-        return None
-    if requested != "auto":
-        unknown = [t for t in requested if t not in PRODUCT_EVENTS]
-        if unknown or not requested:
-            raise InputError(
-                "label_events", list(requested), f"expected product event types {PRODUCT_EVENTS}"
-            )
-        return tuple(requested)
-    present = set(log["event_type"].astype(str).unique())
-    intent = tuple(t for t in INTENT_EVENTS if t in present)
-    return intent or tuple(t for t in PRODUCT_EVENTS if t in present)
-
-
-class RecommenderJobConfig(BaseModel):
-    """Everything that decides a recommender training run (logged with it)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mode: Literal["new", "all"] = Field(
-        "new", description="'new': seen items neither relevant nor recommended; 'all': both."
-    )
-    protocol: Literal["per_user", "global"] = Field(
-        "per_user", description="Temporal split: each user's last share, or one cut-off."
-    )
-    test_share: float = Field(0.2, gt=0, lt=1, description="Per-user share held out.")
-    cutoff: datetime | None = Field(None, description="Global cut-off (protocol 'global').")
-    inner_cutoff: datetime | None = Field(
-        None, description="Cut-off of the reranker's label period (protocol 'global')."
-    )
-    label_events: tuple[str, ...] | Literal["auto"] | None = Field(
-        "auto",
-        description="Event types that count as relevant. 'auto': carts, checkouts and "
-        "purchases when the log holds any, else every product event (a views-only log "
-        "is trained and judged on views); None: every event.",
-    )
-    half_life_days: float = Field(14.0, gt=0, description="Decay of interaction strength.")
-    decay: Decay = Field(
-        "last_activity",
-        description="Where an interaction's age is measured from: the user's own last "
-        "activity (no history fades to zero), the cut-off ('as_of'), or 'none'.",
-    )
-    candidates_per_generator: int = Field(50, ge=1, description="Top k from each generator.")
-    ks: tuple[int, ...] = Field((10, 20), description="Cut-offs of the reported metrics.")
-    als: dict[str, Any] = Field(
-        default_factory=lambda: {
-            "factors": 64,
-            "regularization": 0.05,
-            "alpha": 10.0,
-            "iterations": 15,
-        },
-        description="ALS parameters (before tuning).",
-    )
-    tune_budget: int = Field(8, ge=0, description="ALS configurations tried (0: no tuning).")
-    seed: int = Field(0, description="Seed of tuning, ALS, BPR and the reranker.")
-    reranker: dict[str, Any] = Field(
-        default_factory=lambda: {
-            "n_estimators": 300,
-            "learning_rate": 0.03,
-            "num_leaves": 7,
-            "min_child_samples": 200,
-        },
-        description="LambdaRank parameters: small, well-regularised trees (few users per "
-        "store at this stage; deeper trees overfit the label period).",
-    )
 
 
 @dataclass
@@ -489,97 +413,6 @@ def _relevant(
         relevant = (relevant - relevant.multiply(seen > 0)).tocsr()
         relevant.eliminate_zeros()
     return relevant
-
-
-def _generators(als_params: dict[str, Any], config: RecommenderJobConfig) -> dict[str, Recommender]:
-    return {
-        "als": ALSRecommender(**als_params, random_state=config.seed),
-        "item_knn": ItemKNNRecommender(k=100, similarity="bm25"),
-    }
-
-
-def _baselines(
-    config: RecommenderJobConfig, index: Index, generators: dict[str, Recommender]
-) -> dict[str, Recommender]:
-    models: dict[str, Recommender] = {
-        "popularity": PopularityRecommender(),
-        "item_knn": generators["item_knn"],
-        "als": generators["als"],
-        "bpr": BPRRecommender(factors=64, iterations=100, random_state=config.seed, num_threads=1),
-    }
-    if len(index.item_ids) <= EASE_MAX_ITEMS:
-        models["ease"] = EASERecommender(l2=200.0)
-    return models
-
-
-def _candidates(
-    generators: dict[str, Recommender],
-    users: np.ndarray,
-    history: sp.csr_matrix,
-    recent: sp.csr_matrix,
-    categories: np.ndarray,
-    config: RecommenderJobConfig,
-) -> pd.DataFrame:
-    return generate_candidates(
-        generators,
-        users,
-        history,
-        recent,
-        categories,
-        k=config.candidates_per_generator,
-        mode=config.mode,
-    )
-
-
-def _fit_reranker(
-    features: pd.DataFrame, labels: np.ndarray, config: RecommenderJobConfig
-) -> LambdaRankReranker | None:
-    frame = features.assign(_label=labels)
-    useful = frame.groupby("u")["_label"].transform("max") > 0
-    frame = frame[useful.to_numpy()]
-    if frame.empty:
-        logger.warning("no relevant candidate in the label period: no reranker")
-        return None
-    groups = frame.groupby("u", sort=True).size().to_numpy()
-    columns = [c for c in frame.columns if c not in ("u", "i", "_label")]
-    model = LambdaRankReranker(**config.reranker, random_state=config.seed)
-    return model.fit(frame[columns], frame["_label"].to_numpy(), groups)
-
-
-def _tune_als(
-    matrix: sp.csr_matrix,
-    relevant: sp.csr_matrix,
-    users: np.ndarray,
-    config: RecommenderJobConfig,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Seeded random search over ALS factors, regularisation, alpha, iterations."""
-    base = dict(config.als)
-    if config.tune_budget == 0 or len(users) == 0:
-        return base, []
-    rng = np.random.default_rng(config.seed)
-    space: dict[str, list[float]] = {
-        "factors": [16, 32, 64, 128],
-        "regularization": [0.005, 0.01, 0.05, 0.1, 0.5],
-        "alpha": [1.0, 5.0, 10.0, 20.0, 40.0],
-        "iterations": [10, 15, 25],
-    }
-    trials = [base] + [
-        {name: _plain(values[int(rng.integers(len(values)))]) for name, values in space.items()}
-        for _ in range(config.tune_budget - 1)
-    ]
-    exclude = matrix[users] if config.mode == "new" else None
-    results = []
-    for params in trials:
-        model = ALSRecommender(**params, random_state=config.seed).fit(matrix)
-        ids, _ = model.recommend(users, matrix[users], n=10, exclude=exclude)
-        ndcg = ranking_metrics(ids, relevant[users], 10).ndcg
-        results.append({**{k: _plain(v) for k, v in params.items()}, "ndcg@10": ndcg})
-    best = max(results, key=lambda r: r["ndcg@10"])
-    return {k: v for k, v in best.items() if k != "ndcg@10"}, results
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 # Users by how much history they had at training time.

@@ -37,12 +37,7 @@ from features.data.store import EventStore
 from features.errors import InputError
 from features.identity.match import TrainedMatchers
 from features.segments import SegmentSet
-from features.settings import (
-    ATTRIBUTION_WINDOW_HOURS,
-    MARGIN_RATE,
-    FeatureConfig,
-    SelectorConfig,
-)
+from features.settings import ATTRIBUTION_WINDOW_HOURS, MARGIN_RATE, FeatureConfig
 from features.snapshot import build_snapshot
 from models.content_features import OFFER_FEATURES, OFFER_ID_PREFIX, content_features
 from models.policy import Policy
@@ -64,6 +59,7 @@ from training.selector_data import (
     with_customer_features,
     with_response_history,
 )
+from training.settings import SelectorConfig
 
 
 @dataclass

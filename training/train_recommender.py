@@ -22,9 +22,9 @@ from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
 from training.metrics import RankingReport
 from training.promotion import PromotionDecision, promote
+from training.recommend_config import RecommenderJobConfig
 from training.recommend_job import (
     JobResult,
-    RecommenderJobConfig,
     run_recommender_job,
     score_on_holdout,
 )

@@ -33,7 +33,7 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 from features.data.store import EventStore
 from features.errors import InputError
 from features.segments import SegmentSet
-from features.settings import FeatureConfig, SelectorConfig
+from features.settings import FeatureConfig
 from models.policy import default_content
 from models.registry import load_version
 from models.selector import CustomerDesign, Selector, candidate_scores
@@ -50,6 +50,7 @@ from training.selector_job import (
     slot_outcome_model,
     store_features_at,
 )
+from training.settings import SelectorConfig
 from training.tracking import (
     CHAMPION,
     champion_version,

@@ -3,7 +3,8 @@
 - :mod:`features.data.contracts` — the tables' contracts (columns, types, keys, row rules);
 - :mod:`features.data.readers` — CSV / Parquet / JSONL (gzip too) read in bounded chunks;
 - :mod:`features.data.validation` — rows checked against a contract: typed rows out,
-  bad rows with every reason; :mod:`features.data.json_columns` — the JSON columns as
+  bad rows with every reason; :mod:`features.data.typed_columns` — one raw column read
+  as its contract type; :mod:`features.data.json_columns` — the JSON columns as
   canonical text; :mod:`features.data.record_validation` — the same answer for a few
   posted records, without pandas' fixed costs;
 - :mod:`features.data.adapters` — public logs (Taobao, REES46, MovieLens, Hillstrom …)

@@ -28,7 +28,8 @@ from features.data.contracts import EVENTS, RowLimits
 from features.data.ingest import write_events
 from features.data.record_validation import TypedRecords, type_records
 from features.data.store import EventStore
-from features.data.validation import DEFAULT_LIMITS, READABLE
+from features.data.typed_columns import READABLE
+from features.data.validation import DEFAULT_LIMITS
 from features.errors import WriteFailed
 
 logger = logging.getLogger(__name__)

@@ -28,15 +28,12 @@ import pandas as pd
 from features.data.contracts import Column, RowLimits, TableContract
 from features.data.json_columns import canonical_json, dump_json
 from features.data.readers import records_frame
+from features.data.typed_columns import READABLE, Window, event_window, has_surrogates
 from features.data.validation import (
     DEFAULT_LIMITS,
     ITEM_EVENTS,
     LINK_EVENTS,
-    READABLE,
     Validated,
-    Window,
-    event_window,
-    has_surrogates,
     validate,
 )
 

@@ -1,4 +1,5 @@
-"""The settings object: where its TOML file and the YAML files it names come from."""
+"""The settings: where the TOML file and the YAML files it names come from, and how the
+packages' sections compose (the command line checks all, a service process reads its own)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from cli.settings import Settings
 from features.errors import InputError
 from features.segments import DEFAULT_SEGMENTS_FILE, load_segments
-from features.settings import Settings
 from features.snapshot import behaviour_feature_names
+from serving.settings import ServiceSettings
 
 
 @pytest.fixture(autouse=True)
@@ -87,3 +89,31 @@ def test_packaged_segments_load_and_a_named_file_must_exist(tmp_path):
     assert "loyal" in load_segments(None, names).names
     with pytest.raises(InputError, match=r"segments_file=.*no such file"):
         load_segments(tmp_path / "segments.yaml", names)
+
+
+def test_the_command_line_checks_every_section_the_service_reads_its_own(tmp_path):
+    path = tmp_path / "tailor.toml"
+    path.write_text(
+        "[recommender]\nhalf_life_days = 3.0\n"
+        "[selectors]\nepsilon = 0.1\nattribution_window_hours = 24.0\n"
+        "[serving]\nport = 4000\n"
+    )
+    full = Settings(config=path)
+    assert (full.recommender.half_life_days, full.selectors.epsilon) == (3.0, 0.1)
+    # The service process passes over training's settings but reads the window it
+    # shares with training, and its own section.
+    service = ServiceSettings(config=path)
+    assert service.selectors.attribution_window_hours == 24.0
+    assert service.serving.port == 4000
+    assert not hasattr(service, "recommender")
+    # A key no package knows stops the command line, naming it; inside a section the
+    # service reads, it stops the service too.
+    path.write_text("[recomender]\nhalf_life_days = 3.0\n")
+    with pytest.raises(ValidationError, match="recomender"):
+        Settings(config=path)
+    path.write_text("[selectors]\nepsilonn = 0.1\n")
+    with pytest.raises(ValidationError, match=r"selectors\.epsilonn"):
+        Settings(config=path)
+    path.write_text("[serving]\nprot = 4000\n")
+    with pytest.raises(ValidationError, match=r"serving\.prot"):
+        ServiceSettings(config=path)

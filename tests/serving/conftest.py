@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from features.settings import ServingConfig, Settings
+from cli.settings import Settings
+from serving.settings import ServingConfig
 from simulation import DEMO_RULES_FILE
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.settings import Settings
 from features.errors import InputError, NotFoundError
-from features.settings import Scope, Settings
 from serving.keys import SCOPES, ApiKey, KeyStore, parse_scopes
+from serving.settings import Scope
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.load_generator import KEYS, MIX, Audience, Outcome, timetable
 from bench.server import Server
-from bench.soak import (
-    KEYS,
-    MIX,
-    Audience,
-    Outcome,
-    logged_event_ids,
-    report,
-    run_soak,
-    summarise,
-    timetable,
-)
+from bench.soak import logged_event_ids, run_soak
+from bench.soak_report import report, summarise
 
 
 def test_the_timetable_is_fixed_in_advance() -> None:

@@ -10,12 +10,8 @@ import scipy.sparse as sp
 from features.errors import InputError, JobFailed
 from models.candidates import Index, interaction_matrix, pair_features, recent_history
 from simulation import SimulationConfig, simulate
-from training.recommend_job import (
-    RecommenderJobConfig,
-    resolve_label_events,
-    run_recommender_job,
-    score_on_holdout,
-)
+from training.recommend_config import RecommenderJobConfig, resolve_label_events
+from training.recommend_job import run_recommender_job, score_on_holdout
 
 
 @pytest.fixture(scope="module")

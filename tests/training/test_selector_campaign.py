@@ -17,8 +17,9 @@ import pytest
 from features.data.ingest import ingest_file
 from features.data.store import EventStore
 from features.segments import SegmentSet
-from features.settings import FeatureConfig, SelectorConfig
+from features.settings import FeatureConfig
 from training.selector_job import build_selector_data, plan_split, store_features_at
+from training.settings import SelectorConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SEND = pd.Timestamp("2008-03-01T10:00:00Z")
