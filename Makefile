@@ -27,7 +27,7 @@ lint: $(BIN)/tailor
 	$(BIN)/ruff format --check .
 
 typecheck: $(BIN)/tailor
-	$(BIN)/mypy features models training serving simulation cli
+	$(BIN)/mypy features models training serving simulation cli measurement
 
 ## lock: resolve pyproject.toml (with the test extra) into $(LOCK) for every platform,
 ## keeping the versions already pinned where they still fit (LOCK_FLAGS=--upgrade: newest)

@@ -3,9 +3,9 @@
 Subcommands: ``simulate``, ``ingest``, ``features build`` (``cli/data.py``), ``train
 recommender``, ``train selector``, ``promote`` (``cli/train.py``), ``serve``, ``rules
 check`` (``cli/serve.py``), ``identity`` (``cli/identity.py``), ``keys``
-(``cli/keys.py``), ``demo`` (``cli/demo.py``). Each builds the settings once,
-configures logging, and passes what it needs down. ``serve`` runs the BentoML service
-(``serving.service``) in its own process.
+(``cli/keys.py``), ``ab-report``, ``report`` (``cli/measure.py``), ``demo`` (``cli/demo.py``).
+Each builds the settings once, configures logging, and passes what it needs down.
+``serve`` runs the BentoML service (``serving.service``) in its own process.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli import data, demo, identity, keys, serve, train
+from cli import data, demo, identity, keys, measure, serve, train
 
 # Only the standard library and the command modules (themselves importing no more than
 # the standard library and light ``features`` modules) are imported above: building
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(sub)  # serve, rules
     identity.add_parser(sub)
     keys.add_parser(sub)
+    measure.add_parser(sub)
+    measure.add_report_parser(sub)
     demo.add_parser(sub)
     return parser
 
@@ -126,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return identity.run(args, settings)
         if args.command == "keys":
             return keys.run(args, settings)
+        if args.command == "report":
+            return measure.run_report(args, settings)
+        if args.command == "ab-report":
+            return measure.run_ab_report(args, settings)
         if args.command == "demo":
             return demo.run(args, settings)
     except ValidationError as exc:

@@ -23,7 +23,7 @@ from models.policy import choose, default_content
 from models.selector import Selector
 from serving.deadline import DeadlineExceeded
 from serving.deciding import DecisionRoom, in_holdout, new_id, rule_variables
-from serving.decision_log import DecisionRecord
+from features.data.decision_log import DecisionRecord
 from serving.errors import UnknownCandidates
 from serving.profiles import Profile
 from serving.schemas import CandidateScore, Choice, ChooseRequest

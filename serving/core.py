@@ -49,7 +49,7 @@ from serving.bundles import (
 from serving.choices import Choices
 from serving.deadline import DeadlinePool
 from serving.deciding import in_holdout, iso, live_features
-from serving.decision_log import DecisionLog
+from features.data.decision_log import DecisionLog
 from serving.errors import BatchTooLarge, ReloadFailed
 from serving.events import EventWriter, StoreUnavailable
 from serving.online import OnlineStore

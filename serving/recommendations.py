@@ -27,7 +27,7 @@ from features.errors import NotFoundError
 from serving.bundle_data import Bundle, Catalog
 from serving.deadline import DeadlineExceeded
 from serving.deciding import DecisionRoom, in_holdout, new_id, new_ids, rule_variables
-from serving.decision_log import DecisionRecord
+from features.data.decision_log import DecisionRecord
 from serving.errors import BatchTooLarge
 from serving.item_lists import (
     Scored,

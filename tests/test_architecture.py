@@ -1,4 +1,5 @@
-"""Data flows one way: features → models → training; serving never imports training.
+"""Data flows one way: features → models → training → measurement; serving never imports
+training, and measurement reads what serving logged without importing it.
 
 The command line (``cli``) is the top floor: it composes every package, and no package
 imports it. The store simulator (``simulation``) produces data in the contracts'
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("features", "simulation", "models", "training", "serving", "cli")
+PACKAGES = ("features", "simulation", "models", "training", "serving", "measurement", "cli")
 # What each package may import from the others (none may import the top floor, cli).
 ALLOWED = {
     "features": set(),
@@ -22,7 +23,8 @@ ALLOWED = {
     "models": {"features"},
     "training": {"features", "models"},
     "serving": {"features", "models"},
-    "cli": {"features", "simulation", "models", "training", "serving"},
+    "measurement": {"features", "models", "training"},
+    "cli": {"features", "simulation", "models", "training", "serving", "measurement"},
 }
 # The packages that may import the simulator: the command line only.
 SIMULATION_USERS = {"cli"}

@@ -59,6 +59,7 @@ def attach_outcomes(
     window: timedelta = timedelta(hours=ATTRIBUTION_WINDOW_HOURS),
     margins: dict[str, float] | None = None,
     margin_rate: float = MARGIN_RATE,
+    sends_by_decision: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Add ``opened``, ``clicked``, ``converted``, ``revenue``, ``margin``, ``open_event``
     and ``click_ts`` per decision.
@@ -71,6 +72,9 @@ def attach_outcomes(
     (``opened`` also counts clicks and purchases: a click implies an open);
     ``click_ts`` is the first attributed click (NaT: none). ``margin`` is revenue ×
     ``margin_rate`` minus the offer's cost (``margins`` maps content id to cost).
+    ``sends_by_decision`` (``decision_id``, ``customer_id``, ``campaign_id``) names
+    the send of decision ids known beside the log's ``email_sent`` rows (the
+    service's decision log).
     """
     if window <= timedelta(0):
         raise InputError("attribution_window", window, "must be a positive duration")
@@ -82,8 +86,11 @@ def attach_outcomes(
     outcomes = events[events["event_type"].isin(outcome_types)]
     # Every logged send's decision id (any slot) names its (customer, campaign).
     sent = events[(events["event_type"] == "email_sent") & events["decision_id"].notna()]
+    known_sends = [sent[["decision_id", *keys]]]
+    if sends_by_decision is not None:
+        known_sends.append(sends_by_decision[["decision_id", *keys]])
     by_decision = (
-        sent[["decision_id", *keys]]
+        pd.concat(known_sends, ignore_index=True)
         .dropna(subset=keys)
         .drop_duplicates("decision_id")
         .rename(columns={"customer_id": "_customer", "campaign_id": "_campaign"})

@@ -51,6 +51,7 @@ from features.snapshot.persistence import (
     load_identity,
     load_snapshot,
     snapshot_dir,
+    snapshot_folders,
     write_snapshot,
 )
 from features.snapshot.sql import TYPE_CODES
@@ -73,6 +74,7 @@ __all__ = [
     "build_snapshot",
     "compute_snapshot",
     "latest_snapshot",
+    "snapshot_folders",
     "load_identity",
     "load_snapshot",
     "snapshot_dir",

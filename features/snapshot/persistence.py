@@ -177,9 +177,9 @@ def _tidy(root: Path) -> None:
                 folder.rename(final)
 
 
-def latest_snapshot(root: Path) -> Path:
-    """The newest complete snapshot folder under ``root``."""
-    folders = sorted(
+def snapshot_folders(root: Path) -> list[Path]:
+    """The complete snapshot folders under ``root``, oldest first."""
+    return sorted(
         p
         for p in Path(root).glob("as_of=*")
         if p.is_dir()
@@ -187,6 +187,11 @@ def latest_snapshot(root: Path) -> Path:
         and _OLD not in p.name
         and (p / "manifest.json").exists()
     )
+
+
+def latest_snapshot(root: Path) -> Path:
+    """The newest complete snapshot folder under ``root``."""
+    folders = snapshot_folders(root)
     if not folders:
         raise NotFoundError(f"no feature snapshot under {root}; run `tailor features build`")
     return folders[-1]

@@ -2,9 +2,11 @@
 
 One row per decision: which customer and slot, the candidates with their scores
 and probabilities, what was chosen with its propensity, the strategy (rule, model,
-fallback, consent, holdout) and the model and snapshot versions. Outcome events
-that carry the ``decision_id`` (or the same customer and campaign) close the loop:
-``training`` joins them back for off-policy evaluation and retraining.
+fallback, consent, holdout) and the model and snapshot versions. The service
+(``serving``) writes it; outcome events that carry the ``decision_id`` (or the same
+customer and campaign) close the loop: ``measurement`` joins them back for its
+reports and estimates. It is data, so it lives in the data layer, where writer and
+readers both reach it.
 
 Commits use ``synchronous=NORMAL``: in WAL mode a committed decision survives a
 crash of the service (not a power cut of the machine), and a single decision costs

@@ -1,0 +1,52 @@
+"""Key figures of what was served, over time and by who decided.
+
+From the decisions ⋈ outcomes table (``measurement.outcomes``): per period (a day by
+default) and per value of a dimension — the served policy (rule, model, fallback,
+consent, holdout), the model version, or the recipient's segment — the recipients
+(decisions), open, click and conversion rates and revenue per recipient.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from features.errors import InputError
+
+DIMENSIONS = ("policy", "model_version", "segment")
+FIGURES = {
+    "open_rate": ("opened", "mean"),
+    "click_rate": ("clicked", "mean"),
+    "conversion_rate": ("converted", "mean"),
+    "revenue_per_recipient": ("revenue", "mean"),
+}
+
+
+def kpis(table: pd.DataFrame, *, by: str | None = None, every: str | None = "1D") -> pd.DataFrame:
+    """Recipients and the four figures per period (``every``; None: the whole span)
+    and per value of ``by`` (None: all decisions together)."""
+    if by is not None and by not in DIMENSIONS:
+        raise InputError("by", by, f"expected one of {DIMENSIONS}")
+    if by is not None and by not in table.columns:
+        raise InputError("by", by, "the decisions carry no such column")
+    keys: list[pd.Series] = []
+    if every is not None:
+        try:
+            period = pd.tseries.frequencies.to_offset(every)
+        except ValueError:
+            raise InputError("every", every, "not a pandas frequency (e.g. 1D, 1W)") from None
+        keys.append(table["ts"].dt.floor(period).rename("period"))
+    if by is not None:
+        keys.append(table[by].astype(object).fillna("–").astype(str).rename(by))
+    named = {figure: pd.NamedAgg(column, how) for figure, (column, how) in FIGURES.items()}
+    if not keys:  # one group: all decisions
+        keys.append(pd.Series("all", index=table.index, name="_all"))
+    out = table.groupby(keys).agg(recipients=pd.NamedAgg("decision_id", "size"), **named)
+    return out.reset_index().drop(columns=["_all"], errors="ignore")
+
+
+def with_segments(table: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
+    """One row per decision and segment of its recipient (``segments``: ``customer_id,
+    segment``); a recipient in no segment gets ``(no segment)``."""
+    joined = table.merge(segments[["customer_id", "segment"]], on="customer_id", how="left")
+    joined["segment"] = joined["segment"].fillna("(no segment)")
+    return joined

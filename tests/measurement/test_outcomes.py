@@ -1,0 +1,111 @@
+"""Decisions joined to their outcomes: each attribution rule on a hand-made log."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from features.errors import InputError
+from measurement.outcomes import decision_outcomes
+
+T0 = pd.Timestamp("2026-05-01 09:00", tz="UTC")
+
+
+def _decision(decision_id, customer, strategy, *, slot="offer", campaign="spring", **extra):
+    context = {} if campaign is None else {"campaign_id": campaign}
+    versions = (
+        {"snapshot": "s1", "recommender": "4"}
+        if slot == "recommend"
+        else {
+            "snapshot": "s1",
+            "selector": "2",
+        }
+    )
+    return {
+        "decision_id": decision_id,
+        "ts": T0.timestamp(),
+        "endpoint": "recommend" if slot == "recommend" else "choose",
+        "customer_id": customer,
+        "slot": slot,
+        "strategy": strategy,
+        "chosen": ["i1", "i2"] if slot == "recommend" else "offer-10",
+        "propensity": extra.get("propensity", 1.0),
+        "candidates": [],
+        "versions": versions,
+        "context": context,
+    }
+
+
+def _event(kind, customer, hours, *, campaign=None, decision_id=None, price=None):
+    return {
+        "event_id": f"e-{kind}-{customer}-{hours}",
+        "event_type": kind,
+        "customer_id": customer,
+        "ts": T0 + pd.Timedelta(hours=hours),
+        "campaign_id": campaign,
+        "decision_id": decision_id,
+        "price": price,
+        "quantity": 2.0 if price is not None else None,
+    }
+
+
+def test_each_attribution_rule():
+    decisions = pd.DataFrame(
+        [
+            _decision("d1", "c1", "model", propensity=0.9),
+            _decision("d2", "c2", "model", slot="recommend", campaign=None),
+            _decision("d3", "c3", "holdout"),
+            _decision("d4", "c4", "fallback:cold_start"),
+            _decision("d5", "c5", "rule:winback"),
+        ]
+    )
+    events = pd.DataFrame(
+        [
+            # By id: long after the window, still the decision's.
+            _event("email_click", "c1", 100, decision_id="d1"),
+            # By customer and campaign, within the window: revenue = 20 × 2.
+            _event("purchase", "c1", 1, campaign="spring", price=20.0),
+            # Outside a campaign only the id counts.
+            _event("email_click", "c2", 1, decision_id="d2"),
+            _event("purchase", "c2", 2, price=5.0),
+            # By customer and campaign but after the 72 h window: not counted.
+            _event("email_open", "c3", 80, campaign="spring"),
+            # Before the decision: not counted.
+            _event("email_click", "c4", -1, campaign="spring"),
+            # Another campaign: not counted.
+            _event("email_click", "c5", 1, campaign="autumn"),
+        ]
+    )
+    out = decision_outcomes(decisions, events).set_index("decision_id")
+    assert out.loc["d1", ["clicked", "converted", "opened"]].tolist() == [True, True, True]
+    assert out.loc["d1", "revenue"] == 40.0
+    assert out.loc["d1", "margin"] == pytest.approx(40.0 * 0.4)
+    assert out.loc["d2", ["clicked", "converted"]].tolist() == [True, False]
+    assert pd.isna(out.loc["d2", "campaign_id"])
+    assert out.loc["d2", "model_version"] == "4"
+    assert out.loc["d1", "model_version"] == "2"
+    assert not out.loc[["d3", "d4", "d5"], ["opened", "clicked", "converted"]].to_numpy().any()
+    assert out["policy"].tolist() == ["model", "model", "holdout", "fallback", "rule"]
+    assert out.loc["d1", "content_id"] == "offer-10"
+    assert out.loc["d1", "propensity"] == 0.9
+
+
+def test_a_log_with_nothing_to_measure_fails_naming_why():
+    columns = [
+        "decision_id",
+        "ts",
+        "endpoint",
+        "customer_id",
+        "slot",
+        "strategy",
+        "chosen",
+        "propensity",
+        "candidates",
+        "versions",
+        "context",
+    ]
+    with pytest.raises(InputError, match="no decision"):
+        decision_outcomes(pd.DataFrame(columns=columns), pd.DataFrame())
+    bad = pd.DataFrame([_decision("d1", "c1", "guess")])
+    with pytest.raises(InputError, match="strategy"):
+        decision_outcomes(bad, pd.DataFrame(columns=["event_type"]))
