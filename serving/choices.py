@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from features.data.decision_log import DecisionRecord
 from features.errors import InputError
 from models.policy import choose, default_content
 from models.selector import Selector
 from serving.deadline import DeadlineExceeded
 from serving.deciding import DecisionRoom, in_holdout, new_id, rule_variables
-from features.data.decision_log import DecisionRecord
 from serving.errors import UnknownCandidates
 from serving.profiles import Profile
 from serving.schemas import CandidateScore, Choice, ChooseRequest

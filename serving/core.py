@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from features.data.decision_log import DecisionLog
 from features.data.online_log import OnlineEventLog
 from features.errors import NotFoundError
 from models.registry import tracking_uri
@@ -49,7 +50,6 @@ from serving.bundles import (
 from serving.choices import Choices
 from serving.deadline import DeadlinePool
 from serving.deciding import in_holdout, iso, live_features
-from features.data.decision_log import DecisionLog
 from serving.errors import BatchTooLarge, ReloadFailed
 from serving.events import EventWriter, StoreUnavailable
 from serving.online import OnlineStore

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from serving.deadline import DeadlinePool
 from features.data.decision_log import DecisionLog
+from serving.deadline import DeadlinePool
 from serving.profiles import Profile
 from serving.rules import BUILTIN_NAMES
 from serving.settings import ServiceSettings, ServingConfig

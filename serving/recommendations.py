@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from features.data.decision_log import DecisionRecord
 from features.errors import NotFoundError
 from serving.bundle_data import Bundle, Catalog
 from serving.deadline import DeadlineExceeded
 from serving.deciding import DecisionRoom, in_holdout, new_id, new_ids, rule_variables
-from features.data.decision_log import DecisionRecord
 from serving.errors import BatchTooLarge
 from serving.item_lists import (
     Scored,
