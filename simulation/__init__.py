@@ -69,6 +69,8 @@ Modules
 - :mod:`simulation.store`: :func:`simulate`, the assembly and its recorded truth;
   :mod:`simulation.truth`: the truth's documented type.
 - :mod:`simulation.writing`: :func:`write_store`.
+- :mod:`simulation.responses`: :class:`Responder`, the store's response to an e-mail the
+  decision service chose (its outcome events and their true rates).
 """
 
 from simulation.campaigns import subject_traits
@@ -81,6 +83,7 @@ from simulation.parameters import (
     MALFORMED_KINDS,
     SUBJECT_TRAITS,
 )
+from simulation.responses import Expectation, Responder
 from simulation.store import SimulatedStore, simulate
 from simulation.truth import Truth
 from simulation.writing import write_store
@@ -92,6 +95,8 @@ __all__ = [
     "MALFORMED_KINDS",
     "PLACEHOLDER_EMAILS",
     "SUBJECT_TRAITS",
+    "Expectation",
+    "Responder",
     "SimulatedStore",
     "SimulationConfig",
     "Truth",

@@ -3,8 +3,9 @@
 Each campaign mails every consenting record with a real address; the subject line
 and the offer are drawn by a known randomised logging policy (propensities logged),
 and opens, clicks, purchases and unsubscribes follow the models in
-:mod:`simulation.parameters`. The content table (subject lines and offers) is built
-here too.
+:mod:`simulation.parameters`, drawn by :func:`_draw_outcomes` (its rates
+:func:`_response_rates`), which :mod:`simulation.responses` draws a send the decision
+service chose with. The content table (subject lines and offers) is built here too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import pandas as pd
 import pyarrow as pa
 
 from features.data.contracts import CONTENT
-from simulation.catalog import _Catalog, _sample_categories, _sample_items, _sampler
+from simulation.catalog import (
+    _Catalog,
+    _sample_categories,
+    _sample_items,
+    _Sampler,
+    _sampler,
+)
 from simulation.columns import _col, _concat, _pick, _sigmoid, _to_pandas
 from simulation.config import SimulationConfig
 from simulation.parameters import (
@@ -129,6 +136,121 @@ def _campaign_times(cfg: SimulationConfig) -> list[int]:
     ]
 
 
+@dataclass(frozen=True)
+class _Shop:
+    """What a campaign purchase is drawn from (:func:`_campaign_shop`)."""
+
+    sampler: _Sampler  # items by category, weighted by popularity
+    price: np.ndarray  # (n_items,) list price
+    category_price: np.ndarray  # (n_categories,) expected list price of a purchase in each
+    discount: np.ndarray  # (O,) each offer's discount_pct
+
+
+def _campaign_shop(cat: _Catalog) -> _Shop:
+    """The items a campaign purchase is drawn from: those never out of stock in the window
+    (all of a category's items where none is), weighted by popularity."""
+    never_out = (cat.out == _NEVER) & (cat.back == _NEVER)
+    weights = cat.popularity * never_out
+    k = len(cat.names)
+    empty = np.bincount(cat.category, weights=weights, minlength=k) == 0
+    weights = np.where(empty[cat.category], cat.popularity, weights)
+    category_price = np.bincount(
+        cat.category, weights=weights * cat.price, minlength=k
+    ) / np.bincount(cat.category, weights=weights, minlength=k)
+    discount = np.array([o[3] for o in _OFFERS], dtype=float)
+    return _Shop(_sampler(cat.category, weights, k), cat.price, category_price, discount)
+
+
+def _open_probability(
+    engagement: np.ndarray, effect: np.ndarray, lapsed: np.ndarray | bool
+) -> np.ndarray:
+    """P(open) of the open model: ``sigmoid(base + engagement + subject effect - lapsed
+    penalty * lapsed)``; the arguments broadcast (logit units, ``lapsed`` boolean)."""
+    logit = _OPEN_BASE_LOGIT + engagement + effect
+    return _sigmoid(logit - _LAPSED_OPEN_PENALTY * lapsed)
+
+
+@dataclass(frozen=True)
+class _Rates:
+    """The planted response rates of ``n`` sends, each (n,)."""
+
+    open: np.ndarray  # P(open)
+    click: np.ndarray  # P(click | open)
+    conversion: np.ndarray  # P(purchase within the attribution window | open)
+
+
+def _response_rates(
+    people: _People, per: np.ndarray, send: np.ndarray, effect: np.ndarray, offer: np.ndarray
+) -> _Rates:
+    """Rates of sends to persons ``per`` at ``send`` (epoch s) with subject-line open
+    effects ``effect`` and offer indices ``offer``, all (n,)."""
+    lapsed = send >= people.lapse[per]
+    ctype = people.ctype[per]
+    return _Rates(
+        _open_probability(people.engagement[per], effect, lapsed),
+        _CLICK[ctype, offer],
+        _CONVERSION[ctype, offer],
+    )
+
+
+@dataclass(frozen=True)
+class _Outcomes:
+    """What ``n`` sends drew (:func:`_draw_outcomes`), each (n,)."""
+
+    opened: np.ndarray
+    clicked: np.ndarray  # implies opened
+    bought: np.ndarray  # implies clicked
+    left: np.ndarray  # unsubscribed: opened, not clicked
+    open_t: np.ndarray  # epoch s; every time is set, meaningful where its flag is
+    click_t: np.ndarray
+    buy_t: np.ndarray  # purchase time; the checkout is one second before
+    leave_t: np.ndarray
+    item: np.ndarray  # item bought, -1 where none
+    price: np.ndarray  # price paid (list price less the offer's discount, cents)
+
+
+def _draw_outcomes(
+    rng: np.random.Generator,
+    people: _People,
+    per: np.ndarray,
+    send: np.ndarray,
+    effect: np.ndarray,
+    offer: np.ndarray,
+    shop: _Shop,
+    window: int,
+) -> _Outcomes:
+    """Draw the opens, clicks, purchases and unsubscribes of ``n`` sends (arguments as for
+    :func:`_response_rates`); ``window`` is the attribution window, seconds: every
+    purchase falls within it."""
+    n = len(per)
+    rates = _response_rates(people, per, send, effect, offer)
+    opened = rng.random(n) < rates.open
+    clicked = opened & (rng.random(n) < rates.click)
+    bought = clicked & (rng.random(n) < rates.conversion / rates.click)
+    # delays to open, click, purchase; scaled down to fit the attribution window
+    delays = np.stack(
+        [
+            rng.lognormal(np.log(3 * _HOUR), 1.0, n),
+            10 + rng.exponential(180.0, n),
+            60 + rng.exponential(1800.0, n),
+        ]
+    )
+    scale = np.minimum(1.0, (window - 60) / delays.sum(axis=0))
+    delays = 2 + (delays * scale).astype(np.int64)
+    open_t = send + delays[0]
+    click_t = open_t + delays[1]
+    buy_t = click_t + delays[2]
+    n_buy = int(bought.sum())
+    item = np.full(n, -1, np.int64)
+    if n_buy:
+        cats = _sample_categories(people.pref, per[bought], rng.random(n_buy))
+        item[bought] = _sample_items(shop.sampler, cats, rng.random(n_buy))
+    price = np.round(shop.price[np.maximum(item, 0)] * (1 - shop.discount[offer] / 100), 2)
+    left = opened & ~clicked & (rng.random(n) < _UNSUBSCRIBE_P)
+    leave_t = open_t + 30 + rng.exponential(60.0, n).astype(np.int64)
+    return _Outcomes(opened, clicked, bought, left, open_t, click_t, buy_t, leave_t, item, price)
+
+
 def _simulate_campaigns(
     cfg: SimulationConfig,
     rng: np.random.Generator,
@@ -143,12 +265,7 @@ def _simulate_campaigns(
     active = np.array(_active_subjects())
     effects = _subject_effects()
     n_subjects = len(_SUBJECTS)
-    discount = np.array([o[3] for o in _OFFERS], dtype=float)
-    never_out = (cat.out == _NEVER) & (cat.back == _NEVER)
-    weights = cat.popularity * never_out
-    empty = np.bincount(cat.category, weights=weights, minlength=len(cat.names)) == 0
-    weights = np.where(empty[cat.category], cat.popularity, weights)
-    in_stock = _sampler(cat.category, weights, len(cat.names))
+    shop = _campaign_shop(cat)
     window = cfg.attribution_hours * _HOUR
 
     unsub = np.full(len(people.person), _NEVER, np.int64)
@@ -202,26 +319,9 @@ def _simulate_campaigns(
             )
         )
 
-        lapsed = send >= people.lapse[per]
-        logit = _OPEN_BASE_LOGIT + people.engagement[per] + effects[s_idx]
-        opened = rng.random(n) < _sigmoid(logit - _LAPSED_OPEN_PENALTY * lapsed)
-        ctype = people.ctype[per]
-        clicked = opened & (rng.random(n) < _CLICK[ctype, o_idx])
-        buy_given_click = _CONVERSION[ctype, o_idx] / _CLICK[ctype, o_idx]
-        bought = clicked & (rng.random(n) < buy_given_click)
-        # delays to open, click, purchase; scaled down to fit the attribution window
-        delays = np.stack(
-            [
-                rng.lognormal(np.log(3 * _HOUR), 1.0, n),
-                10 + rng.exponential(180.0, n),
-                60 + rng.exponential(1800.0, n),
-            ]
-        )
-        scale = np.minimum(1.0, (window - 60) / delays.sum(axis=0))
-        delays = 2 + (delays * scale).astype(np.int64)
-        open_t = send + delays[0]
-        click_t = open_t + delays[1]
-        buy_t = click_t + delays[2]
+        out = _draw_outcomes(rng, people, per, send, effects[s_idx], o_idx, shop, window)
+        opened, clicked, bought, left = out.opened, out.clicked, out.bought, out.left
+        open_t, click_t, buy_t, leave_t = out.open_t, out.click_t, out.buy_t, out.leave_t
         email = _CHANNEL["email"]
 
         def emit(mask: np.ndarray, ts: np.ndarray, c: int = c, **cols: Any) -> None:
@@ -244,10 +344,6 @@ def _simulate_campaigns(
         order = np.full(n, -1, np.int64)
         order[bought] = n_order + np.arange(n_buy)
         n_order += n_buy
-        item = np.full(n, -1, np.int64)
-        cats = _sample_categories(people.pref, per[bought], rng.random(n_buy))
-        item[bought] = _sample_items(in_stock, cats, rng.random(n_buy))
-        price = np.round(cat.price[np.maximum(item, 0)] * (1 - discount[o_idx] / 100), 2)
         web = _CHANNEL["web"]
         emit(bought, buy_t - 1, etype=_ETYPE["checkout"], cust=rec, channel=web, order=order)
         emit(
@@ -257,14 +353,12 @@ def _simulate_campaigns(
             cust=rec,
             channel=web,
             order=order,
-            item=item,
+            item=out.item,
             qty=1,
-            price=price,
+            price=out.price,
         )
-        leave = opened & ~clicked & (rng.random(n) < _UNSUBSCRIBE_P)
-        leave_t = open_t + 30 + rng.exponential(60.0, n).astype(np.int64)
-        emit(leave, leave_t, etype=_ETYPE["unsubscribe"], cust=rec, channel=email)
-        gone = leave & (leave_t < end)
+        emit(left, leave_t, etype=_ETYPE["unsubscribe"], cust=rec, channel=email)
+        gone = left & (leave_t < end)
         unsub[rec[gone]] = leave_t[gone]
     return _Email(_concat(blocks), times, subj_p, offer_p, unsub, n_sends)
 

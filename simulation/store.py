@@ -14,14 +14,16 @@ from features.data.contracts import CHANNELS, EVENT_TYPES, EVENTS
 from simulation.browsing import _Browse, _simulate_sessions
 from simulation.campaigns import (
     _active_subjects,
+    _campaign_shop,
     _content_frame,
     _Email,
+    _open_probability,
     _simulate_campaigns,
     _subject_effects,
     subject_traits,
 )
 from simulation.catalog import _Catalog, _catalog_frame, _make_catalog, _stock_rows
-from simulation.columns import _concat, _ids, _iso, _iso_text, _large, _sigmoid, _take, _to_pandas
+from simulation.columns import _concat, _ids, _iso, _iso_text, _large, _take, _to_pandas
 from simulation.config import SimulationConfig
 from simulation.defects import _malformed_rows
 from simulation.parameters import (
@@ -136,6 +138,17 @@ def _events_table(
     return pa.table({name: columns[name] for name in EVENTS.names})
 
 
+def _world(config: SimulationConfig) -> tuple[list[np.random.Generator], _Catalog, _People]:
+    """The store's random streams, catalog and persons: what :func:`simulate` draws first,
+    and what :class:`~simulation.responses.Responder` draws a send's outcomes from."""
+    # The identity stream (the eighth) came last: spawning it left the others as they were.
+    seeds = np.random.SeedSequence(config.seed).spawn(8)
+    rngs = [np.random.default_rng(s) for s in seeds]
+    cat = _make_catalog(config, rngs[0])
+    people = _make_people(config, rngs[1], len(cat.names), rngs[7])
+    return rngs, cat, people
+
+
 def simulate(config: SimulationConfig) -> SimulatedStore:
     """Simulate a store and return its tables and the planted truth.
 
@@ -152,14 +165,10 @@ def simulate(config: SimulationConfig) -> SimulatedStore:
         (sorted by ``ts``; ids ``e000000001`` ...) and ``truth``, every planted
         parameter: a :class:`~simulation.truth.Truth`, which documents each key.
     """
-    # The identity stream (the eighth) came last: spawning it left the others as they were.
-    seeds = np.random.SeedSequence(config.seed).spawn(8)
-    rngs = [np.random.default_rng(s) for s in seeds]
+    rngs, cat, people = _world(config)
     start = int(config.start.timestamp())
     end = start + config.days * _DAY
 
-    cat = _make_catalog(config, rngs[0])
-    people = _make_people(config, rngs[1], len(cat.names), rngs[7])
     browse = _simulate_sessions(config, rngs[2], people, cat)
     email = _simulate_campaigns(config, rngs[3], people, cat, browse.n_orders)
     n_anon = len(browse.anon_owner)
@@ -236,18 +245,10 @@ def _truth(
     active = _active_subjects()
     subject_ids = [_SUBJECTS[i][0] for i in active]
     effects = _subject_effects()
-    open_p = _sigmoid(_OPEN_BASE_LOGIT + people.engagement[:, None] + effects[None, :])
+    open_p = _open_probability(people.engagement[:, None], effects[None, :], False)
     offer_ids = [o[0] for o in _OFFERS]
     # expected list price of a campaign purchase, per customer type
-    never_out = (cat.out == _NEVER) & (cat.back == _NEVER)
-    w = cat.popularity * never_out
-    k = len(cat.names)
-    tot = np.bincount(cat.category, weights=w, minlength=k)
-    w = np.where((tot == 0)[cat.category], cat.popularity, w)
-    cat_mean = np.bincount(cat.category, weights=w * cat.price, minlength=k) / np.bincount(
-        cat.category, weights=w, minlength=k
-    )
-    person_price = people.pref @ cat_mean
+    person_price = people.pref @ _campaign_shop(cat).category_price
     order_value = {
         t: float(person_price[people.ctype == i].mean()) if (people.ctype == i).any() else 0.0
         for i, t in enumerate(CUSTOMER_TYPES)
