@@ -1,11 +1,12 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
 Subcommands: ``simulate``, ``ingest``, ``features build`` (``cli/data.py``), ``train
-recommender``, ``train selector``, ``promote`` (``cli/train.py``), ``serve``, ``rules
-check`` (``cli/serve.py``), ``identity`` (``cli/identity.py``), ``keys``
-(``cli/keys.py``), ``ab-report``, ``report`` (``cli/measure.py``), ``demo`` (``cli/demo.py``).
-Each builds the settings once, configures logging, and passes what it needs down.
-``serve`` runs the BentoML service (``serving.service``) in its own process.
+recommender``, ``train selector``, ``promote``, ``rollback`` (``cli/train.py``),
+``retrain`` (``cli/retrain.py``), ``serve``, ``rules check`` (``cli/serve.py``),
+``identity`` (``cli/identity.py``), ``keys`` (``cli/keys.py``), ``ab-report``,
+``report`` (``cli/measure.py``), ``demo`` (``cli/demo.py``). Each builds the settings
+once, configures logging, and passes what it needs down. ``serve`` runs the BentoML
+service (``serving.service``) in its own process.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli import data, demo, identity, keys, measure, serve, train
+from cli import data, demo, identity, keys, measure, retrain, serve, train
 
 # Only the standard library and the command modules (themselves importing no more than
 # the standard library and light ``features`` modules) are imported above: building
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(sub)
     measure.add_parser(sub)
     measure.add_report_parser(sub)
+    retrain.add_parser(sub)
     demo.add_parser(sub)
     return parser
 
@@ -120,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return train.run_recommender(args, settings)
         if args.command == "promote":
             return train.run_promote(args, settings)
+        if args.command == "retrain":
+            return retrain.run(args, settings)
+        if args.command == "rollback":
+            return train.run_rollback(args, settings)
         if args.command == "serve":
             return serve.serve(settings, host=args.host, port=args.port)
         if args.command == "rules":

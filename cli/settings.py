@@ -11,12 +11,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from serving.settings import ServiceSettings
-from training.settings import RecommenderSettings, SelectorConfig
+from training.settings import RecommenderSettings, RetrainSettings, SelectorConfig
 
 
 class Settings(ServiceSettings):
-    """All the settings: the service's, and training's ``[recommender]`` and
-    ``[selectors]``."""
+    """All the settings: the service's, and training's ``[recommender]``,
+    ``[selectors]`` and ``[retrain]``."""
 
     # Besides what ServiceSettings sets: a key no package knows is an error.
     model_config = SettingsConfigDict(extra="forbid")
@@ -26,4 +26,7 @@ class Settings(ServiceSettings):
     )
     selectors: SelectorConfig = Field(
         default_factory=SelectorConfig, description="Selector training settings."
+    )
+    retrain: RetrainSettings = Field(
+        default_factory=RetrainSettings, description="`tailor retrain` settings."
     )

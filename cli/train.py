@@ -162,6 +162,37 @@ def add_parsers(sub: Any) -> None:
         help="least relative gain over the champion's metric",
     )
 
+    back = sub.add_parser(
+        "rollback",
+        help="put the previous champion back (a running service loads it at its next poll)",
+    )
+    back.add_argument(
+        "model",
+        help="recommender, subject, offer, or a registered model name",
+    )
+
+
+#: Short names of the registered models, as ``tailor rollback`` takes them.
+MODEL_NAMES = {
+    "recommender": "tailor-recommender",
+    "subject": "tailor-selector-subject",
+    "offer": "tailor-selector-offer",
+}
+
+
+def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from training.promotion import rollback
+    from training.tracking import configure
+
+    name = MODEL_NAMES.get(args.model, args.model)
+    done = rollback(configure(settings.home), name)
+    print(
+        f"{done.name}: champion rolled back from version {done.from_version} to "
+        f"{done.to_version}; a running service loads it within serving.registry_poll_seconds "
+        f"({settings.serving.registry_poll_seconds:g} s)"
+    )
+    return 0
+
 
 def recommender_args(*argv: str) -> argparse.Namespace:
     """``tailor train recommender ARGV`` as parsed: the options given, every other
@@ -172,6 +203,12 @@ def recommender_args(*argv: str) -> argparse.Namespace:
 
 
 def run_recommender(args: argparse.Namespace, settings: Settings) -> int:
+    train_and_report_recommender(args, settings)
+    return 0
+
+
+def train_and_report_recommender(args: argparse.Namespace, settings: Settings) -> Any:
+    """Train, gate and print; the job's ``TrainOutcome``."""
     from features.data.store import EventStore
     from training.recommend_config import RecommenderJobConfig
     from training.tracking import tracking_uri
@@ -231,7 +268,7 @@ def run_recommender(args: argparse.Namespace, settings: Settings) -> int:
         ("promoted: " if outcome.decision.promoted else "not promoted: ") + outcome.decision.reason
     )
     print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(settings.home)}")
-    return 0
+    return outcome
 
 
 SELECTOR_OPTIONS = {
@@ -279,6 +316,12 @@ def _rule_defaults(settings: Settings) -> dict[str, str]:
 
 
 def run_selector(args: argparse.Namespace, settings: Settings) -> int:
+    train_and_report_selector(args, settings)
+    return 0
+
+
+def train_and_report_selector(args: argparse.Namespace, settings: Settings) -> Any:
+    """Train, evaluate off-policy, gate and print; the job's ``SelectorOutcome``."""
     from features.data.store import EventStore
     from training.train_selector import registered_name, train_selector
 
@@ -310,7 +353,7 @@ def run_selector(args: argparse.Namespace, settings: Settings) -> int:
         print(f"   current champion, same rows       DR {evaluation.champion_estimate.value:.4f}")
     print(f"   calibration error (held out)      {outcome.calibration_error:.4f}")
     print(f"registered {registered_name(args.slot)} version {outcome.version}: {outcome.reason}")
-    return 0
+    return outcome
 
 
 def run_promote(args: argparse.Namespace, settings: Settings) -> int:

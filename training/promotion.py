@@ -5,6 +5,11 @@ and moves the ``champion`` alias only when the candidate passes a floor and beat
 champion; every decision is tagged on the version. Metric names go through the same
 MLflow-safe mapping as logging (:func:`training.tracking.mlflow_metric_name`), so
 callers keep using ``ndcg@10``.
+
+Every move of the alias goes through :func:`set_champion`, which keeps the versions
+that held it before (a tag of the registered model), so :func:`rollback` puts the
+previous champion back in one step; a running service picks it up at its next poll
+of the registry.
 """
 
 from __future__ import annotations
@@ -171,7 +176,7 @@ def promote(
         )
 
     if promoted:
-        client.set_registered_model_alias(name, CHAMPION, str(candidate_version))
+        set_champion(client, name, candidate_version)
     client.set_model_version_tag(
         name,
         str(candidate_version),
@@ -199,3 +204,67 @@ def _relative_gain(candidate: float, champion: float, higher_is_better: bool) ->
     if champion == 0:
         return math.inf if delta > 0 else (0.0 if delta == 0 else -math.inf)
     return delta / abs(champion)
+
+
+HISTORY_TAG = f"{TAG_PREFIX}champion_history"
+"""Tag of a registered model: the versions that held ``champion`` before the current
+one, oldest first, comma-separated (the last ``HISTORY_KEPT``)."""
+HISTORY_KEPT = 50
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Outcome of :func:`rollback`: the champion before and after."""
+
+    name: str
+    from_version: int
+    to_version: int
+
+
+def set_champion(client: MlflowClient, name: str, version: int | str) -> None:
+    """Give ``version`` the ``champion`` alias, remembering the version it replaces."""
+    current = champion_version(client, name)
+    if current is not None and int(current.version) != int(version):
+        history = _history(client, name) + [int(current.version)]
+        client.set_registered_model_tag(
+            name, HISTORY_TAG, ",".join(str(v) for v in history[-HISTORY_KEPT:])
+        )
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def rollback(client: MlflowClient, name: str) -> Rollback:
+    """Put the previous champion of ``name`` back (and forget the current one's turn).
+
+    Raises
+    ------
+    NotFoundError
+        When ``name`` has no champion, or no earlier champion to go back to.
+    """
+    current = champion_version(client, name)
+    if current is None:
+        raise NotFoundError(f"registered model {name!r} has no champion to roll back")
+    history = _history(client, name)
+    if not history:
+        raise NotFoundError(
+            f"{name} version {current.version} is the first champion: there is no earlier "
+            "one to roll back to"
+        )
+    previous = history.pop()
+    client.set_registered_model_alias(name, CHAMPION, str(previous))
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(str(v) for v in history))
+    client.set_model_version_tag(
+        name, str(current.version), f"{TAG_PREFIX}promotion", f"rolled back to {previous}"
+    )
+    logger.info("%s: champion rolled back from version %s to %s", name, current.version, previous)
+    return Rollback(name=name, from_version=int(current.version), to_version=previous)
+
+
+def _history(client: MlflowClient, name: str) -> list[int]:
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise NotFoundError(f"no registered model {name!r}") from error
+        raise
+    text = tags.get(HISTORY_TAG, "")
+    return [int(v) for v in text.split(",") if v.strip()]

@@ -1,7 +1,8 @@
-"""The settings training owns: ``[recommender]`` and ``[selectors]``."""
+"""The settings training owns: ``[recommender]``, ``[selectors]`` and ``[retrain]``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -153,3 +154,38 @@ class SelectorConfig(AttributionSettings):
         0.01, gt=0, description="For policy=softmax, in units of the predicted reward."
     )
     seed: int = Field(0, description="Seed of the customer folds, bootstraps and models.")
+
+
+class RetrainSettings(BaseModel):
+    """Settings of ``tailor retrain``, the one command a scheduler calls."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inbox: Path | None = Field(
+        None,
+        description=(
+            "Folder of new data files, one subfolder per table: customers/, catalog/, "
+            "content/, events/ (CSV, CSV.gz, Parquet or JSONL in the contract's columns, "
+            "or a source's own layout, see `sources`). A file is ingested once (by "
+            "content hash); none: only events posted to the service count as new data."
+        ),
+    )
+    sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="Table → source adapter of its inbox files (default: contract).",
+    )
+    service_url: str | None = Field(
+        None,
+        description=(
+            "The running service to reload after a promotion (e.g. http://127.0.0.1:3000); "
+            "none: the service picks new champions up at its next registry poll."
+        ),
+    )
+    service_key: str | None = Field(
+        None,
+        description="An admin-scope API key for the reload call (TAILOR_RETRAIN__SERVICE_KEY).",
+    )
+    slots: tuple[str, ...] = Field(
+        ("subject", "offer"),
+        description="Selector slots retrained, when the store holds decisions logged for them.",
+    )

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -369,6 +370,26 @@ def log_recommender_run(
     )
 
 
+_PARENT_RUN: ContextVar[str | None] = ContextVar("tailor_parent_run", default=None)
+
+
+@contextmanager
+def child_runs_of(run_id: str) -> Iterator[None]:
+    """Within the block, every training run is tagged as a child of ``run_id`` (the
+    parent run of ``tailor retrain``)."""
+    token = _PARENT_RUN.set(run_id)
+    try:
+        yield
+    finally:
+        _PARENT_RUN.reset(token)
+
+
+def parent_tags() -> dict[str, str]:
+    """The tags that make a new run a child of the parent set by :func:`child_runs_of`."""
+    parent = _PARENT_RUN.get()
+    return {} if parent is None else {"mlflow.parentRunId": parent}
+
+
 @contextmanager
 def _run(client: MlflowClient, experiment: str, run_name: str | None) -> Iterator[str]:
     """Yield the active run's id, or start (and end) a run of ``experiment``."""
@@ -377,7 +398,9 @@ def _run(client: MlflowClient, experiment: str, run_name: str | None) -> Iterato
         yield active.info.run_id
         return
     experiment_id = ensure_experiment(client, experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, tags=parent_tags()
+    ) as run:
         yield run.info.run_id
 
 

@@ -36,6 +36,7 @@ from training.tracking import (
     load_version,
     log_recommender_run,
     mlflow_metric_name,
+    parent_tags,
 )
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def train_recommender(
         }
         for metric_name in ("ndcg", "recall", "precision", "map", "coverage")
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name="recommender"):
+    with mlflow.start_run(experiment_id=experiment_id, tags=parent_tags(), run_name="recommender"):
         for i, trial in enumerate(result.tuning):
             with mlflow.start_run(run_name=f"als-trial-{i}", nested=True):
                 mlflow.log_params({k: v for k, v in trial.items() if k != "ndcg@10"})

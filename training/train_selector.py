@@ -37,6 +37,7 @@ from features.settings import FeatureConfig
 from models.policy import default_content
 from models.registry import load_version
 from models.selector import CustomerDesign, Selector, candidate_scores
+from training.promotion import set_champion
 from training.selector_job import (
     SelectorData,
     SelectorEvaluation,
@@ -52,11 +53,11 @@ from training.selector_job import (
 )
 from training.settings import SelectorConfig
 from training.tracking import (
-    CHAMPION,
     champion_version,
     configure,
     default_pip_requirements,
     ensure_experiment,
+    parent_tags,
 )
 
 logger = logging.getLogger(__name__)
@@ -217,7 +218,9 @@ def train_selector(
         np.average(np.abs(table["predicted"] - table["observed"]), weights=table["n"])
     )
     experiment_id = ensure_experiment(client, EXPERIMENT)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"selector-{slot}") as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, tags=parent_tags(), run_name=f"selector-{slot}"
+    ) as run:
         mlflow.log_params(
             {
                 "slot": slot,
@@ -297,7 +300,7 @@ def train_selector(
     verdict = "learned policy" if learned else f"constant best variant ({evaluation.best_single})"
     explores = f" exploring {policy.epsilon:.0%}" if policy.epsilon else ""
     if beats_champion:
-        client.set_registered_model_alias(name, CHAMPION, str(version))
+        set_champion(client, name, version)
         reason = f"{verdict}{explores} promoted: " + evaluation.reason
     else:
         assert champion_estimate is not None

@@ -18,7 +18,7 @@ from features.errors import InputError, NotFoundError
 from models.knn import ItemKNNRecommender
 from models.popularity import PopularityRecommender
 from models.recommender import Recommender
-from training.promotion import promote
+from training.promotion import promote, rollback
 from training.tracking import (
     CHAMPION,
     LoggedRecommender,
@@ -257,3 +257,31 @@ def test_the_gate_promotes_only_better_candidates(client, candidates, interactio
 def test_a_missing_metric_is_an_input_error(client, candidates):
     with pytest.raises(InputError, match="map@10"):
         promote(client, "gate", candidates[0][0].version, metric="map@10", floor=0.0)
+
+
+def test_rollback_puts_each_previous_champion_back_in_turn(client, interactions):
+    model = PopularityRecommender().fit(interactions)
+    versions = [
+        log_recommender_run(client, model, registered_name="rollback", metrics={"ndcg@10": v})
+        for v in (0.2, 0.3, 0.4)
+    ]
+    with pytest.raises(NotFoundError, match="no champion"):
+        rollback(client, "rollback")
+    for logged in versions:
+        assert promote(client, "rollback", logged.version, metric="ndcg@10", floor=0.1).promoted
+    numbers = [int(logged.version) for logged in versions]
+
+    def champion() -> int:
+        return int(client.get_model_version_by_alias("rollback", CHAMPION).version)
+
+    assert champion() == numbers[2]
+    done = rollback(client, "rollback")
+    assert (done.from_version, done.to_version, champion()) == (numbers[2], numbers[1], numbers[1])
+    tags = client.get_model_version("rollback", str(numbers[2])).tags
+    assert tags["tailor.promotion"] == f"rolled back to {numbers[1]}"
+    assert rollback(client, "rollback").to_version == numbers[0] == champion()
+    with pytest.raises(NotFoundError, match="first champion"):
+        rollback(client, "rollback")
+    # A promotion after a rollback is remembered like any other.
+    assert promote(client, "rollback", numbers[2], metric="ndcg@10", floor=0.1).promoted
+    assert rollback(client, "rollback").to_version == numbers[0]
