@@ -1,7 +1,7 @@
 """The ``tailor`` command line: one entry point, one settings object, subcommands.
 
 Subcommands: ``simulate``, ``ingest``, ``features build`` (``cli/data.py``), ``train
-recommender``, ``train selector``, ``promote``, ``rollback`` (``cli/train.py``),
+recommender``, ``train selector``, ``promote``, ``rollback``, ``challenger`` (``cli/train.py``),
 ``retrain`` (``cli/retrain.py``), ``serve``, ``rules check`` (``cli/serve.py``),
 ``identity`` (``cli/identity.py``), ``keys`` (``cli/keys.py``), ``ab-report``,
 ``report`` (``cli/measure.py``), ``demo`` (``cli/demo.py``). Each builds the settings
@@ -124,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return train.run_promote(args, settings)
         if args.command == "retrain":
             return retrain.run(args, settings)
+        if args.command == "challenger":
+            return train.run_challenger(args, settings)
         if args.command == "rollback":
             return train.run_rollback(args, settings)
         if args.command == "serve":

@@ -171,6 +171,14 @@ def add_parsers(sub: Any) -> None:
         help="recommender, subject, offer, or a registered model name",
     )
 
+    canary = sub.add_parser(
+        "challenger",
+        help="serve a version to serving.challenger_share of the customers (a canary)",
+    )
+    canary.add_argument("model", help="recommender, subject, offer, or a registered model name")
+    canary.add_argument("version", nargs="?", default=None, help="the version (not with --clear)")
+    canary.add_argument("--clear", action="store_true", help="stop the canary")
+
 
 #: Short names of the registered models, as ``tailor rollback`` takes them.
 MODEL_NAMES = {
@@ -190,6 +198,30 @@ def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
         f"{done.name}: champion rolled back from version {done.from_version} to "
         f"{done.to_version}; a running service loads it within serving.registry_poll_seconds "
         f"({settings.serving.registry_poll_seconds:g} s)"
+    )
+    return 0
+
+
+def run_challenger(args: argparse.Namespace, settings: Settings) -> int:
+    from features.errors import InputError
+    from training.promotion import clear_challenger, set_challenger
+    from training.tracking import configure
+
+    name = MODEL_NAMES.get(args.model, args.model)
+    client = configure(settings.home)
+    share = settings.serving.challenger_share
+    if args.clear:
+        cleared = clear_challenger(client, name)
+        print(f"{name}: " + (f"challenger {cleared} cleared" if cleared else "no challenger"))
+        return 0
+    if args.version is None:
+        raise InputError("version", None, "name the version to serve as challenger, or --clear")
+    set_challenger(client, name, args.version)
+    print(
+        f"{name} version {args.version} is the challenger: served to {share:.0%} of the "
+        "customers (serving.challenger_share)"
+        + ("; set it above 0 to start the canary" if share <= 0 else "")
+        + ". Compare: tailor ab-report --by version"
     )
     return 0
 

@@ -23,6 +23,9 @@ from models.selector import Selector
 
 CHAMPION = "champion"
 """The registry alias serving loads."""
+CHALLENGER = "challenger"
+"""The alias serving loads beside the champion for ``serving.challenger_share`` of the
+customers (a canary)."""
 RECOMMENDER_KEY = "recommender"
 """Key of a recommender's folder in its pyfunc's artifacts."""
 SELECTOR_KEY = "selector"
@@ -58,8 +61,13 @@ def registry_client(uri: str) -> MlflowClient:
 
 def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
     """The version holding the ``champion`` alias, or ``None`` when there is none."""
+    return alias_version(client, name, CHAMPION)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version holding ``alias``, or ``None`` when there is none."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as error:
         # No such registered model, or (MLflow 3.17) no such alias on it.
         missing_alias = error.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(error)

@@ -97,6 +97,10 @@ class Bundle:
     back_in_stock_hours: float = 0.0  # the longest a snapshot back-in-stock trigger lives
     online: OnlineStore | None = None  # the online store built for this snapshot
     load_errors: list[str] = field(default_factory=list)  # what this load could not load
+    # The canary: the models of the ``challenger`` alias (the champion's where a model
+    # has none) on the same snapshot, content and rules, for serving.challenger_share.
+    challenger: Bundle | None = None
+    arm: str = "champion"
 
     def versions(self, slot: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"snapshot": self.snapshot_id}
@@ -104,6 +108,8 @@ class Bundle:
             out["recommender"] = self.recommender_version
         if slot is not None and slot != "recommend":
             out["selector"] = self.selector_versions.get(slot)
+        if self.arm != "champion":
+            out["arm"] = self.arm
         return out
 
 

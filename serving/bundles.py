@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,13 @@ from features.errors import InputError, NotFoundError
 from features.snapshot import Snapshot, latest_snapshot, load_snapshot
 from models.content_features import content_features
 from models.pipeline import RecommenderPipeline
-from models.registry import champion_version, load_version, registry_client
+from models.registry import (
+    CHALLENGER,
+    CHAMPION,
+    alias_version,
+    load_version,
+    registry_client,
+)
 from models.selector import Selector
 from serving.bundle_data import (
     Bundle,
@@ -138,6 +145,7 @@ class BundleLoader:
             self._snapshot_arrays(new, old, snapshot, reasons)
             self._content(new, old, reasons)
             self._rules(new, old, reasons, errors)
+            new.challenger = self._challenger(new, old, snapshot, reasons, errors)
             new.reasons = errors + reasons
             new.load_errors = errors
             new.loaded_at = datetime.now(UTC)
@@ -249,7 +257,15 @@ class BundleLoader:
         except Exception as error:
             reasons.append(f"content table unreadable: {error}")
             new.content, new.content_features = old.content, old.content_features
+        self._layouts(new, reasons)
+
+    def _layouts(self, new: Bundle, reasons: list[str], reuse: Bundle | None = None) -> None:
+        """Each selector's layout over the active content (``reuse``'s where the
+        selector is the same object)."""
         for slot, selector in new.selectors.items():
+            if reuse is not None and reuse.selectors.get(slot) is selector:
+                new.layouts[slot] = reuse.layouts[slot]
+                continue
             try:
                 new.layouts[slot] = SelectorLayout.build(selector, new.content_features)
             except InputError as error:
@@ -345,12 +361,45 @@ class BundleLoader:
         client = registry_client(self.tracking)
         return load_version(client, name, version)
 
-    def _champions(self, reasons: list[str]) -> dict[str, str | None] | None:
+    def _challenger(
+        self,
+        new: Bundle,
+        old: Bundle,
+        snapshot: Snapshot | None,
+        reasons: list[str],
+        errors: list[str],
+    ) -> Bundle | None:
+        """The canary bundle: ``new`` with the models of the ``challenger`` alias where
+        one is set (and loads), for ``serving.challenger_share`` of the customers."""
+        if self.config.challenger_share <= 0:
+            return None
+        wanted = self._champions(reasons, alias=CHALLENGER) or {}
+        if not any(wanted.values()):
+            reasons.append("challenger_share is set but no model has a challenger alias")
+            return None
+        prior = old.challenger if old.challenger is not None else new
+        out = replace(new, challenger=None, arm="challenger", reasons=[], load_errors=[])
+        version = wanted.get(RECOMMENDER_NAME)
+        if version is not None and version != new.recommender_version:
+            self._recommender(out, prior, version, False, reasons, errors)
+            if out.recommender_version != version:  # failed to load: the champion's
+                out = replace(out, recommender=new.recommender, pipeline=new.pipeline)
+                out.recommender_version = new.recommender_version
+            self._snapshot_arrays(out, prior if snapshot is None else new, snapshot, reasons)
+        out.selectors, out.selector_versions = dict(new.selectors), dict(new.selector_versions)
+        self._selectors(out, prior, wanted | _unset(new, wanted), reasons, errors)
+        out.layouts = {}
+        self._layouts(out, reasons, reuse=new)
+        return out
+
+    def _champions(
+        self, reasons: list[str], *, alias: str = CHAMPION
+    ) -> dict[str, str | None] | None:
         try:
             client = registry_client(self.tracking)
             out: dict[str, str | None] = {}
             for name in [RECOMMENDER_NAME, *(SELECTOR_PREFIX + s for s in SLOTS)]:
-                version = champion_version(client, name)
+                version = alias_version(client, name, alias)
                 out[name] = None if version is None else str(version.version)
                 if version is not None and version.creation_timestamp:
                     self._registered[(name, str(version.version))] = (
@@ -415,6 +464,16 @@ class BundleLoader:
 
 
 # ====================================================================== module helpers
+def _unset(bundle: Bundle, wanted: dict[str, str | None]) -> dict[str, str | None]:
+    """The champion's selector versions for the slots with no challenger: a canary
+    swaps only the models that have one."""
+    return {
+        SELECTOR_PREFIX + slot: version
+        for slot, version in bundle.selector_versions.items()
+        if wanted.get(SELECTOR_PREFIX + slot) is None
+    }
+
+
 def online_store(settings: ServiceSettings, path: Path) -> OnlineStore:
     """The online store at ``path``, opened under the settings' consent and
     attribution rules."""

@@ -23,7 +23,7 @@ from features.errors import InputError
 from models.policy import choose, default_content
 from models.selector import Selector
 from serving.deadline import DeadlineExceeded
-from serving.deciding import DecisionRoom, in_holdout, new_id, rule_variables
+from serving.deciding import DecisionRoom, for_person, in_holdout, new_id, rule_variables
 from serving.errors import UnknownCandidates
 from serving.profiles import Profile
 from serving.schemas import CandidateScore, Choice, ChooseRequest
@@ -133,11 +133,12 @@ class Choices(DecisionRoom):
 
     def choose(self, request: ChooseRequest) -> Choice:
         started = time.monotonic()
-        bundle = self.loader.decide_with()
+        served = self.loader.decide_with()
+        person = self.loader.online.resolve([request.customer_id])[request.customer_id]
+        bundle = for_person(served, person, self.config.challenger_share)
         slot = request.slot
         candidates = _candidates(bundle, slot, request.candidates)
         decision_id = request.decision_id or new_id()
-        person = self.loader.online.resolve([request.customer_id])[request.customer_id]
         profile = self.loader.online.profiles([person])[person]
         now = self.clock()
         default, default_note = _slot_default(bundle.rules.defaults.get(slot), slot, candidates)

@@ -186,10 +186,8 @@ class DecisionCore:
         return Status(
             state="degraded" if reasons else "ready",
             reasons=reasons,
-            models={
-                RECOMMENDER_NAME: bundle.recommender_version,
-                **{SELECTOR_PREFIX + s: bundle.selector_versions.get(s) for s in SLOTS},
-            },
+            models=_models(bundle),
+            challenger=None if bundle.challenger is None else _models(bundle.challenger),
             snapshot=bundle.snapshot_id,
             snapshot_age_hours=age,
             model_age_hours={
@@ -282,3 +280,11 @@ class DecisionCore:
         self.writer.close()
         self._pool.shutdown()
         self.events_log.close()
+
+
+def _models(bundle: Bundle) -> dict[str, str | None]:
+    """The registered name and version of each model ``bundle`` serves."""
+    return {
+        RECOMMENDER_NAME: bundle.recommender_version,
+        **{SELECTOR_PREFIX + s: bundle.selector_versions.get(s) for s in SLOTS},
+    }

@@ -4,7 +4,8 @@ decide with and share about a customer.
 :class:`DecisionRoom` holds the bundle loader, the settings, the deadline pool, the
 decision log and the strategy counters; the functions say what a rule's expression
 sees (:func:`rule_variables`, :func:`live_features`), who is held out
-(:func:`in_holdout`) and make decision ids (:func:`new_ids`).
+(:func:`in_holdout`), who gets the challenger (:func:`for_person`) and make
+decision ids (:func:`new_ids`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from serving.settings import ServiceSettings, ServingConfig
 from serving.triggers import ActiveTrigger
 
 if TYPE_CHECKING:  # the loader builds bundles from the rooms' layouts: a runtime import cycles
+    from serving.bundle_data import Bundle
     from serving.bundles import BundleLoader
 
 
@@ -79,9 +81,26 @@ def new_ids(count: int) -> list[str]:
 def in_holdout(person: str, share: float) -> bool:
     """Whether ``person`` is in the stable ``share`` of customers that always gets the
     default (so lift can be measured)."""
+    return _in_share(person, share, "holdout")
+
+
+def in_challenger(person: str, share: float) -> bool:
+    """Whether ``person`` is in the stable ``share`` of customers served by the
+    challenger (a hash of its own, independent of the holdout's)."""
+    return _in_share(person, share, "challenger")
+
+
+def for_person(bundle: Bundle, person: str, share: float) -> Bundle:
+    """The bundle that decides for ``person``: the challenger's for its share."""
+    if bundle.challenger is not None and in_challenger(person, share):
+        return bundle.challenger
+    return bundle
+
+
+def _in_share(person: str, share: float, salt: str) -> bool:
     if share <= 0:
         return False
-    digest = hashlib.sha256(f"holdout:{person}".encode()).digest()
+    digest = hashlib.sha256(f"{salt}:{person}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,14 @@ from features.data.decision_log import DecisionRecord
 from features.errors import NotFoundError
 from serving.bundle_data import Bundle, Catalog
 from serving.deadline import DeadlineExceeded
-from serving.deciding import DecisionRoom, in_holdout, new_id, new_ids, rule_variables
+from serving.deciding import (
+    DecisionRoom,
+    in_challenger,
+    in_holdout,
+    new_id,
+    new_ids,
+    rule_variables,
+)
 from serving.errors import BatchTooLarge
 from serving.item_lists import (
     Scored,
@@ -106,16 +113,60 @@ class Recommendations(DecisionRoom):
         """Recommendation fields per recipient (dicts: the caller validates them once)."""
         started = time.monotonic()
         batch = self._resolve(request)
+        results: list[dict[str, Any]] = [{} for _ in batch.asked]
+        records: list[DecisionRecord] = []
+        for rows, part in self._arms(batch):
+            ids = [decision_ids[i] for i in rows]
+            answers, logged = self._recommend_part(part, ids, endpoint, started, deadline)
+            for i, answer in zip(rows, answers, strict=True):
+                results[i] = answer
+            records += logged
+        self.counters.update(r["strategy"].split(":")[0] for r in results)
+        self.decisions.append(records)
+        return results
+
+    def _recommend_part(
+        self,
+        batch: _Batch,
+        decision_ids: list[str],
+        endpoint: str,
+        started: float,
+        deadline: float,
+    ) -> tuple[list[dict[str, Any]], list[DecisionRecord]]:
+        """The answers of the recipients of one bundle (champion or challenger)."""
         plans, model_rows, trigger_items = self._plan(batch)
         scored, model_rows = _from_ranking(batch, model_rows, trigger_items)
         model_rows, no_history = self._with_history(batch, model_rows)
         model_error = self._score_live(batch, model_rows, scored, endpoint, started, deadline)
-        results, records = self._answers(
+        return self._answers(
             batch, plans, scored, trigger_items, no_history, model_error, decision_ids, endpoint
         )
-        self.counters.update(r["strategy"].split(":")[0] for r in results)
-        self.decisions.append(records)
-        return results
+
+    def _arms(self, batch: _Batch) -> list[tuple[list[int], _Batch]]:
+        """The recipients (positions in the call) of each bundle: everyone the
+        champion's, unless a challenger serves its share."""
+        challenger = batch.bundle.challenger
+        share = self.config.challenger_share
+        if challenger is None:
+            return [(list(range(len(batch.asked))), batch)]
+        on = [in_challenger(person, share) for person in batch.people]
+        arms = []
+        for bundle, wanted in ((batch.bundle, False), (challenger, True)):
+            rows = [i for i, flag in enumerate(on) if flag is wanted]
+            if rows:
+                part = replace(
+                    batch,
+                    bundle=bundle,
+                    asked=[batch.asked[i] for i in rows],
+                    people=[batch.people[i] for i in rows],
+                    allowed=(
+                        batch.allowed
+                        if bundle is batch.bundle
+                        else self._allowed(bundle, batch.request.filters)
+                    ),
+                )
+                arms.append((rows, part))
+        return arms
 
     def _resolve(self, request: RecommendBatchRequest) -> _Batch:
         """The bundle to decide with, the recipients' canonical ids and profiles, their

@@ -231,4 +231,11 @@ class Status(BaseModel):
     model_age_hours: dict[str, float | None] = Field(
         default_factory=dict, description="Hours since each loaded champion was registered."
     )
+    challenger: dict[str, str | None] | None = Field(
+        None,
+        description=(
+            "The models serving the challenger's share (serving.challenger_share), where a "
+            "challenger alias is set; none: every decision is the champion's."
+        ),
+    )
     loaded_at: str | None

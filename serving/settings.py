@@ -77,6 +77,17 @@ class ServingConfig(BaseModel):
         lt=1,
         description="Share of customers (stable hash of the id) always given the default.",
     )
+    challenger_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "Share of customers (a stable hash of the id, apart from the holdout's) served "
+            "by the models with the registry alias 'challenger' where one is set — a "
+            "canary; their decisions log its versions (and arm 'challenger'), so "
+            "`tailor ab-report --by version` compares it with the champion."
+        ),
+    )
     fallback_epsilon: float = Field(
         0.1,
         ge=0,

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from features.errors import InputError, NotFoundError
-from models.registry import CHAMPION, champion_version
+from models.registry import CHALLENGER, CHAMPION, alias_version, champion_version
 from training.tracking import TAG_PREFIX, mlflow_metric_name
 
 logger = logging.getLogger(__name__)
@@ -268,3 +268,28 @@ def _history(client: MlflowClient, name: str) -> list[int]:
         raise
     text = tags.get(HISTORY_TAG, "")
     return [int(v) for v in text.split(",") if v.strip()]
+
+
+def set_challenger(client: MlflowClient, name: str, version: int | str) -> None:
+    """Give ``version`` the ``challenger`` alias: the service serves it to
+    ``serving.challenger_share`` of the customers beside the champion (a canary; its
+    decisions log its version, for ``tailor ab-report --by version``)."""
+    try:
+        found = client.get_model_version(name, str(version))
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise NotFoundError(f"registered model {name!r} has no version {version}") from error
+    champion = champion_version(client, name)
+    if champion is not None and champion.version == found.version:
+        raise InputError("version", version, f"is the champion of {name}: a challenger differs")
+    client.set_registered_model_alias(name, CHALLENGER, str(found.version))
+
+
+def clear_challenger(client: MlflowClient, name: str) -> int | None:
+    """Remove the ``challenger`` alias of ``name``; the version it named (None: none)."""
+    current = alias_version(client, name, CHALLENGER)
+    if current is None:
+        return None
+    client.delete_registered_model_alias(name, CHALLENGER)
+    return int(current.version)
