@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMIUM, MISSING, open_page
 from tests.serving.conftest import REPO
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _free_port() -> int:
@@ -27,7 +25,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_docs_render_every_operation_offline_without_console_errors(tmp_path: Path) -> None:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -49,30 +47,11 @@ def test_docs_render_every_operation_offline_without_console_errors(tmp_path: Pa
             except OSError:
                 time.sleep(0.5)
         assert document is not None, "the app did not start"
-        browser = subprocess.run(
-            [
-                str(CHROMIUM),
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--enable-logging=stderr",
-                "--log-level=0",
-                f"--user-data-dir={tmp_path / 'profile'}",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-                f"{url}/docs",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        opened = open_page(f"{url}/docs", tmp_path / "profile")
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert browser.returncode == 0, browser.stderr[-2000:]
-    dom = browser.stdout
+    assert opened.returncode == 0, opened.log
     for path in document["paths"]:
-        assert f'data-path="{path}"' in dom, f"{path} not rendered"
-    console = [line for line in browser.stderr.splitlines() if ":CONSOLE" in line]
-    assert console == [], console
+        assert f'data-path="{path}"' in opened.dom, f"{path} not rendered"
+    assert opened.console == [], opened.console
