@@ -118,10 +118,11 @@ def _joined(settings: Settings, decisions: Any) -> Any:
     from datetime import timedelta
 
     from measurement.outcomes import decision_outcomes
-    from measurement.sources import read_outcome_events
+    from measurement.sources import as_people, read_outcome_events
 
     first = datetime.fromtimestamp(float(decisions["ts"].min()), UTC)
     events = read_outcome_events(settings.store_dir, settings.online_dir, since=first)
+    events = as_people(events, settings.features_dir)
     return decision_outcomes(
         decisions,
         events,

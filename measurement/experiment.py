@@ -46,6 +46,8 @@ ARM_COLUMNS = {
 #: The rates of an arm, by the name a report shows: (table column, label).
 RATES = {"open": "opened", "click": "clicked", "conversion": "converted"}
 NO_VALUE = "(none)"
+#: An arm with fewer recipients has no spread to test: it is shown, not compared.
+MIN_RECIPIENTS = 2
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,10 @@ def analyse(
         control = "holdout" if by == "policy" and "holdout" in names else str(sizes.idxmax())
     if control not in names:
         raise InputError("control", control, f"not an arm; the arms are {names}")
+    if sizes[control] < MIN_RECIPIENTS:
+        raise InputError(
+            "control", control, f"has {sizes[control]} recipient(s): too few to compare with"
+        )
     arms = [_arm(name, frame[frame["_arm"] == name], level) for name in names]
     by_name = {arm.name: arm for arm in arms}
     chi = {
@@ -216,7 +222,7 @@ def analyse(
     }
     base = by_name[control]
     if mixture_variance is None:
-        smallest = min(arm.recipients for arm in arms)
+        smallest = min(arm.recipients for arm in arms if arm.recipients >= MIN_RECIPIENTS)
         mde = _mde(base.rates[primary].rate, smallest, 1 - level)
         mixture_variance = mde**2 if np.isfinite(mde) else DEFAULT_MIXTURE_VARIANCE
     elif not mixture_variance > 0:
@@ -224,8 +230,8 @@ def analyse(
     looks = _looks(frame, control, RATES[primary], look_every, mixture_variance)
     comparisons = []
     for arm in arms:
-        if arm.name == control:
-            continue
+        if arm.name == control or arm.recipients < MIN_RECIPIENTS:
+            continue  # too small an arm is shown, not compared
         rates = {
             rate: compare_rates(
                 base.successes[rate],

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import numpy as np
 import pandas as pd
 
 from features.errors import InputError
@@ -133,10 +132,9 @@ def _decision_table(decisions: pd.DataFrame) -> pd.DataFrame:
     )
     versions = decisions["versions"].map(lambda v: v if isinstance(v, dict) else {})
     is_choice = decisions["slot"].ne("recommend")
-    model_version = np.where(
-        is_choice,
-        versions.map(lambda v: v.get("selector")),
-        versions.map(lambda v: v.get("recommender")),
+    # A decision without a model (a rule, a fallback) has no version: None, not "nan".
+    model_version = versions.map(lambda v: v.get("recommender")).where(
+        ~is_choice, versions.map(lambda v: v.get("selector"))
     )
     policy = decisions["strategy"].astype(str).str.split(":").str[0]
     unknown = sorted(set(policy) - set(POLICIES))
@@ -152,8 +150,10 @@ def _decision_table(decisions: pd.DataFrame) -> pd.DataFrame:
             "slot": decisions["slot"],
             "strategy": decisions["strategy"],
             "policy": policy,
-            "model_version": pd.Series(model_version, index=decisions.index).map(
-                lambda v: None if v is None else str(v)
+            "model_version": pd.Series(
+                [None if v is None or pd.isna(v) else str(v) for v in model_version],
+                index=decisions.index,
+                dtype=object,
             ),
             "snapshot": versions.map(lambda v: v.get("snapshot")),
             "content_id": decisions["chosen"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from features.data.contracts import EVENTS
 from features.data.decision_log import DecisionLog
 from features.data.online_log import OnlineEventLog
 from features.data.store import EventStore
@@ -64,8 +65,26 @@ def read_outcome_events(store_dir: Path, online_dir: Path, *, since: datetime) -
             log.close()
         parts.append(pending[pending["event_type"].isin(OUTCOME_EVENTS)])
     parts = [p for p in parts if not p.empty]
-    if not parts:
-        return pd.DataFrame(columns=["event_id", "event_type", "customer_id", "ts"])
+    if not parts:  # no outcome yet: an empty table in the contract's columns
+        return pd.DataFrame(columns=EVENTS.names)
     events = pd.concat(parts, ignore_index=True).drop_duplicates("event_id")
     events["ts"] = pd.to_datetime(events["ts"], utc=True)
     return events[events["ts"] >= pd.Timestamp(since)].reset_index(drop=True)
+
+
+def as_people(events: pd.DataFrame, features_dir: Path) -> pd.DataFrame:
+    """``events`` with each ``customer_id`` replaced by its person's id, as the latest
+    snapshot's identity resolution links them (the decision log holds the person the
+    service resolved; an outcome names the record it came from). Unchanged when there
+    is no snapshot yet."""
+    from features.snapshot import snapshot_folders
+    from features.snapshot.persistence import load_identity
+
+    folders = snapshot_folders(features_dir)
+    if not folders or events.empty:
+        return events
+    mapping = load_identity(folders[-1]).mapping
+    records = mapping[mapping["source_type"] == "customer"]
+    person = dict(zip(records["source_id"], records["canonical_id"], strict=True))
+    ids = events["customer_id"]
+    return events.assign(customer_id=ids.map(person).fillna(ids))

@@ -87,8 +87,8 @@ def attach_outcomes(
     # Every logged send's decision id (any slot) names its (customer, campaign).
     sent = events[(events["event_type"] == "email_sent") & events["decision_id"].notna()]
     known_sends = [sent[["decision_id", *keys]]]
-    if sends_by_decision is not None:
-        known_sends.append(sends_by_decision[["decision_id", *keys]])
+    if sends_by_decision is not None:  # named by the caller: wins over the log's rows
+        known_sends.insert(0, sends_by_decision[["decision_id", *keys]])
     by_decision = (
         pd.concat(known_sends, ignore_index=True)
         .dropna(subset=keys)

@@ -137,7 +137,10 @@ def train_recommender(
     }
     with mlflow.start_run(experiment_id=experiment_id, tags=parent_tags(), run_name="recommender"):
         for i, trial in enumerate(result.tuning):
-            with mlflow.start_run(run_name=f"als-trial-{i}", nested=True):
+            # Nested runs go to the default experiment unless told the parent's.
+            with mlflow.start_run(
+                experiment_id=experiment_id, run_name=f"als-trial-{i}", nested=True
+            ):
                 mlflow.log_params({k: v for k, v in trial.items() if k != "ndcg@10"})
                 mlflow.log_metric(mlflow_metric_name("ndcg@10"), trial["ndcg@10"])
         logged = log_recommender_run(

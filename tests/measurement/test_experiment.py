@@ -93,3 +93,13 @@ def test_what_cannot_be_an_experiment_fails_naming_why():
         analyse(_table({"A": 0.05, "B": 0.05}, 100), by="variant", control="Z")
     with pytest.raises(InputError, match="look_every"):
         analyse(_table({"A": 0.05, "B": 0.05}, 100), by="variant", look_every="often")
+
+
+def test_an_arm_of_one_recipient_is_shown_not_compared():
+    table = _table({"A": 0.05, "B": 0.05}, 500)
+    lone = table.iloc[[0]].assign(content_id="C", decision_id="lone")
+    experiment = analyse(pd.concat([table, lone], ignore_index=True), by="variant", control="A")
+    assert experiment.arm("C").recipients == 1
+    assert [c.arm for c in experiment.comparisons] == ["B"]
+    with pytest.raises(InputError, match="too few"):
+        analyse(pd.concat([table, lone], ignore_index=True), by="variant", control="C")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from features.data.contracts import EVENTS
 from features.errors import InputError
 from measurement.outcomes import decision_outcomes
 
@@ -109,3 +110,32 @@ def test_a_log_with_nothing_to_measure_fails_naming_why():
     bad = pd.DataFrame([_decision("d1", "c1", "guess")])
     with pytest.raises(InputError, match="strategy"):
         decision_outcomes(bad, pd.DataFrame(columns=["event_type"]))
+
+
+def test_a_rule_decision_has_no_model_version_not_nan():
+    decisions = pd.DataFrame(
+        [
+            _decision("d1", "c1", "model"),
+            _decision("d2", "c2", "rule:winback")
+            | {"versions": {"snapshot": "s1", "selector": None}},
+        ]
+    )
+    no_events = pd.DataFrame(columns=EVENTS.names)
+    out = decision_outcomes(decisions, no_events).set_index("decision_id")
+    assert out.loc["d1", "model_version"] == "2"
+    assert out.loc["d2", "model_version"] is None
+
+
+def test_the_decision_log_names_the_person_even_when_the_send_row_names_a_record():
+    # The renderer's email_sent row carries the record id it mailed (c1-dup); the
+    # decision log holds the resolved person (c1). The click carrying the decision id
+    # belongs to the person's decision.
+    decisions = pd.DataFrame([_decision("d1", "c1", "model")])
+    events = pd.DataFrame(
+        [
+            _event("email_sent", "c1-dup", 0, campaign="spring", decision_id="d1"),
+            _event("email_click", "c1-dup", 2, campaign="spring", decision_id="d1"),
+        ]
+    )
+    out = decision_outcomes(decisions, events)
+    assert out["clicked"].tolist() == [True]
