@@ -22,8 +22,16 @@ FIGURES = {
 
 
 def kpis(table: pd.DataFrame, *, by: str | None = None, every: str | None = "1D") -> pd.DataFrame:
-    """Recipients and the four figures per period (``every``; None: the whole span)
-    and per value of ``by`` (None: all decisions together)."""
+    """Decisions, recipients and the four figures per period (``every``; None: the
+    whole span) and per value of ``by`` (None: all decisions together).
+
+    ``recipients`` counts sends: the decisions of one e-mail (a customer and a
+    campaign: its subject line, its offer) are one recipient; a decision outside a
+    campaign is one of its own. The rates are per decision; the decisions of a send
+    share its outcome, so they equal the rates per send within a group. A model
+    version is shown with its model (``offer selector 3``): versions of different
+    models are different things.
+    """
     if by is not None and by not in DIMENSIONS:
         raise InputError("by", by, f"expected one of {DIMENSIONS}")
     if by is not None and by not in table.columns:
@@ -36,12 +44,36 @@ def kpis(table: pd.DataFrame, *, by: str | None = None, every: str | None = "1D"
             raise InputError("every", every, "not a pandas frequency (e.g. 1D, 1W)") from None
         keys.append(table["ts"].dt.floor(period).rename("period"))
     if by is not None:
-        keys.append(table[by].astype(object).fillna("–").astype(str).rename(by))
+        values = table[by].astype(object).fillna("–").astype(str)
+        if by == "model_version" and "slot" in table.columns:
+            model = table["slot"].map(
+                lambda s: "recommender" if s == "recommend" else f"{s} selector"
+            )
+            values = model + " " + values
+        keys.append(values.rename(by))
     named = {figure: pd.NamedAgg(column, how) for figure, (column, how) in FIGURES.items()}
     if not keys:  # one group: all decisions
         keys.append(pd.Series("all", index=table.index, name="_all"))
-    out = table.groupby(keys).agg(recipients=pd.NamedAgg("decision_id", "size"), **named)
+    sends = _send_keys(table)
+    out = (
+        table.assign(_send=sends)
+        .groupby(keys)
+        .agg(
+            decisions=pd.NamedAgg("decision_id", "size"),
+            recipients=pd.NamedAgg("_send", "nunique"),
+            **named,
+        )
+    )
     return out.reset_index().drop(columns=["_all"], errors="ignore")
+
+
+def _send_keys(table: pd.DataFrame) -> pd.Series:
+    """One key per send: customer and campaign, or the decision outside a campaign."""
+    if "campaign_id" not in table.columns:
+        return table["decision_id"].astype(str)
+    campaign = table["campaign_id"]
+    by_send = table["customer_id"].astype(str) + "\x1f" + campaign.astype(str)
+    return by_send.where(campaign.notna(), "\x1e" + table["decision_id"].astype(str))
 
 
 def with_segments(table: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:

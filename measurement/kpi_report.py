@@ -60,6 +60,7 @@ class KpiReport:
             f"overall.{k}": float(v) for k, v in self.overall.iloc[0].items() if k in KPI_FORMATS
         }
         out["overall.recipients"] = int(self.overall["recipients"].iloc[0])
+        out["overall.decisions"] = int(self.overall["decisions"].iloc[0])
         if self.lift is not None:
             out["holdout_lift.click"] = self.lift.difference
             out["holdout_lift.click_ci_low"] = self.lift.ci_low
@@ -155,7 +156,8 @@ def page(report: KpiReport) -> Page:
 def verdict(report: KpiReport) -> str:
     overall = report.overall.iloc[0]
     text = (
-        f"{int(overall['recipients']):,} decisions: click rate {overall['click_rate']:.2%}, "
+        f"{int(overall['recipients']):,} recipients ({int(overall['decisions']):,} decisions): "
+        f"click rate {overall['click_rate']:.2%}, "
         f"conversion rate {overall['conversion_rate']:.2%}, revenue per recipient "
         f"{overall['revenue_per_recipient']:,.2f}. "
     )
