@@ -18,6 +18,7 @@ import logging
 import math
 from dataclasses import dataclass
 
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
@@ -116,12 +117,7 @@ def promote(
     """
     if min_relative_gain < 0 or math.isnan(min_relative_gain):
         raise InputError("min_relative_gain", min_relative_gain, "must be >= 0")
-    try:
-        candidate = client.get_model_version(name, str(version))
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        raise NotFoundError(f"registered model {name!r} has no version {version}") from error
+    candidate = _model_version(client, name, version)
     candidate_version = int(candidate.version)
     read_as = candidate_metric or metric
     candidate_value = _run_metric(client, candidate.run_id, read_as)
@@ -274,12 +270,7 @@ def set_challenger(client: MlflowClient, name: str, version: int | str) -> None:
     """Give ``version`` the ``challenger`` alias: the service serves it to
     ``serving.challenger_share`` of the customers beside the champion (a canary; its
     decisions log its version, for ``tailor ab-report --by version``)."""
-    try:
-        found = client.get_model_version(name, str(version))
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        raise NotFoundError(f"registered model {name!r} has no version {version}") from error
+    found = _model_version(client, name, version)
     champion = champion_version(client, name)
     if champion is not None and champion.version == found.version:
         raise InputError("version", version, f"is the champion of {name}: a challenger differs")
@@ -293,3 +284,13 @@ def clear_challenger(client: MlflowClient, name: str) -> int | None:
         return None
     client.delete_registered_model_alias(name, CHALLENGER)
     return int(current.version)
+
+
+def _model_version(client: MlflowClient, name: str, version: int | str) -> ModelVersion:
+    """Version ``version`` of ``name``; :class:`NotFoundError` when there is none."""
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise NotFoundError(f"registered model {name!r} has no version {version}") from error

@@ -7,7 +7,7 @@ import pytest
 
 from features.data.contracts import EVENTS
 from features.errors import InputError
-from measurement.outcomes import decision_outcomes
+from measurement.outcomes import DECISION_COLUMNS, decision_outcomes
 
 T0 = pd.Timestamp("2026-05-01 09:00", tz="UTC")
 
@@ -92,21 +92,8 @@ def test_each_attribution_rule():
 
 
 def test_a_log_with_nothing_to_measure_fails_naming_why():
-    columns = [
-        "decision_id",
-        "ts",
-        "endpoint",
-        "customer_id",
-        "slot",
-        "strategy",
-        "chosen",
-        "propensity",
-        "candidates",
-        "versions",
-        "context",
-    ]
     with pytest.raises(InputError, match="no decision"):
-        decision_outcomes(pd.DataFrame(columns=columns), pd.DataFrame())
+        decision_outcomes(pd.DataFrame(columns=list(DECISION_COLUMNS)), pd.DataFrame())
     bad = pd.DataFrame([_decision("d1", "c1", "guess")])
     with pytest.raises(InputError, match="strategy"):
         decision_outcomes(bad, pd.DataFrame(columns=["event_type"]))
