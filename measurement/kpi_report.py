@@ -3,14 +3,15 @@
 In order: the verdict on personalisation (the holdout against everyone else, when
 there is a holdout); the figures of the whole period by served policy and by model
 version; click rate, conversion rate and revenue per recipient over time by policy
-and by model version; the same figures by segment; and the drift of customer
+and by model version; the same figures by segment; the content policies estimated
+off-policy from the logged propensities; and the drift of customer
 features and of the service's scores between the two latest snapshots, each
 drifted one flagged.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -20,7 +21,7 @@ from matplotlib.figure import Figure
 from features.errors import InputError
 from measurement.kpi import kpis
 from measurement.page import Page
-from measurement.policies import incrementality
+from measurement.policies import incrementality, off_policy
 from measurement.stats import RateComparison
 
 KPI_FORMATS = {
@@ -28,6 +29,12 @@ KPI_FORMATS = {
     "click_rate": "{:.2%}",
     "conversion_rate": "{:.2%}",
     "revenue_per_recipient": "{:,.2f}",
+}
+OPE_FORMATS = {
+    "value": "{:.2%}",
+    "ci_low": "{:.2%}",
+    "ci_high": "{:.2%}",
+    "effective_sample_size": "{:,.0f}",
 }
 DRIFT_FORMATS = {
     "psi": "{:.3f}",
@@ -54,6 +61,10 @@ class KpiReport:
     feature_drift: pd.DataFrame | None
     score_drift: pd.DataFrame | None
     drift_note: str
+    off_policy: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Per slot of content choices: the served and other policies estimated off-policy
+    from the logged propensities (``measurement.policies.off_policy``)."""
+    off_policy_notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -90,6 +101,14 @@ def build(
         lift = incrementality(table, level=level)
     except InputError as error:
         lift_note = error.reason
+    estimates: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
+    logged = {"slot", "candidates", "propensity", "content_id"} <= set(table.columns)
+    for slot in sorted(set(table["slot"]) - {"recommend"}) if logged else []:
+        try:
+            estimates[slot] = off_policy(table[table["slot"] == slot], level=level)
+        except InputError as error:
+            notes.append(f"{slot}: {error.reason}")
     return KpiReport(
         title=title,
         overall=kpis(table, every=None),
@@ -103,6 +122,8 @@ def build(
         feature_drift=feature_drift,
         score_drift=score_drift,
         drift_note=drift_note,
+        off_policy=estimates,
+        off_policy_notes=notes,
     )
 
 
@@ -134,6 +155,20 @@ def page(report: KpiReport) -> Page:
         out.heading("By segment")
         out.text("A customer in several segments counts in each.", kind="note")
         out.table(report.by_segment, formats=KPI_FORMATS)
+    if report.off_policy or report.off_policy_notes:
+        out.heading("Content policies, estimated off-policy")
+        out.text(
+            "From the propensities the service logged with each choice: what each policy "
+            "would have earned on the same customers (click rate) — the logged one as "
+            "served, the champion without exploration, uniform exploration and every "
+            "constant content. A small effective sample size means a wide interval.",
+            kind="note",
+        )
+        for slot, estimates in report.off_policy.items():
+            out.text(f"Slot {slot}:")
+            out.table(estimates, formats=OPE_FORMATS)
+        for note in report.off_policy_notes:
+            out.text(note, kind="note")
     out.heading("Drift")
     if report.drift_note:
         out.text(report.drift_note, kind="note")
@@ -207,6 +242,7 @@ def log_run(report: KpiReport, *, client: Any, page_path: Any) -> str:
         ("daily_by_policy", report.daily_by_policy),
         ("feature_drift", report.feature_drift),
         ("score_drift", report.score_drift),
+        *((f"off_policy_{slot}", frame) for slot, frame in report.off_policy.items()),
     ):
         if frame is not None:
             client.log_text(run_id, frame.to_csv(index=False), f"{name}.csv")

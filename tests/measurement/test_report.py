@@ -14,6 +14,7 @@ import pytest
 from cli.main import main
 from features.data.decision_log import DecisionLog, DecisionRecord
 from features.data.online_log import OnlineEventLog
+from measurement import kpi_report
 from measurement.drift import drift_table, population_stability, score_drift
 
 
@@ -110,3 +111,20 @@ def test_tailor_report_tells_whether_personalisation_pays(tmp_path, monkeypatch,
     metrics = configure(home).get_run(run_id).data.metrics
     assert metrics["overall.recipients"] == 2000
     assert metrics["holdout_lift.click_ci_low"] > 0
+
+
+def test_the_report_estimates_the_content_policies_off_policy():
+    from tests.measurement.test_policies import TRUE, _log
+
+    log = _log(n=20_000)
+    table = log.assign(
+        ts=pd.Timestamp("2026-05-01", tz="UTC"),
+        customer_id=log["decision_id"],
+        revenue=0.0,
+    )
+    report = kpi_report.build(table, title="off-policy")
+    estimates = report.off_policy["offer"].set_index(["policy", "estimator"])
+    row = estimates.loc[("always offer-b", "SNIPS")]
+    assert row.ci_low <= TRUE["offer-b"] <= row.ci_high
+    page = kpi_report.page(report).html()
+    assert "estimated off-policy" in page and "greedy champion" in page
