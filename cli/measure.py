@@ -48,7 +48,11 @@ def add_parser(sub: Any) -> None:
         help="the decisions of one slot (subject, offer, recommend); needed when the "
         "period holds several (default: the only slot there is)",
     )
-    ab.add_argument("--campaign", default=None, help="the decisions of one campaign id")
+    ab.add_argument(
+        "--campaign",
+        default=None,
+        help="the decisions of one campaign id (default: every campaign)",
+    )
     ab.add_argument("--since", type=_when, default=None, help="ISO time (default: the start)")
     ab.add_argument("--until", type=_when, default=None, help="ISO time, excluded (default: now)")
     ab.add_argument(
@@ -60,7 +64,8 @@ def add_parser(sub: Any) -> None:
         "--segments",
         default=None,
         metavar="A,B",
-        help="for --by segment: two segment names of the latest feature snapshot",
+        help="for --by segment (required there): two segment names of the latest feature "
+        "snapshot (default: none)",
     )
     ab.add_argument(
         "--primary",
@@ -100,7 +105,9 @@ def add_report_parser(sub: Any) -> None:
         help="KPI report: figures over time by policy, version and segment; holdout; drift",
     )
     report.add_argument("--since", type=_when, default=None, help="ISO time (default: the start)")
-    report.add_argument("--until", type=_when, default=None, help="ISO time, excluded")
+    report.add_argument(
+        "--until", type=_when, default=None, help="ISO time, excluded (default: now)"
+    )
     report.add_argument("--every", default="1D", help="period of the time series (pandas freq)")
     report.add_argument(
         "--psi-threshold", type=float, default=0.2, help="PSI above which a feature is flagged"
