@@ -10,7 +10,8 @@ stops at once); every step is logged under one parent MLflow run (experiment
 
 Exit codes: 0 promoted (at least one new champion), 3 nothing new (no new file, no
 posted event; nothing was run), 4 kept (trained, nothing better than the champions),
-2 failed (the reason printed; nothing half-promoted), 1 crashed.
+2 failed (the reason printed; a model promoted before the failure stays champion, and
+the parent run's tags say which), 1 crashed.
 """
 
 from __future__ import annotations

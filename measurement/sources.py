@@ -35,13 +35,10 @@ def read_decisions(
             str(path),
             "no decision log: the service writes it when it answers (run tailor serve)",
         )
-    log = DecisionLog(path)
-    frame = log.read()
-    if since is not None:
-        frame = frame[frame["ts"] >= since.timestamp()]
-    if until is not None:
-        frame = frame[frame["ts"] < until.timestamp()]
-    return frame.reset_index(drop=True)
+    return DecisionLog(path).read(
+        since=None if since is None else since.timestamp(),
+        until=None if until is None else until.timestamp(),
+    )
 
 
 def read_outcome_events(store_dir: Path, online_dir: Path, *, since: datetime) -> pd.DataFrame:

@@ -128,14 +128,28 @@ class DecisionLog:
             raise
         return len(rows)
 
-    def read(self, *, customer_id: str | None = None) -> pd.DataFrame:
-        """The log as a frame (JSON columns decoded), oldest first."""
-        sql = "SELECT * FROM decisions"
-        params: tuple[Any, ...] = ()
-        if customer_id is not None:
-            sql += " WHERE customer_id = ?"
-            params = (customer_id,)
-        frame = pd.read_sql_query(sql + " ORDER BY rowid", self.con, params=params)
+    def read(
+        self,
+        *,
+        customer_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> pd.DataFrame:
+        """The log as a frame (JSON columns decoded), oldest first: one customer's
+        decisions, and those logged in ``[since, until)`` (epoch seconds), when given.
+        Rows outside the period are not decoded."""
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("customer_id = ?", customer_id),
+            ("ts >= ?", since),
+            ("ts < ?", until),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT * FROM decisions" + (" WHERE " + " AND ".join(where) if where else "")
+        frame = pd.read_sql_query(sql + " ORDER BY rowid", self.con, params=tuple(params))
         for column in ("chosen", "candidates", "versions", "context"):
             frame[column] = frame[column].map(json.loads)
         return frame
