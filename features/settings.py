@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -245,6 +245,74 @@ class FeatureConfig(BaseModel):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
 
 
+class FrequencyCap(BaseModel):
+    """At most ``max_sends`` marketing sends on ``channel`` per ``period_days``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: str = Field("email", description="Channel of the sends counted (email, app, ...).")
+    max_sends: int = Field(..., ge=1, description="Most sends within the period.")
+    period_days: float = Field(..., gt=0, description="Length of the sliding period, in days.")
+
+    @property
+    def label(self) -> str:
+        """How a refusal names the cap: ``frequency_cap:email:3/7d``."""
+        return f"frequency_cap:{self.channel}:{self.max_sends}/{self.period_days:g}d"
+
+
+class PrivacyConfig(BaseModel):
+    """``[privacy]``: the identity-hash key, suppression, frequency caps and retention."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hash_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Secret of the keyed hash (HMAC-SHA256) that stands for e-mails, phones and "
+            "erased ids wherever Tailor keeps one (identity tables, suppression list, "
+            "receipts, audit, quarantine); none: a random key generated once in "
+            "TAILOR_HOME/secrets/hash.key (mode 0600)."
+        ),
+    )
+    hash_key_id: str = Field(
+        "k1",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Name of `hash_key`, written beside every hash it made (rotation).",
+    )
+    retired_hash_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "Earlier keys by name: hashes made with them (suppression list, erased ids) "
+            "still match after a rotation; new hashes use `hash_key`. Feature builds "
+            "re-derive identity tables with the current key."
+        ),
+    )
+    frequency_caps: tuple[FrequencyCap, ...] = Field(
+        (),
+        description=(
+            'Per-customer caps, e.g. [{channel = "email", max_sends = 3, '
+            "period_days = 7}]: a customer at a cap is answered `sendable: false` with "
+            "the reason. Counted from `email_sent` events (their `channel`, email when "
+            "none)."
+        ),
+    )
+    retention_days_events: float | None = Field(
+        730,
+        gt=0,
+        description="`tailor retention` drops events older than this; none: keep them.",
+    )
+    retention_days_decisions: float | None = Field(
+        730,
+        gt=0,
+        description="`tailor retention` drops logged decisions older than this; none: keep.",
+    )
+    retention_days_quarantine: float | None = Field(
+        90,
+        gt=0,
+        description="`tailor retention` drops quarantined rows older than this; none: keep.",
+    )
+
+
 class AttributionSettings(BaseModel):
     """How an outcome is credited to a send: the part of ``[selectors]`` that training
     and the service's live counters share (``training.settings.SelectorConfig`` adds
@@ -334,6 +402,10 @@ class TailorSettings(BaseSettings):
     features: FeatureConfig = Field(
         default_factory=FeatureConfig, description="Feature job settings."
     )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig,
+        description="Keyed hashing, suppression, frequency caps and retention.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -383,6 +455,11 @@ class TailorSettings(BaseSettings):
     def features_dir(self) -> Path:
         """Root of the feature snapshots (``as_of=…`` folders)."""
         return self.home / "features"
+
+    @property
+    def privacy_dir(self) -> Path:
+        """The privacy ledger (suppression, erasures, receipts, audit) and its key."""
+        return self.home / "privacy"
 
 
 class _SettingsFile(TomlConfigSettingsSource):

@@ -27,9 +27,29 @@ EVENT_TYPES: tuple[str, ...] = (
     "email_open",
     "email_click",
     "unsubscribe",
+    "resubscribe",
+    "consent_change",
+    "bounce",
+    "complaint",
     "login",
     "identify",
     "stock_change",
+)
+
+# Events about consent and deliverability: they count for every customer, consented to
+# profiling or not, and never feed a behavioural profile.
+#   consent_change  properties {"consent_email": bool, "consent_personalization": bool}
+#                   (either or both); the state in effect from ``ts``.
+#   unsubscribe / resubscribe  e-mail consent withdrawn / given again.
+#   bounce          properties {"bounce_type": "hard" | "soft"}; a hard bounce (the
+#                   default when no type is given) makes the address unsendable.
+#   complaint       a spam complaint: unsendable.
+CONSENT_EVENTS: tuple[str, ...] = (
+    "consent_change",
+    "unsubscribe",
+    "resubscribe",
+    "bounce",
+    "complaint",
 )
 
 SLOTS: tuple[str, ...] = ("subject", "offer", "products", "hero", "cta")
