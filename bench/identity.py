@@ -32,10 +32,13 @@ from bench.identity_data import (
 )
 from bench.results import record, table
 from features.identity.resolution import resolve_identities
+from features.pii.hashing import KeyedHasher
 from features.settings import IdentityConfig
 from simulation import SimulationConfig, simulate
 
 NO_LINKS = pd.DataFrame(columns=["customer_id", "anonymous_id"])
+# Identity keys are keyed hashes; any fixed key times the same work.
+HASHER = KeyedHasher("bench", b"bench-identity-key-0123456789abcdef")
 ECM_FIELDS = (
     "given_name",
     "surname",
@@ -98,7 +101,7 @@ def febrl_rows() -> list[list[Any]]:
             label = "with national id" if national_id else "names, dob, address"
             config = IdentityConfig(extra_fields=("soc_sec_id",) if national_id else ())
             started = time.perf_counter()
-            identity = resolve_identities(customers, NO_LINKS, config=config)
+            identity = resolve_identities(customers, NO_LINKS, hasher=HASHER, config=config)
             seconds = time.perf_counter() - started
             ours = pairwise_scores(identity.canonical("customer"), truth)
             started = time.perf_counter()
@@ -137,7 +140,7 @@ def simulator_rows(customers: int, days: int) -> tuple[list[list[Any]], str]:
     events = sim.events
     links = events.loc[events["event_type"] == "login", ["customer_id", "anonymous_id"]]
     started = time.perf_counter()
-    identity = resolve_identities(sim.customers, links.dropna()).with_customers(
+    identity = resolve_identities(sim.customers, links.dropna(), hasher=HASHER).with_customers(
         events["customer_id"].dropna().astype(str).tolist()
     )
     seconds = time.perf_counter() - started
@@ -207,7 +210,7 @@ def scale_rows(records: int) -> list[list[Any]]:
     for mode in ("off", "on"):
         started = time.perf_counter()
         identity = resolve_identities(
-            customers, NO_LINKS, config=IdentityConfig(probabilistic=mode)
+            customers, NO_LINKS, hasher=HASHER, config=IdentityConfig(probabilistic=mode)
         )
         seconds = time.perf_counter() - started
         scores = pairwise_scores(identity.canonical("customer"), entity)

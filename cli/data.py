@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,8 @@ def ingest_one(
 ) -> IngestReport:
     from features.data.ingest import ingest_file
     from features.data.store import EventStore
+    from features.pii.hashing import KeyedHasher
+    from features.privacy.erasure import erasure_ledger
 
     return ingest_file(
         path,
@@ -134,11 +137,16 @@ def ingest_one(
         max_future_skew=settings.max_future_skew,
         limits=settings.row_limits,
         progress=progress,
+        ledger=erasure_ledger(settings),
+        # The configured key masks the quarantine's contacts, made only if one is met.
+        hasher=partial(KeyedHasher.from_settings, settings.privacy, settings.home),
+        phone_region=settings.phone_region,
     )
 
 
 def build_features(as_of: datetime, settings: Settings) -> int:
     from features.data.store import EventStore
+    from features.pii.hashing import KeyedHasher
     from features.segments import load_segments
     from features.snapshot import behaviour_feature_names, build_snapshot
 
@@ -154,6 +162,7 @@ def build_features(as_of: datetime, settings: Settings) -> int:
         progress=progress,
         write_to=settings.features_dir,
         lock_timeout=settings.lock_timeout,
+        hasher=KeyedHasher.from_settings(settings.privacy, settings.home),
     )
     path = snapshot.manifest["path"]
     rows = snapshot.manifest["rows"]

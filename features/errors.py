@@ -14,6 +14,10 @@ class TailorError(Exception):
 class InputError(TailorError, ValueError):
     """Bad input from a caller: names the field and the offending value.
 
+    The message quotes the value with anything shaped like an e-mail address or a
+    phone number masked (:func:`features.pii.hashing.redact`): messages reach
+    logs and HTTP answers, personal data must not. ``value`` keeps it as given.
+
     Parameters
     ----------
     field : str
@@ -28,7 +32,10 @@ class InputError(TailorError, ValueError):
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"{field}={value!r}: {reason}")
+        # Imported here: the hashing module raises this error.
+        from features.pii.hashing import redact
+
+        super().__init__(f"{field}={redact(repr(value))}: {reason}")
 
 
 class NotFoundError(TailorError, LookupError):

@@ -69,15 +69,19 @@ def test_the_walker_sees_a_wrong_way_import(tmp_path):
     assert _imports(bad) == {"training", "serving"}
 
 
-# Inside features: the data layer reads and stores rows; the feature jobs build on it.
+# Inside features: personal data's keyed hashes and masks (pii) at the bottom; the data
+# layer reads and stores rows; the feature jobs build on it; privacy (erasure,
+# retention, the ledger) reaches every store, so it sits on top.
 # Each room may import the shared modules (errors, progress, settings) and the rooms
 # listed; the data layer none of the feature jobs.
 SHARED = {"errors", "progress", "settings"}
 FEATURE_ROOMS = {
-    "data": set(),
-    "identity": {"data"},
+    "pii": set(),
+    "data": {"pii"},
+    "identity": {"data", "pii"},
     "segments": {"data"},
-    "snapshot": {"data", "identity", "segments"},
+    "snapshot": {"data", "identity", "segments", "pii"},
+    "privacy": {"data", "identity", "snapshot", "pii"},
 }
 
 

@@ -11,6 +11,10 @@ readers both reach it.
 Commits use ``synchronous=NORMAL``: in WAL mode a committed decision survives a
 crash of the service (not a power cut of the machine), and a single decision costs
 no fsync on the request path. A campaign batch is one transaction.
+
+Erasure (:meth:`DecisionLog.erase`) and retention (:meth:`DecisionLog.drop_before`)
+delete with SQLite's ``secure_delete`` on and then empty the write-ahead log, so a
+deleted decision leaves no bytes in the files.
 """
 
 from __future__ import annotations
@@ -19,14 +23,18 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 from pydantic_core import to_json
 
-from features.data.online_log import CACHE_KIB
+from features.data.online_log import CACHE_KIB, truncate_wal
+from features.errors import WriteFailed
+from features.pii.contacts import key_text
+from features.pii.hashing import ErasedIds
+from features.pii.masking import without_personal_data
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -67,8 +75,12 @@ class DecisionRecord(NamedTuple):
 class DecisionLog:
     """Append-only decision log (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, ledger: ErasedIds | None = None) -> None:
         self.path = Path(path)
+        # The privacy ledger: a decision about an erased id (the renderer still asks
+        # about them) is logged under the id's keyed hash, so the log never holds
+        # an erased person's id again.
+        self.ledger = ledger
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         con = self._connect()
@@ -92,14 +104,18 @@ class DecisionLog:
 
     def append(self, records: Iterable[DecisionRecord]) -> int:
         now = time.time()
+        if self.ledger is not None:
+            records = self._pseudonymised(list(records), self.ledger)
         # A batch shares its versions and context: encoded once per distinct object.
         shared: dict[int, str] = {}
 
-        def once(value: Any) -> str:
+        def once(value: Any, *, personal: bool = False) -> str:
             key = id(value)
             text = shared.get(key)
             if text is None:
-                text = shared[key] = to_json(value, fallback=str).decode()
+                # A request's context is the client's: logged without personal data.
+                kept = without_personal_data(value) if personal else value
+                text = shared[key] = to_json(kept, fallback=str).decode()
             return text
 
         rows = [
@@ -114,7 +130,7 @@ class DecisionLog:
                 r.propensity,
                 to_json(r.candidates).decode(),
                 once(r.versions),
-                once(r.context),
+                once(r.context, personal=True),
             )
             for r in records
         ]
@@ -127,6 +143,18 @@ class DecisionLog:
             con.execute("ROLLBACK")
             raise
         return len(rows)
+
+    @staticmethod
+    def _pseudonymised(records: list[DecisionRecord], ledger: ErasedIds) -> list[DecisionRecord]:
+        gone = ledger.erased({r.customer_id for r in records})
+        if not gone:
+            return records
+        return [
+            r._replace(customer_id=ledger.hasher.hash(key_text("id", r.customer_id)))
+            if r.customer_id in gone
+            else r
+            for r in records
+        ]
 
     def read(
         self,
@@ -156,3 +184,32 @@ class DecisionLog:
 
     def count(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM decisions").fetchone()[0])
+
+    def erase(self, customer_ids: Collection[str]) -> int:
+        """Delete every decision about one of ``customer_ids``; how many. A scan (no
+        index by customer, see above): erasures are rare."""
+        wanted = json.dumps(sorted({str(c) for c in customer_ids}))
+        return self._delete(
+            "DELETE FROM decisions WHERE customer_id IN (SELECT value FROM json_each(?))",
+            wanted,
+        )
+
+    def drop_before(self, ts: float) -> int:
+        """Delete the decisions logged before ``ts`` (epoch seconds); how many."""
+        return self._delete("DELETE FROM decisions WHERE ts < ?", float(ts))
+
+    def _delete(self, sql: str, arg: object) -> int:
+        con = self.con
+        try:
+            con.execute("PRAGMA secure_delete=ON")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                removed = con.execute(sql, (arg,)).rowcount
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            truncate_wal(con, self.path)
+        except sqlite3.OperationalError as error:
+            raise WriteFailed(self.path, error) from error
+        return int(removed)

@@ -1,17 +1,32 @@
 """Ingest a file into the event store: read, map, validate, dedupe, quarantine, commit.
 
 Every input row ends in exactly one of: stored (accepted), duplicate (its key is
-already stored, or repeated in the file), or quarantine (with every reason it
-failed). The whole file is one batch: committed together or not at all.
+already stored, or repeated in the file), quarantine (with every reason it
+failed), or dropped because its customer or anonymous id belongs to an erased
+person (given the privacy ledger: a late file must not bring them back, and the
+quarantine would keep them). The whole file is one batch: committed together or
+not at all.
+
+The quarantine keeps each rejected row so that an operator can see what was wrong
+and fix the source, but not its personal data: before it is written, a contact field
+(``email``, ``phone``) and every other personal attribute (names, address, postcode,
+date of birth; at the top level or inside ``attributes`` / ``properties``) is replaced
+by its keyed hash, and any other text has e-mail- and phone-shaped values masked
+(:func:`features.pii.masking.mask_raw_rows`). An operator looking for the rows of one
+address hashes it as the suppression list does (``hasher.hash(key_text("email",
+normalised address))``) and searches for that. Reasons never quote a personal value.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,9 +45,13 @@ from features.data.store import (
     stored_schema,
 )
 from features.data.validation import DEFAULT_LIMITS, validate
+from features.pii.hashing import ErasedIds, redact
+from features.pii.masking import HasherSource, home_hasher, mask_raw_rows
 from features.progress import Progress
 
 logger = logging.getLogger(__name__)
+# Columns naming a person, whose erased values a row must not bring back.
+PERSON_COLUMNS = ("customer_id", "anonymous_id")
 
 
 @dataclass
@@ -49,6 +68,7 @@ class IngestReport:
     duplicates: int = 0
     quarantined: int = 0
     already_quarantined: int = 0
+    erased: int = 0  # rows of erased people, dropped
     quarantine_path: str = ""
     seconds: float = 0.0
 
@@ -71,6 +91,8 @@ class IngestReport:
                 else ""
             ),
         ]
+        if self.erased:
+            lines.append(f"  erased      {self.erased:,} rows dropped (their person was erased)")
         if self.quarantined:
             lines.append(f"  quarantine: {self.quarantine_path}")
         if self.nothing_new:
@@ -90,6 +112,9 @@ def ingest_file(
     max_future_skew: timedelta = timedelta(days=1),
     limits: RowLimits = DEFAULT_LIMITS,
     progress: Progress | None = None,
+    ledger: ErasedIds | None = None,
+    hasher: HasherSource | None = None,
+    phone_region: str = "US",
 ) -> IngestReport:
     """Ingest one file of ``kind`` into ``store`` as one atomic batch.
 
@@ -117,8 +142,22 @@ def ingest_file(
         beyond them is quarantined.
     progress : callable, optional
         Called with a message after each chunk.
+    ledger : ErasedIds, optional
+        The privacy ledger: rows (valid or not) whose ``customer_id`` or
+        ``anonymous_id`` it lists as erased are dropped and counted
+        (:attr:`IngestReport.erased`). ``None``: no check.
+    hasher : KeyedHasher, optional
+        The keyed hash that replaces personal data in quarantined rows
+        (``KeyedHasher.from_settings(settings.privacy, settings.home)``); default:
+        the ledger's, else the key of the store's home (``store.root.parent``), which
+        is that hasher when the settings give no ``privacy.hash_key``. Read only when
+        a quarantined row holds personal data.
+    phone_region : str
+        Region of phone numbers written without a country code (how a quarantined
+        phone is normalised before it is hashed).
     """
     contract = contract_for(kind)
+    masking = _hasher_source(store, hasher if hasher is not None else _ledger_hasher(ledger))
     adapter = adapter_for(source, kind)
     file_format = adapter.fmt if (fmt is None and adapter.fmt) else detect_format(path, fmt)
     started = time.perf_counter()
@@ -165,17 +204,21 @@ def ingest_file(
             rejected = pd.concat(
                 [result.rejected, _bad_lines_frame(chunk.bad_lines)], ignore_index=True
             )
+            rows = result.valid
+            if ledger is not None:
+                rows, rejected = _drop_erased(rows, rejected, ledger, report)
+            rejected = _masked(rejected, masking, phone_region)
             _write_quarantine(
                 store, batch, kind, rejected, source_name, now, report, quarantined_hashes
             )
             if seen is not None:
-                fresh = seen.add_new(result.valid[contract.key])
+                fresh = seen.add_new(rows[contract.key])
                 report.duplicates += int((~fresh).sum())
-                valid = result.valid[fresh]
+                valid = rows[fresh]
                 report.accepted += len(valid)
                 write_events(store, batch, valid, now)
             else:
-                dimension_rows.append(result.valid)
+                dimension_rows.append(rows)
             if progress is not None:
                 progress(
                     f"{kind}: {report.rows_read:,} rows read, {report.accepted:,} accepted, "
@@ -186,6 +229,52 @@ def ingest_file(
     report.seconds = time.perf_counter() - started
     logger.debug("ingest %s: %s", kind, report)
     return report
+
+
+def _drop_erased(
+    valid: pd.DataFrame, rejected: pd.DataFrame, ledger: ErasedIds, report: IngestReport
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``valid`` and ``rejected`` without the rows of erased people, counted in
+    ``report.erased``. A rejected row is read from its raw JSON (a line that is not
+    JSON, by its fields: any of them an erased id)."""
+    columns = [c for c in PERSON_COLUMNS if c in valid.columns]
+    named = [_raw_ids(raw) for raw in rejected["raw"]]
+    candidates = {i for ids in named for i in ids}
+    for column in columns:
+        candidates.update(valid[column].dropna().astype(str).unique().tolist())
+    erased = ledger.erased(candidates)
+    if not erased:
+        return valid, rejected
+    drop = np.zeros(len(valid), dtype=bool)
+    for column in columns:
+        drop |= valid[column].astype("string").isin(erased).fillna(False).to_numpy(dtype=bool)
+    drop_rejected = np.array([bool(erased.intersection(ids)) for ids in named], dtype=bool)
+    report.erased += int(drop.sum() + drop_rejected.sum())
+    return (
+        valid[~drop].reset_index(drop=True),
+        rejected[~drop_rejected].reset_index(drop=True),
+    )
+
+
+_FIELD_SEPARATORS = re.compile(r"[\s,;|\t\"']+")
+
+
+def _raw_ids(raw: Any) -> set[str]:
+    """The person ids a quarantined row names: its ``customer_id`` / ``anonymous_id``
+    values (a repeated column's ``#n`` copies too) when it is a JSON object, else
+    every field of the line (it could not be split into columns)."""
+    text = str(raw)
+    try:
+        row = json.loads(text)
+    except ValueError:
+        row = None
+    if isinstance(row, dict):
+        return {
+            str(value).strip()
+            for key, value in row.items()
+            if str(key).split("#")[0] in PERSON_COLUMNS and value is not None
+        }
+    return {field for field in _FIELD_SEPARATORS.split(text) if field}
 
 
 class _KeySet:
@@ -254,6 +343,27 @@ def _bad_lines_frame(bad: list[BadLine]) -> pd.DataFrame:
             "raw": [b.text for b in bad],
         }
     )
+
+
+def _ledger_hasher(ledger: ErasedIds | None) -> HasherSource | None:
+    return ledger.hasher if ledger is not None else None
+
+
+def _hasher_source(store: EventStore, hasher: HasherSource | None) -> HasherSource:
+    """``hasher``, or what reads the home's own key when a row first needs it."""
+    if hasher is not None:
+        return hasher
+    return lambda: home_hasher(store.root.parent)
+
+
+def _masked(rejected: pd.DataFrame, hasher: HasherSource, region: str) -> pd.DataFrame:
+    """Rejected rows as the quarantine keeps them: personal data keyed-hashed, e-mail
+    and phone-shaped text masked, in the rows and in the reasons."""
+    if rejected.empty:
+        return rejected
+    raw = mask_raw_rows(rejected["raw"].tolist(), hasher, region=region)
+    reasons = [redact(str(reason)) for reason in rejected["reason"]]
+    return rejected.assign(raw=np.asarray(raw, dtype=object), reason=reasons)
 
 
 def _quarantined_hashes(store: EventStore, kind: str) -> set[int]:

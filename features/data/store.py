@@ -13,8 +13,12 @@ A batch writes its part files first (invisible: no reader looks past the
 manifest), fsyncs them and the folders that name them, then replaces the manifest
 atomically (write, fsync, rename, fsync the folder). An interrupted batch
 therefore leaves the store exactly as it was; its orphan files are removed by the
-next writer. One writer at a time: an exclusive file lock on ``.lock``, released by
-the OS if its holder dies; a second writer waits for it (saying so) up to its
+next writer. A batch may also replace committed files (erasure, retention:
+:meth:`EventStore.replace_part`): the rewritten file and the manifest without the
+old one are committed together, then the old file is deleted. A reader that had
+read the old manifest and finds a file gone reads again (:meth:`EventStore.read`).
+One writer at a time: an exclusive file lock on ``.lock``, released by the OS if
+its holder dies; a second writer waits for it (saying so) up to its
 ``lock_timeout``. A write the file system refuses (read-only, full) fails the
 batch with :class:`~features.errors.WriteFailed`, its files removed.
 
@@ -48,6 +52,8 @@ from features.errors import WriteFailed
 logger = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
+# A quarantined row: ``raw`` is the row as given with its personal data masked (keyed
+# hashes, see features.data.ingest); ``reason`` never quotes a personal value.
 QUARANTINE_SCHEMA = pa.schema(
     [
         pa.field("batch_id", pa.string(), nullable=False),
@@ -78,6 +84,8 @@ class Batch:
     batch_id: str
     started_at: datetime
     files: dict[str, list[str]] = field(default_factory=dict)
+    # Committed files this batch replaces: old path -> its rewrite (None: dropped).
+    replaced: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def add(self, table: str, relpath: str) -> None:
         self.files.setdefault(table, []).append(relpath)
@@ -130,9 +138,20 @@ class EventStore:
         current : bool
             For dimension tables: only the latest version of each key.
         """
+        for attempt in range(_READ_ATTEMPTS):
+            committed = self.manifest().get(table, [])
+            try:
+                return self._read(table, [self.root / rel for rel in committed], current)
+            except (OSError, duckdb.Error):
+                # A writer replaced files since the manifest was read (erasure,
+                # retention): the new manifest names what to read instead.
+                if attempt + 1 == _READ_ATTEMPTS or self.manifest().get(table) == committed:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _read(self, table: str, files: list[Path], current: bool) -> pd.DataFrame:
         con = connect()
         try:
-            files = self.files(table)
             if current and files and table in CONTRACTS and table != "events":
                 key = CONTRACTS[table].key
                 # Part files are named by batch id, which sorts in commit order.
@@ -142,8 +161,9 @@ class EventStore:
                     f"(PARTITION BY {key} ORDER BY filename DESC) = 1 ORDER BY {key}",
                     [[str(f) for f in files]],
                 ).df()
-            rel = self.relation(con, table)
-            return rel.df()
+            if files:
+                return con.read_parquet([str(f) for f in files], union_by_name=True).df()
+            return con.from_arrow(_empty_schema(table).empty_table()).df()
         finally:
             con.close()
 
@@ -226,12 +246,63 @@ class EventStore:
         batch.add(table, str(path.relative_to(self.root)))
         return path
 
+    def replace_part(
+        self, batch: Batch, table: str, relpath: str, keep: pa.Table | None
+    ) -> Path | None:
+        """Replace the committed file ``relpath`` of ``table`` by ``keep`` (its rows
+        that stay), in ``batch``: both take effect when the batch commits, and the
+        old file is deleted then (erasure, retention).
+
+        The rewrite keeps the old file's name with ``-r<batch id>`` added, so it
+        sorts where the old file did: a dimension table's current version of a key
+        is its row in the last file by name, which a rewrite must not change.
+
+        Parameters
+        ----------
+        keep : pyarrow.Table, optional
+            The rows to keep; ``None`` or no rows: the file is dropped.
+
+        Returns
+        -------
+        Path or None
+            The new file (not yet visible), or ``None`` when the file is dropped.
+
+        Raises
+        ------
+        ValueError
+            ``relpath`` is not a committed file of ``table``, or already replaced.
+        WriteFailed
+            The file system refuses the new file.
+        """
+        if relpath not in self.manifest().get(table, []):
+            raise ValueError(f"{relpath} is not a committed file of {table}")
+        replaced = batch.replaced.setdefault(table, {})
+        if relpath in replaced:
+            raise ValueError(f"{relpath} is already replaced in batch {batch.batch_id}")
+        if keep is None or keep.num_rows == 0:
+            replaced[relpath] = None
+            return None
+        old = self.root / relpath
+        path = old.with_name(f"{old.stem}-r{batch.batch_id}.parquet")
+        try:
+            pq.write_table(keep, path, compression="zstd")
+            _fsync(path)
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            raise WriteFailed(path, error) from error
+        rel = str(path.relative_to(self.root))
+        batch.add(table, rel)
+        replaced[relpath] = rel
+        return path
+
     def _commit(self, batch: Batch) -> None:
-        if not batch.files:
+        if not batch.files and not batch.replaced:
             return
         tables = self.manifest()
-        for table, rels in batch.files.items():
-            tables.setdefault(table, []).extend(rels)
+        for table in {*batch.files, *batch.replaced}:
+            tables[table] = _merged(
+                tables.get(table, []), batch.files.get(table, []), batch.replaced.get(table, {})
+            )
         history = self._history()
         history.append(
             {
@@ -239,6 +310,7 @@ class EventStore:
                 "committed_at": datetime.now(UTC).isoformat(),
                 "files": sum(len(v) for v in batch.files.values()),
             }
+            | ({"replaced": sum(len(v) for v in batch.replaced.values())} if batch.replaced else {})
         )
         payload = json.dumps({"tables": tables, "batches": history}, indent=1)
         tmp = self.root / f"{MANIFEST}.{batch.batch_id}.tmp"
@@ -262,6 +334,30 @@ class EventStore:
             _fsync(self.root)
         except OSError as error:  # committed: the rename is done, only its flush failed
             logger.warning("committed, but could not flush %s to disk: %s", self.root, error)
+        self._delete_replaced(batch)
+
+    def _delete_replaced(self, batch: Batch) -> None:
+        """Delete the files a committed batch replaced, and folders left empty.
+
+        Raises :class:`~features.errors.WriteFailed` if one cannot be deleted: the
+        batch is committed (no reader sees the file), but its bytes are still on disk
+        until the next writer removes it as an orphan; an erasure must say so.
+        """
+        folders: set[Path] = set()
+        for old in (rel for replaced in batch.replaced.values() for rel in replaced):
+            path = self.root / old
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:
+                raise WriteFailed(path, error) from error
+            folders.add(path.parent)
+        for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+            try:
+                if folder != self.root and not any(folder.iterdir()):
+                    folder.rmdir()
+                _fsync(folder.parent if not folder.exists() else folder)
+            except OSError as error:  # deleted all the same; only the tidying failed
+                logger.warning("could not tidy %s: %s", folder, error)
 
     def _new_folders(self, batch: Batch) -> list[Path]:
         """Folders holding the batch's files, and theirs up to the root, deepest first."""
@@ -299,6 +395,18 @@ class EventStore:
                 path.unlink()
         for tmp in self.root.glob(f"{MANIFEST}.*.tmp"):
             tmp.unlink()
+
+
+def _merged(committed: list[str], new: list[str], replaced: dict[str, str | None]) -> list[str]:
+    """A table's files after a batch: each replaced file's rewrite in its place (or
+    nothing), then the batch's other new files."""
+    rewrites = {rel for rel in replaced.values() if rel is not None}
+    out = [replaced.get(rel, rel) for rel in committed]
+    return [rel for rel in out if rel is not None] + [rel for rel in new if rel not in rewrites]
+
+
+# A reader whose files a writer keeps replacing gives up after this many reads.
+_READ_ATTEMPTS = 5
 
 
 def connect() -> duckdb.DuckDBPyConnection:

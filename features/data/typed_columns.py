@@ -5,7 +5,10 @@ timestamps, integers, numbers and true/false parsed; the required, enum, bound, 
 and time-window checks; a value no column can hold (a JSON object where text belongs,
 bytes, text that is not Unicode) refused. Should the vectorised path raise on some
 value, the column is read value by value, so no value makes validation raise. A reason
-names the column and quotes at most a short prefix of the value. The time windows a
+names the column and quotes at most a short prefix of the value, with e-mail- and
+phone-shaped text masked (:func:`features.pii.hashing.redact`); the value of a
+column that is personal data (``email``, ``phone``: :mod:`features.pii.masking`) is
+never quoted, the reason names the column and says why. The time windows a
 timestamp may take (:class:`Window`, :data:`READABLE`, :func:`event_window`) are here.
 """
 
@@ -23,6 +26,8 @@ import pyarrow as pa
 
 from features.data.contracts import Column, RowLimits
 from features.data.json_columns import NOT_UNICODE, json_kind
+from features.pii.hashing import redact
+from features.pii.masking import is_personal
 
 _TRUE = frozenset({"true", "t", "1", "yes", "y"})
 _FALSE = frozenset({"false", "f", "0", "no", "n"})
@@ -31,8 +36,12 @@ _FALSE = frozenset({"false", "f", "0", "no", "n"})
 _MAX_INT = float(2**53)
 # No timestamp is written in more characters than this; longer text is not parsed.
 _MAX_TIMESTAMP_CHARS = 64
-# How much of a value a reason quotes.
+# How much of a value a reason quotes, and how much text is read to mask what it quotes
+# (an e-mail address or phone number running past the quote is masked whole).
 _QUOTE_CHARS = 40
+_MASK_CHARS = 400
+# What a reason says in place of a personal value.
+WITHHELD = "(value not shown: personal data)"
 
 _KINDS = {
     "timestamp": "a timestamp",
@@ -151,7 +160,7 @@ def _typed(
         if long.any():
             message = np.full(n, "", dtype=object)
             message[long] = [
-                f"{name}: {_short(v)} is {k:,} characters long, more than {bound:,} "
+                f"{name}: {_short(v, name)} is {k:,} characters long, more than {bound:,} "
                 f"({_LIMIT_SETTINGS[setting]})"
                 for v, k in zip(text[long], lengths[long], strict=True)
             ]
@@ -339,9 +348,15 @@ def _stamps(values: pd.Series) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- reasons
-def _short(value: object) -> str:
+def _short(value: object, name: str = "") -> str:
+    """How a reason quotes a value of column ``name``: a short prefix, masked; nothing
+    of a personal value."""
+    if is_personal(name):
+        return WITHHELD
     text = str(value)
-    return repr(text[:_QUOTE_CHARS]) + ("…" if len(text) > _QUOTE_CHARS else "")
+    masked = redact(text[:_MASK_CHARS])
+    cut = len(masked) > _QUOTE_CHARS or len(text) > _MASK_CHARS
+    return repr(masked[:_QUOTE_CHARS]) + ("…" if cut else "")
 
 
 def _quoted(name: str, text: pd.Series, mask: np.ndarray, suffix: str) -> np.ndarray | str:
@@ -349,7 +364,7 @@ def _quoted(name: str, text: pd.Series, mask: np.ndarray, suffix: str) -> np.nda
     if not mask.any():
         return ""
     out = np.full(len(text), "", dtype=object)
-    values = text[mask].astype(object).map(_short)
+    values = text[mask].astype(object).map(lambda v: _short(v, name))
     out[mask] = (f"{name}: " + values + suffix).to_numpy(dtype=object)
     return out
 

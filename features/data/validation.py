@@ -5,7 +5,11 @@ typed frame in contract order and a frame of rejected rows, each with every
 reason it failed, come out. Nothing is dropped and nothing raises on the values
 of a row: every input row is in exactly one of the two outputs, whatever it holds
 (JSON objects where text belongs, NaN, a year 1 date, a key of spaces, a megabyte
-id); a reason names the field and quotes at most a short prefix of the value.
+id); a reason names the field and quotes at most a short prefix of the value, never
+the value of a personal-data column (``email``, ``phone``), and any e-mail- or
+phone-shaped text it quotes is masked (:func:`features.pii.hashing.redact`). The
+rejected row itself is kept as given here; the quarantine masks it when it writes it
+(:func:`features.pii.masking.mask_raw_rows`).
 
 The JSON columns (``properties``, ``attributes``) take a JSON object, as a dict
 (JSON posts, JSONL, Parquet structs) or as text holding one; they are stored as
@@ -38,6 +42,7 @@ from features.data.typed_columns import (
     _prefix,
     event_window,
 )
+from features.pii.hashing import redact
 
 # Event types that are about one product and so need an item_id.
 ITEM_EVENTS: frozenset[str] = frozenset(
@@ -238,8 +243,10 @@ def _missing(values: pd.Series) -> np.ndarray:
 
 
 def _printable(text: str) -> str:
-    """A short, storable version of text for a reason."""
-    short = text if len(text) <= 200 else text[:200] + "…"
+    """A short, storable version of text for a reason (e-mail and phone-shaped text
+    masked)."""
+    masked = redact(text[:1000])
+    short = masked if len(masked) <= 200 and len(text) <= 1000 else masked[:200] + "…"
     return short.encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 

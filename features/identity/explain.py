@@ -2,9 +2,9 @@
 
 Reads the identity tables of a feature snapshot (:class:`features.identity.Identity`)
 and answers for one id — a customer id or an anonymous id — which records make up
-its person, what linked each pair (an exact key, shown by a short digest; a
-probabilistic match with its probability and per-field weights; a reviewer's
-override), and which links were refused around them and why.
+its person, what linked each pair (an exact key, shown by the start of its keyed
+hash, never as written; a probabilistic match with its probability and per-field
+weights; a reviewer's override), and which links were refused around them and why.
 """
 
 from __future__ import annotations
@@ -94,8 +94,13 @@ def explain(identity: Identity, source_id: str) -> dict[str, Any]:
 
 
 def _short(key: object) -> str | None:
+    """A key as shown: a keyed hash ``hk:<key id>:<hex>`` keeps its key id and the
+    first 12 hex digits, enough to tell keys apart and to find the full hash."""
     if not isinstance(key, str) or not key:
         return None
+    head, _, digest = key.rpartition(":")
+    if head and len(digest) > 16:
+        return f"{head}:{digest[:12]}…"
     return key if len(key) <= 16 else key[:12] + "…"
 
 
@@ -127,7 +132,7 @@ def format_explanation(found: dict[str, Any]) -> str:
             reason = (link["evidence"] or {}).get("reason") or "no reason given"
             lines.append(f"    {pair}: merged by a reviewer ({reason})")
         else:
-            lines.append(f"    {pair}: same {link['via']} (sha256 {link['key']})")
+            lines.append(f"    {pair}: same {link['via']} (keyed hash {link['key']})")
     if found["refused"]:
         lines.append("  refused links around these records:")
     for r in found["refused"]:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import JobFailed
+from features.pii.masking import NOT_FEATURES
 from features.settings import IdentityConfig
 
 # The field a comparison reads, and the attribute names it is found under (first wins).
@@ -40,23 +41,24 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "address": ("address", "address_1", "address_line_1", "street", "street_address"),
     "city": ("city", "suburb", "town", "locality"),
 }
-# Attribute names that identify a person without describing them; never features.
-# Postcode and city stay features: where a customer lives is what regional campaigns
-# target (and a public log's "zip_code" may be a region type, as in Hillstrom's).
-CONTACT_KEYS = ("name", "full_name", "email", "phone", "mobile", "address_2", "street_number")
+# Of the compared fields, postcode and city describe a customer as well as identify
+# them: where a customer lives is what regional campaigns target (and a public log's
+# "zip_code" may be a region type, as in Hillstrom's), so they stay features. The
+# others (names, date of birth, street address) are personal data and never features.
 LOCATION_FIELDS = ("postcode", "city")
 
 
 def personal_keys(extra_fields: tuple[str, ...] = ()) -> frozenset[str]:
     """Lower-cased attribute names holding personal data: every alias of a compared
-    field but the location ones, the extra fields and :data:`CONTACT_KEYS`."""
+    field but postcode and city, the extra fields and
+    :data:`~features.pii.masking.NOT_FEATURES`."""
     names = {
         a
         for field, aliases in FIELD_ALIASES.items()
         if field not in LOCATION_FIELDS
         for a in aliases
     }
-    return frozenset(n.lower() for n in (*names, *extra_fields, *CONTACT_KEYS))
+    return frozenset(n.lower() for n in (*names, *extra_fields, *NOT_FEATURES))
 
 
 # Share of records that must carry a field for it to be compared.

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from features.errors import InputError
+from features.pii.hashing import redact
 
 Action = Literal["merge", "split"]
 ACTIONS: tuple[Action, ...] = ("merge", "split")
@@ -103,6 +105,34 @@ def add_override(
     )
     save_overrides(store_root, [*load_overrides(store_root), override])
     return override
+
+
+def erase_overrides(store_root: Path, ids: Collection[str]) -> int:
+    """Take the erased ``ids`` out of every override; how many overrides changed.
+
+    A split of an erased record goes, and so does a merge left with fewer than two
+    records; a merge of others that named an erased record keeps the others (their
+    reviewer's decision stands), its reason with e-mails and phones masked and the
+    erased ids removed, since a reviewer may have written them there.
+    """
+    gone = {str(i) for i in ids}
+    kept = load_overrides(store_root)
+    left: list[Override] = []
+    changed = 0
+    for override in kept:
+        others = tuple(c for c in override.customer_ids if c not in gone)
+        if len(others) == len(override.customer_ids):
+            left.append(override)
+            continue
+        changed += 1
+        if override.action == "merge" and len(set(others)) >= 2:
+            reason = redact(override.reason)
+            for erased in sorted(gone, key=len, reverse=True):
+                reason = reason.replace(erased, "<erased>")
+            left.append(replace(override, customer_ids=others, reason=reason))
+    if changed:
+        save_overrides(store_root, left)
+    return changed
 
 
 def remove_overrides(store_root: Path, customer_id: str) -> int:

@@ -37,14 +37,16 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from features.data.store import fetch_frame
-from features.identity.keys import (
+from features.identity.match import MatchResult, TrainedMatchers, field_sql, match_records
+from features.identity.overrides import Override
+from features.pii.contacts import (
     is_placeholder_email,
     is_placeholder_phone,
+    key_text,
     normalise_email,
     normalise_phone,
 )
-from features.identity.match import MatchResult, TrainedMatchers, field_sql, match_records
-from features.identity.overrides import Override
+from features.pii.masking import HasherSource, resolved
 from features.settings import IdentityConfig
 
 MAPPING_COLUMNS = ["source_type", "source_id", "canonical_id", "linked_by", "match_probability"]
@@ -68,17 +70,18 @@ class Identity:
         its person, comma-joined: email, phone, probabilistic, override, login; empty
         for a person of one record) and ``match_probability`` (the strongest link's;
         1 for exact keys and overrides, null when unlinked). One row per source id;
-        e-mails and phones appear only as SHA-256 digests of their normalised form,
+        e-mails and phones appear only as keyed hashes of their normalised form
+        (``hasher.hash(key_text(kind, value))``, as the suppression list keeps them),
         and only those that linked records.
     conflicts : pandas.DataFrame
         ``kind`` (anonymous, email, phone, match, person), ``key`` (the anonymous id, a
-        key's digest, or the smallest customer id of a pair or person),
+        key's keyed hash, or the smallest customer id of a pair or person),
         ``n_customers``, ``reason`` (shared_device, placeholder, over_limit,
         names_differ, different_person, matches_over_limit, person_over_limit) and
         ``customer_ids`` (sorted, comma-joined): every link that was refused.
     links : pandas.DataFrame
         The links used: ``customer_a`` < ``customer_b``, ``via``, ``key`` (a key's
-        digest), ``match_probability`` and ``evidence`` (JSON per compared field:
+        keyed hash), ``match_probability`` and ``evidence`` (JSON per compared field:
         level and match weight; probabilistic links only).
     report : dict
         Counts (records, people, links by kind, conflicts by reason) and whether and
@@ -124,6 +127,7 @@ def resolve_identities(
     customers: pd.DataFrame,
     links: pd.DataFrame,
     *,
+    hasher: HasherSource,
     phone_region: str = "US",
     config: IdentityConfig | None = None,
     overrides: Sequence[Override] = (),
@@ -139,6 +143,12 @@ def resolve_identities(
     links : pandas.DataFrame
         ``customer_id``, ``anonymous_id``: pairs seen together on ``login`` /
         ``identify`` events (or any event carrying both).
+    hasher : KeyedHasher or callable
+        The keyed hash that stands for an e-mail or phone in the tables returned
+        (``KeyedHasher.from_settings(settings.privacy, settings.home)``): no table
+        holds one in the clear, nor a plain digest of one, which a list of every phone
+        number would reverse. A callable making it is called only when some key is
+        shown (no key is read or made for records that share none).
     phone_region : str
         Region for phone numbers without a country code.
     config : IdentityConfig, optional
@@ -159,7 +169,7 @@ def resolve_identities(
     con = duckdb.connect()
     try:
         n = _load_records(con, customers, links, phone_region, config)
-        refusals = _guard_keys(con, config)
+        refusals = _guard_keys(con, config, hasher)
         edges = _key_edges(con)
         matched, matched_edges, kept_apart = _probabilistic(con, config, matchers)
         if not matched_edges.empty:
@@ -246,9 +256,12 @@ def _load_records(
     return int(count)
 
 
-def _guard_keys(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> pd.DataFrame:
-    """Table ``keys``: each e-mail and phone with the records holding it and, when it
-    may not link them, why. Returns the refused keys held by two or more records."""
+def _guard_keys(
+    con: duckdb.DuckDBPyConnection, config: IdentityConfig, hasher: HasherSource
+) -> pd.DataFrame:
+    """Table ``keys``: each e-mail and phone with the records holding it, when it may
+    not link them why, and (held by two or more records, the only keys any table
+    shows) its keyed hash. Returns the refused keys held by two or more records."""
     con.execute(
         """
         CREATE TABLE keyed AS
@@ -284,17 +297,40 @@ def _guard_keys(con: duckdb.DuckDBPyConnection, config: IdentityConfig) -> pd.Da
             """,
             {"same": SAME_NAME_SIMILARITY},
         )
+    _hash_keys(con, hasher)
     return fetch_frame(
         con,
         """
-        SELECT k.kind, sha256(k.value) AS key, k.n AS n_customers, k.refused AS reason,
+        SELECT k.kind, k.key, k.n AS n_customers, k.refused AS reason,
                string_agg(r.customer_id, ',' ORDER BY r.customer_id) AS customer_ids
         FROM keys k JOIN keyed USING (kind, value) JOIN records r USING (pos)
         WHERE k.refused IS NOT NULL AND k.n >= 2
-        GROUP BY k.kind, k.value, k.n, k.refused
+        GROUP BY k.kind, k.value, k.key, k.n, k.refused
         ORDER BY k.n DESC, k.kind, key
         """,
     )
+
+
+def _hash_keys(con: duckdb.DuckDBPyConnection, hasher: HasherSource) -> None:
+    """Column ``keys.key``: the keyed hash of each key held by two or more records (null
+    for the others, which no table shows). DuckDB has no HMAC: the distinct keys are
+    hashed here, one HMAC each, and joined back."""
+    shared = fetch_frame(con, "SELECT kind, value FROM keys WHERE n >= 2")
+    kinds = shared["kind"].astype(str).to_numpy()
+    values = shared["value"].astype(str).to_numpy()
+    hashed = np.empty(len(shared), dtype=object)
+    if len(shared):  # else no key is needed: none is read (or made)
+        keyed = resolved(hasher)
+        hashed[:] = [keyed.hash(key_text(k, v)) for k, v in zip(kinds, values, strict=True)]
+    con.register(
+        "key_hashes",
+        pa.table({"kind": _strings(kinds), "value": _strings(values), "key": _strings(hashed)}),
+    )
+    con.execute(
+        "CREATE OR REPLACE TABLE keys AS SELECT k.*, h.key FROM keys k "
+        "LEFT JOIN key_hashes h USING (kind, value)"
+    )
+    con.unregister("key_hashes")
 
 
 def _key_edges(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -304,7 +340,7 @@ def _key_edges(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         f"""
         SELECT k.first_pos AS a, e.pos AS b,
                CASE k.kind WHEN 'email' THEN {EMAIL} ELSE {PHONE} END AS via,
-               sha256(k.value) AS key, 1.0 AS match_probability, NULL::VARCHAR AS evidence
+               k.key, 1.0 AS match_probability, NULL::VARCHAR AS evidence
         FROM keys k JOIN keyed e USING (kind, value)
         WHERE k.refused IS NULL AND k.n >= 2 AND e.pos <> k.first_pos
         """,
@@ -472,11 +508,11 @@ def _mapping(con: duckdb.DuckDBPyConnection, edges: pd.DataFrame, n: int) -> pd.
             SELECT 'anonymous', anonymous_id, canonical_id, 'login', 1.0, 1,
                    row_number() OVER (ORDER BY anonymous_id) FROM linked WHERE n = 1
             UNION ALL
-            -- Keys that linked records, only as digests.
-            SELECT k.kind, sha256(k.value), p.canonical_id, k.kind, 1.0,
+            -- Keys that linked records, only as keyed hashes.
+            SELECT k.kind, k.key, p.canonical_id, k.kind, 1.0,
                    CASE k.kind WHEN 'email' THEN 2 ELSE 3 END, k.first_pos
             FROM keys k JOIN person p ON p.pos = k.first_pos
-            WHERE k.refused IS NULL)
+            WHERE k.refused IS NULL AND k.n >= 2)
         ORDER BY part, ord
         """,
     )

@@ -1,9 +1,13 @@
-"""Privacy: the keyed hash that stands for personal data, and the privacy ledger.
+"""Privacy: the ledger, erasure, retention, at the top of ``features``.
 
-* :mod:`~features.privacy.hashing`: keyed hashes (HMAC-SHA256, rotatable) of
-  e-mails, phones and ids, the only form in which Tailor keeps them outside the
-  customer table of the event store;
+Builds on every other part (the data layer, identity, snapshots, and
+:mod:`features.pii` for keyed hashes):
+
 * :mod:`~features.privacy.ledger`: one SQLite file (``TAILOR_HOME/privacy``) with the
   suppression list, the erased ids, the erasure receipts and the audit log of every
-  administrative action.
+  administrative action;
+* :mod:`~features.privacy.erasure`: a person's ids, and their rows out of every data
+  store (event store, quarantine, snapshots, posted events, decision log, overrides);
+* :mod:`~features.privacy.retention`: old events, decisions and quarantined rows out;
+* :mod:`~features.privacy.scrub`: SQLite files vacuumed after deletions.
 """

@@ -2,7 +2,7 @@
 
 One SQLite file (WAL), ``TAILOR_HOME/privacy/ledger.sqlite``, shared by the command
 line and every worker of the service. It holds no personal data in the clear: an
-address or id is kept as its keyed hash (:mod:`features.privacy.hashing`), matched
+address or id is kept as its keyed hash (:mod:`features.pii.hashing`), matched
 under the current and every retired key.
 
 * ``suppression``: addresses and ids never to mail (``tailor suppress``), with why;
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from features.data.online_log import connect_sqlite
-from features.privacy.contacts import key_text
-from features.privacy.hashing import KeyedHasher
+from features.pii.contacts import key_text
+from features.pii.hashing import KeyedHasher
 from features.settings import TailorSettings
 
 LEDGER_FILE = "ledger.sqlite"
@@ -106,7 +106,7 @@ class PrivacyLedger:
     # ------------------------------------------------------------------ keys
     def key(self, kind: str, value: str) -> str:
         """The keyed hash this ledger keeps for a contact (``kind``: email, phone, id;
-        the value already normalised, see :mod:`features.privacy.contacts`)."""
+        the value already normalised, see :mod:`features.pii.contacts`)."""
         return self.hasher.hash(key_text(kind, value))
 
     def _candidates(self, kind: str, value: str) -> list[str]:

@@ -1,5 +1,6 @@
 """The ``attr_`` columns of the customer table: the customer record's ``attributes``
-JSON as typed columns, identifying keys left out."""
+JSON as typed columns, personal data (:data:`features.pii.masking.NOT_FEATURES`) and
+other identifying keys left out."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 
 from features.data.store import STRING_DTYPE, fetch_frame
 from features.errors import InputError
+from features.pii.masking import NOT_FEATURES
 
 ATTRIBUTE_PREFIX = "attr_"
 _NUMERIC_JSON = ("BIGINT", "UBIGINT", "DOUBLE", "BOOLEAN")
@@ -25,9 +27,11 @@ def _attribute_columns(
 ) -> dict[str, Any]:
     """The customer record's ``attributes`` JSON as typed columns ``attr_<key>``.
 
-    Keys in ``excluded`` (lower-cased: names, date of birth, address and the other
-    fields identity resolution compares) identify a person and describe no taste;
-    they never become features.
+    Keys in ``excluded`` (lower-cased: the fields identity resolution compares) and
+    in :data:`~features.pii.masking.NOT_FEATURES` (contact data, names, street
+    address, date of birth) identify a person and describe no taste: identity
+    resolution may read them, but they never become features, and so never reach a
+    snapshot, a model or a segment.
 
     A key whose every value is a JSON number or boolean is a number (``float64``,
     booleans 0/1); any other key is text (a JSON string as is, a nested value as its
@@ -75,7 +79,7 @@ def _attribute_columns(
     out: dict[str, Any] = {}
     named: dict[str, str] = {}
     for key, rows in values.groupby("key", sort=True):
-        if str(key).lower() in excluded:
+        if str(key).lower() in excluded or str(key).lower() in NOT_FEATURES:
             continue
         name = ATTRIBUTE_PREFIX + "".join(
             ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in str(key).lower()

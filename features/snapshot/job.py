@@ -4,10 +4,12 @@ orchestration of its stages, from identity to triggers, into a :class:`Snapshot`
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +17,28 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from features.data.contracts import CONSENT_EVENTS
 from features.data.store import INGESTED_AT, EventStore, connect, fetch_frame
 from features.errors import InputError, NotFoundError
 from features.identity.match import TrainedMatchers
 from features.identity.overrides import Override, load_overrides
 from features.identity.resolution import resolve_identities
+from features.pii.hashing import KeyedHasher
+from features.pii.masking import HasherSource, home_hasher
 from features.progress import Progress
 from features.segments import SegmentSet
 from features.settings import FeatureConfig
 from features.snapshot.customers import _customer_aggregates, _customer_table
 from features.snapshot.interactions import _affinity, _interactions, _pair_stats
 from features.snapshot.items import _item_features
-from features.snapshot.people import _apply_unsubscribes, _number_people, _resolve_events
+from features.snapshot.people import _consent_at, _number_people, _resolve_events
 from features.snapshot.persistence import _SnapshotWriter
-from features.snapshot.sql import _is, _timestamp
+from features.snapshot.sql import _timestamp
 from features.snapshot.tables import SNAPSHOT_FORMAT, Snapshot
 from features.snapshot.triggers import _triggers
+
+# Consent and deliverability events, kept with their properties by the selective pass.
+_CONSENT_TYPES = ", ".join(f"'{kind}'" for kind in CONSENT_EVENTS)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -45,6 +53,7 @@ def build_snapshot(
     write_to: Path | None = None,
     matchers: TrainedMatchers | None = None,
     lock_timeout: float | None = None,
+    hasher: KeyedHasher | None = None,
 ) -> Snapshot:
     """Compute a snapshot from the event store (DuckDB over its Parquet files).
 
@@ -53,7 +62,10 @@ def build_snapshot(
     complete, when this returns (``manifest["path"]``). ``matchers``: share one
     trained identity matcher among the builds of one job (see
     :class:`features.identity.match.TrainedMatchers`). Identity overrides kept
-    beside the store apply.
+    beside the store apply. ``hasher``: the keyed hash the identity tables show
+    e-mails and phones as (``KeyedHasher.from_settings(settings.privacy,
+    settings.home)``); default: the key of the store's home (``store.root.parent``),
+    which is that hasher when the settings give no ``privacy.hash_key``.
 
     One build writes under ``write_to`` at a time (the lock ``write_to/.lock``); a
     second waits up to ``lock_timeout`` seconds (``None``: as long as it takes),
@@ -76,7 +88,16 @@ def build_snapshot(
         store.register(con, "catalog", "catalog_history")
         overrides = load_overrides(store.root)
         snapshot = _compute(
-            con, as_of, config, segments, phone_region, progress, writer, overrides, matchers
+            con,
+            as_of,
+            config,
+            segments,
+            phone_region,
+            progress,
+            writer,
+            overrides,
+            matchers,
+            hasher=hasher if hasher is not None else partial(home_hasher, store.root.parent),
         )
         snapshot.manifest["store_batches"] = len(store._history())
         if writer is not None:
@@ -99,11 +120,14 @@ def compute_snapshot(
     customers: pd.DataFrame | None = None,
     catalog_history: pd.DataFrame | None = None,
     phone_region: str = "US",
+    hasher: KeyedHasher | None = None,
 ) -> Snapshot:
     """Compute a snapshot from DataFrames in the contract formats (typed).
 
     ``catalog_history`` may carry ``_ingested_at`` (one row per catalog version);
-    without it every row counts as ingested at the epoch.
+    without it every row counts as ingested at the epoch. ``hasher``: the keyed hash
+    of the identity tables' e-mails and phones; default a random key of this call's
+    own (its keys compare within this snapshot only).
     """
     from features.data.contracts import CATALOG, CUSTOMERS, EVENTS
 
@@ -121,7 +145,9 @@ def compute_snapshot(
                 ),
             )
         con.register("catalog_history", history)
-        return _compute(con, as_of, config, segments, phone_region, None, None)
+        if hasher is None:
+            hasher = KeyedHasher("call", secrets.token_bytes(32))
+        return _compute(con, as_of, config, segments, phone_region, None, None, hasher=hasher)
     finally:
         con.close()
 
@@ -174,6 +200,8 @@ def _compute(
     writer: _SnapshotWriter | None,
     overrides: Sequence[Override] = (),
     matchers: TrainedMatchers | None = None,
+    *,
+    hasher: HasherSource,
 ) -> Snapshot:
     """The snapshot in stages; each stage's seconds go to the manifest. With a
     ``writer``, each table is handed to it as soon as it is final.
@@ -229,21 +257,22 @@ def _compute(
             resolve_identities,
             customers,
             links,
+            hasher=hasher,
             phone_region=phone_region,
             config=config.identity,
             overrides=overrides,
             matchers=matchers,
         )
         con.execute(
-            """
+            f"""
             CREATE TEMP TABLE sparse AS
             SELECT ts, event_type, customer_id, anonymous_id, item_id, price,
                    coalesce(price, 0) * coalesce(quantity, 1) AS value,
                    -- no order id: the purchase is an order of its own (see ``orders``)
                    CASE WHEN event_type = 'purchase' THEN order_id END AS order_key,
-                   CASE WHEN event_type = 'stock_change' THEN properties END AS properties
+                   CASE WHEN event_type <> 'purchase' THEN properties END AS properties
             FROM events
-            WHERE ts < $as_of AND event_type IN ('purchase', 'stock_change')
+            WHERE ts < $as_of AND event_type IN ('purchase', 'stock_change', {_CONSENT_TYPES})
             """,
             params,
         )
@@ -265,13 +294,10 @@ def _compute(
             "UPDATE ev SET pid = i.pid, personal = i.personalised FROM ids i "
             "WHERE i.is_customer AND ev.unnumbered = i.source_id"
         )
-    # Unsubscribes decide sendability for everyone, consented to profiling or not.
-    unsub = fetch_frame(
-        con,
-        "SELECT customer_id, last_unsubscribe_ts FROM person JOIN (SELECT pid, max(ts) "
-        f"AS last_unsubscribe_ts FROM ev WHERE {_is('unsubscribe')} GROUP BY pid) USING (pid)",
-    )
-    base = _apply_unsubscribes(base, unsub)
+    # Consent and deliverability events decide consent for everyone, consented to
+    # profiling or not; a withdrawal before as_of leaves the person out of every
+    # profile, interaction, segment and trigger below, as a record without consent.
+    base = _consent_at(con, base)
     con.execute(
         f"""
         CREATE TEMP TABLE catalog_now AS

@@ -1,13 +1,15 @@
 """Snapshot folders: where one lives, writing it atomically (and tidying what a dead
-build left), finding the latest, and reading one back."""
+build left), finding the latest, reading one back, and rewriting some of its files
+in place (erasure)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -175,6 +177,65 @@ def _tidy(root: Path) -> None:
                 shutil.rmtree(folder)
             else:
                 folder.rename(final)
+
+
+@contextmanager
+def snapshots_locked(root: Path, *, lock_timeout: float | None = None) -> Iterator[None]:
+    """Hold the lock a build holds on ``root`` (what a dead build left tidied first),
+    for a job that rewrites snapshots in place: no build swaps a folder meanwhile."""
+    what = f"the feature snapshots under {root}"
+    with exclusive_lock(Path(root), what=what, timeout=lock_timeout, keep_file=False):
+        try:
+            _tidy(Path(root))
+        except OSError as error:
+            raise WriteFailed(Path(root), error) from error
+        yield
+
+
+def rewrite_snapshot(folder: Path, files: Mapping[str, Callable[[Path], None] | None]) -> None:
+    """Replace some files of the snapshot ``folder`` all at once, as a build replaces
+    a snapshot: a copy of the folder is made beside it (unchanged files hard-linked,
+    or copied where links are refused), each file named in ``files`` is written into
+    the copy by its function (given the path to write; ``None``: the file is left
+    out), and the copy is renamed into place. Readers see the old snapshot or the
+    new one, never a mix (the interaction matrix and its row ids stay aligned).
+
+    The caller holds :func:`snapshots_locked`. A failure leaves the old folder.
+    """
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + f"{_TMP}{os.getpid()}")
+    old = folder.with_name(folder.name + f"{_OLD}{os.getpid()}")
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for path in folder.iterdir():
+            if path.name in files:
+                continue
+            if path.is_dir():
+                shutil.copytree(path, tmp / path.name, copy_function=_link_or_copy)
+            else:
+                _link_or_copy(path, tmp / path.name)
+        for name, write in files.items():
+            if write is not None:
+                write(tmp / name)
+        folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old)
+    except BaseException as error:
+        if old.exists() and not folder.exists():
+            old.rename(folder)  # the snapshot as it was stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise WriteFailed(folder, error) from error
+        raise
+
+
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def snapshot_folders(root: Path) -> list[Path]:

@@ -40,6 +40,8 @@ NULLABLE_CUSTOMER_FEATURES = {
     "top_category_affinity": "no interaction with a catalogued item",
     "preferred_send_hour_local": "timezone unknown",
     "consent_updated_ts": "not given",
+    "consent_email_ts": "the record's consent, without a consent time",
+    "consent_personalization_ts": "the record's consent, without a consent time",
 }
 
 
@@ -125,6 +127,12 @@ CONSENT_COLUMNS = [
     "consent_email",
     "consent_personalization",
     "consent_updated_ts",
+    "consent_email_ts",
+    "consent_personalization_ts",
     "unsubscribed",
+    "hard_bounced",
+    "complained",
     "sendable",
 ]
+"""The consent and deliverability state of every customer, profiled or not
+(:func:`features.snapshot.people._apply_consent_events`)."""

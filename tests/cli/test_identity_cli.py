@@ -51,7 +51,8 @@ def test_explain_merge_split_and_overrides(home: Path, capsys: pytest.CaptureFix
     assert "4 records → 3 people" in built and "1 names_differ" in built
     assert main(["identity", "explain", "c2"]) == 0
     text = capsys.readouterr().out
-    assert "c2 belongs to person c1" in text and "same email (sha256" in text
+    assert "c2 belongs to person c1" in text and "same email (keyed hash hk:local:" in text
+    assert "ann@mail.example" not in text.lower() and "sha256" not in text
     assert "different first names" in text  # the household phone shared with c3
 
     assert main(["identity", "merge", "c3", "c4", "--reason", "same loyalty card"]) == 0

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,19 +18,28 @@ from features.data.ingest import ingest_file
 from features.data.store import EventStore
 from features.errors import NotFoundError
 from features.identity.explain import explain, format_explanation
-from features.identity.keys import normalise_email, normalise_phone
 from features.identity.overrides import Override, add_override, load_overrides
-from features.identity.resolution import resolve_identities
+from features.identity.resolution import Identity, resolve_identities
+from features.pii.contacts import normalise_email, normalise_phone
+from features.pii.hashing import KeyedHasher
 from features.segments import load_segments
 from features.settings import FeatureConfig, IdentityConfig
 from features.snapshot import behaviour_feature_names, build_snapshot
 from models.candidates import interaction_log_from_store
 
 NO_LINKS = pd.DataFrame(columns=["customer_id", "anonymous_id"])
+HASHER = KeyedHasher("test", b"identity-test-key-0123456789abcdef")
+
+
+def resolve(customers: pd.DataFrame, links: pd.DataFrame, **kw: Any) -> Identity:
+    """Identity resolution under the tests' hash key."""
+    return resolve_identities(customers, links, hasher=HASHER, **kw)
+
+
 STORE_PHONE = "(212) 555-0100"
 
 
-def _records(rows: list[tuple[str, str | None, str | None, dict | None]]) -> pd.DataFrame:
+def _records(rows: Sequence[tuple[str, str | None, str | None, dict | None]]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "customer_id": [r[0] for r in rows],
@@ -64,10 +75,10 @@ def test_gmail_normalisation_is_an_option():
         "a.b@shop.example",
     ]
     people = _records([("c1", emails[0], None, None), ("c2", emails[1], None, None)])
-    plain = resolve_identities(people, NO_LINKS).canonical("customer")
-    gmail = resolve_identities(
-        people, NO_LINKS, config=IdentityConfig(gmail_normalisation=True)
-    ).canonical("customer")
+    plain = resolve(people, NO_LINKS).canonical("customer")
+    gmail = resolve(people, NO_LINKS, config=IdentityConfig(gmail_normalisation=True)).canonical(
+        "customer"
+    )
     assert plain.nunique() == 2 and gmail.nunique() == 1
 
 
@@ -79,7 +90,7 @@ def test_transitive_merge_through_email_then_phone():
             "phone": [None, "415-555-2671", "(415) 555 2671", None],
         }
     )
-    identity = resolve_identities(people, NO_LINKS)
+    identity = resolve(people, NO_LINKS)
     canonical = identity.canonical("customer")
     assert canonical.to_dict() == {"c1": "c1", "c2": "c1", "c3": "c1", "c4": "c4"}
     assert set(identity.links["via"]) == {"email", "phone"}
@@ -99,7 +110,7 @@ def collapse_records() -> pd.DataFrame:
 
 
 def test_placeholder_email_and_store_phone_do_not_collapse_people():
-    identity = resolve_identities(collapse_records(), NO_LINKS)
+    identity = resolve(collapse_records(), NO_LINKS)
     canonical = identity.canonical("customer")
     assert canonical.nunique() == 300
     assert identity.links.empty
@@ -116,10 +127,10 @@ def test_placeholder_email_and_store_phone_do_not_collapse_people():
 
 def test_key_limit_and_household_names():
     same = [(f"s{i}", "shared@mail.example", None, {"first_name": "Maya"}) for i in range(5)]
-    merged = resolve_identities(_records(same), NO_LINKS).canonical("customer")
+    merged = resolve(_records(same), NO_LINKS).canonical("customer")
     assert merged.nunique() == 1  # five records of one person: at the limit, merged
     six = [*same, ("s5", "shared@mail.example", None, {"first_name": "Maya"})]
-    refused = resolve_identities(_records(six), NO_LINKS)
+    refused = resolve(_records(six), NO_LINKS)
     assert refused.canonical("customer").nunique() == 6
     assert refused.conflicts["reason"].tolist() == ["over_limit"]
     # A household landline: different first names, so not one person; a typo is.
@@ -129,14 +140,12 @@ def test_key_limit_and_household_names():
         ("h3", "jon@mail.example", "415 555 0199", {"first_name": "Jon"}),
         ("h4", "jon.b@mail.example", "+1 415 555 0199", {"first_name": "John"}),
     ]
-    identity = resolve_identities(_records(household), NO_LINKS)
+    identity = resolve(_records(household), NO_LINKS)
     canonical = identity.canonical("customer")
     assert canonical["h1"] != canonical["h2"]
     assert canonical["h3"] == canonical["h4"]
     assert identity.conflicts["reason"].tolist() == ["names_differ"]
-    checked_off = resolve_identities(
-        _records(household), NO_LINKS, config=IdentityConfig(name_check=False)
-    )
+    checked_off = resolve(_records(household), NO_LINKS, config=IdentityConfig(name_check=False))
     assert checked_off.canonical("customer").nunique() == 2
 
 
@@ -147,11 +156,9 @@ def test_a_chain_larger_than_a_person_merges_nobody():
         ("k3", "two@mail.example", "415 555 2671", None),
         ("k4", "two@mail.example", None, None),
     ]
-    kept = resolve_identities(_records(chain), NO_LINKS).canonical("customer")
+    kept = resolve(_records(chain), NO_LINKS).canonical("customer")
     assert kept.nunique() == 1
-    capped = resolve_identities(
-        _records(chain), NO_LINKS, config=IdentityConfig(max_records_per_person=3)
-    )
+    capped = resolve(_records(chain), NO_LINKS, config=IdentityConfig(max_records_per_person=3))
     assert capped.canonical("customer").nunique() == 4
     person = capped.conflicts[capped.conflicts["kind"] == "person"]
     assert person["reason"].tolist() == ["person_over_limit"]
@@ -167,14 +174,14 @@ def test_overrides_merge_and_split_in_order():
         ]
     )
     split = [Override("split", ("a2",), "two people share this inbox")]
-    canonical = resolve_identities(people, NO_LINKS, overrides=split).canonical("customer")
+    canonical = resolve(people, NO_LINKS, overrides=split).canonical("customer")
     assert canonical["a1"] != canonical["a2"]
     merged = [*split, Override("merge", ("b1", "a2"), "same card number")]
-    identity = resolve_identities(people, NO_LINKS, overrides=merged)
+    identity = resolve(people, NO_LINKS, overrides=merged)
     canonical = identity.canonical("customer")
     assert canonical["a2"] == canonical["b1"] == "a2" and canonical["a1"] == "a1"
     assert identity.links.loc[identity.links["via"] == "override", "customer_a"].tolist() == ["a2"]
-    unknown = resolve_identities(people, NO_LINKS, overrides=[Override("split", ("zz",))])
+    unknown = resolve(people, NO_LINKS, overrides=[Override("split", ("zz",))])
     assert unknown.report["overrides_unknown_ids"] == ["zz"]
     with pytest.raises(ValueError, match="two different ids"):
         Override("merge", ("a1", "a1"))
@@ -189,7 +196,7 @@ def test_explain_names_the_links_and_the_refusals():
         ]
     )
     links = pd.DataFrame({"customer_id": ["c2"], "anonymous_id": ["anon_1"]})
-    identity = resolve_identities(people, links)
+    identity = resolve(people, links)
     found = explain(identity, "anon_1")
     assert found["person"] == "c1"
     assert [r["customer_id"] for r in found["records"]] == ["c1", "c2"]
@@ -197,7 +204,8 @@ def test_explain_names_the_links_and_the_refusals():
     assert [(link["via"], link["customer_b"]) for link in found["links"]] == [("email", "c2")]
     assert found["refused"][0]["reason"] == "over_limit"
     text = format_explanation(found)
-    assert "same email (sha256" in text and "max_records_per_key" in text
+    assert "same email (keyed hash hk:test:" in text and "max_records_per_key" in text
+    assert "sha256" not in text
     assert "mail.example" not in text
     with pytest.raises(NotFoundError):
         explain(identity, "nobody")
@@ -212,7 +220,7 @@ def febrl3():
     customers = febrl_customers(datasets.load_febrl3())
     truth = pd.Series(febrl_entity(customers["customer_id"]).to_numpy(), customers["customer_id"])
     config = IdentityConfig(extra_fields=("soc_sec_id",))
-    return customers, truth, resolve_identities(customers, NO_LINKS, config=config)
+    return customers, truth, resolve(customers, NO_LINKS, config=config)
 
 
 def test_probabilistic_matching_on_febrl3(febrl3):
@@ -237,7 +245,7 @@ def test_probabilistic_matching_on_febrl3(febrl3):
 def test_probabilistic_clusters_keep_the_size_guard(febrl3):
     customers, truth, _ = febrl3
     config = IdentityConfig(extra_fields=("soc_sec_id",), max_records_per_person=2)
-    identity = resolve_identities(customers, NO_LINKS, config=config)
+    identity = resolve(customers, NO_LINKS, config=config)
     sizes = identity.canonical("customer").value_counts()
     assert sizes.max() <= 2
     assert "matches_over_limit" in identity.report["conflicts"]
@@ -247,7 +255,7 @@ def test_probabilistic_on_fails_loudly_without_fields():
     from features.errors import JobFailed
 
     with pytest.raises(JobFailed, match="too few fields"):
-        resolve_identities(collapse_records(), NO_LINKS, config=IdentityConfig(probabilistic="on"))
+        resolve(collapse_records(), NO_LINKS, config=IdentityConfig(probabilistic="on"))
 
 
 # ---------------------------------------------------------------- end to end, one store
@@ -315,7 +323,7 @@ def simulated():
     sim = simulate(SimulationConfig(customers=3000, days=5, seed=11))
     events = sim.events
     links = events.loc[events["event_type"] == "login", ["customer_id", "anonymous_id"]].dropna()
-    identity = resolve_identities(sim.customers, links).with_customers(
+    identity = resolve(sim.customers, links).with_customers(
         events["customer_id"].dropna().astype(str).tolist()
     )
     return sim, identity

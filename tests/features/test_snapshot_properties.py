@@ -53,7 +53,7 @@ def test_one_row_per_customer_and_no_unexpected_nulls(rows):
     required = [c for c in personal.columns if c not in NULLABLE_CUSTOMER_FEATURES]
     nulls = personal[required].isna().sum()
     assert not nulls.any(), nulls[nulls > 0].to_dict()
-    consent = s.customers[[c for c in CONSENT_COLUMNS if c != "consent_updated_ts"]]
+    consent = s.customers[[c for c in CONSENT_COLUMNS if c not in NULLABLE_CUSTOMER_FEATURES]]
     assert consent.notna().all().all()
     assert s.items["item_id"].is_unique
     assert (s.interactions.data > 0).all()

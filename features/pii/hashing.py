@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from features.errors import InputError
 from features.settings import PrivacyConfig
@@ -27,7 +28,8 @@ from features.settings import PrivacyConfig
 KEY_FILE = Path("secrets") / "hash.key"
 LOCAL_KEY_ID = "local"
 PREFIX = "hk"
-_EMAIL = re.compile(r"[^\s@<>(),;:\"']{1,64}@[^\s@<>(),;:\"']{1,255}")
+# A local part, an @ and a domain with at least one dot (``map@10`` is a metric name).
+_EMAIL = re.compile(r"[^\s@<>(),;:\"']{1,64}@[^\s@<>(),;:\"'.]+(?:\.[^\s@<>(),;:\"'.]+)+")
 # International numbers (+ and 7-15 digits, separators allowed) and the usual
 # national shapes ((555) 123-4567, 555.123.4567); not bare digit runs, which are ids.
 _PHONE = re.compile(
@@ -102,3 +104,13 @@ def redact(text: str) -> str:
     """``text`` with anything shaped like an e-mail address or a phone number masked
     (``<email>``, ``<phone>``): for messages that quote input back."""
     return _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
+
+
+class ErasedIds(Protocol):
+    """What the data layer asks of the privacy ledger
+    (:class:`features.privacy.ledger.PrivacyLedger`): which ids are erased, and the
+    keyed hash it masks with."""
+
+    hasher: KeyedHasher
+
+    def erased(self, ids: Iterable[str]) -> set[str]: ...

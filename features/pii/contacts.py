@@ -1,4 +1,5 @@
-"""Identity keys: e-mails and phone numbers in one normal form, and placeholders.
+"""Contacts: e-mails and phone numbers in one normal form, placeholders, and their
+keyed hashes (contact keys).
 
 The text work is vectorised (Arrow compute); only values outside ASCII take
 Python's own string methods, so the result is exactly Python's ``str.strip`` /
@@ -14,6 +15,8 @@ import pandas as pd
 import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from features.pii.hashing import KeyedHasher
 
 NANP_REGIONS = frozenset({"US", "CA"})
 # The ASCII characters Python's str.isspace() accepts: what str.strip() removes and
@@ -144,3 +147,48 @@ def _python_fast_phone(text: pd.Series, region: str) -> pd.Series:
         return None
 
     return pd.Series([shortcut(v) for v in text], index=text.index, dtype="string[pyarrow]")
+
+
+KINDS = ("email", "phone", "id")
+
+
+def key_text(kind: str, value: str) -> str:
+    """What is hashed for a contact of ``kind``: ``email:jane@example.com``."""
+    if kind not in KINDS:
+        raise ValueError(f"contact kind {kind!r}; expected one of {KINDS}")
+    return f"{kind}:{value}"
+
+
+def normalised(
+    kind: str, values: pd.Series, *, region: str = "US", gmail: bool = False
+) -> pd.Series:
+    """``values`` in the form identity resolution compares (NA where not an address)."""
+    if kind == "email":
+        return normalise_email(values, gmail=gmail)
+    if kind == "phone":
+        return normalise_phone(values, region)
+    text = values.astype("string").str.strip()
+    return text.where(text != "")
+
+
+def contact_keys(
+    customers: pd.DataFrame,
+    hasher: KeyedHasher,
+    *,
+    region: str = "US",
+    gmail: bool = False,
+) -> pd.DataFrame:
+    """``customer_id, kind, key``: one row per record's e-mail and phone (normalised,
+    keyed-hashed); records without either give no row."""
+    frames = []
+    for kind in ("email", "phone"):
+        if kind not in customers.columns:
+            continue
+        values = normalised(kind, customers[kind], region=region, gmail=gmail)
+        present = values.notna().to_numpy()
+        ids = customers["customer_id"].astype(str).to_numpy()[present]
+        keys = [hasher.hash(key_text(kind, str(v))) for v in values[present]]
+        frames.append(pd.DataFrame({"customer_id": ids, "kind": kind, "key": keys}))
+    if not frames:
+        return pd.DataFrame({"customer_id": [], "kind": [], "key": []}, dtype="object")
+    return pd.concat(frames, ignore_index=True).drop_duplicates()
