@@ -174,6 +174,19 @@ class RecommenderPipeline:
             index = Index(data["user_ids"], data["item_ids"])
             categories = data["categories"]
             prices = data["prices"] if "prices" in data.files else None
+        for name, generator in generators.items():
+            # Generator rows are index rows (rank() passes one for the other): files
+            # from before and after a rewrite (an erasure) read together must fail
+            # rather than give one customer another's factors.
+            if generator.user_ids_ is not None and not np.array_equal(
+                generator.user_ids_.astype(str), index.user_ids.astype(str)
+            ):
+                raise InputError(
+                    f"generators.{name}",
+                    f"{len(generator.user_ids_)} users",
+                    f"{path}: the generator and the index ({len(index.user_ids)} users) "
+                    "disagree on the users; load it again",
+                )
         return cls(generators, reranker, index, categories, prices, manifest["settings"])
 
 

@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, Self
@@ -267,6 +268,19 @@ class Recommender(Estimator, ABC):
     @abstractmethod
     def _restore(self, arrays: dict[str, np.ndarray]) -> None: ...
 
+    def _keep_users(self, keep: np.ndarray) -> None:
+        """Keep only the per-user rows where ``keep`` (bool, shape (n_users,)) is set —
+        how an erased user leaves the model (:mod:`models.erasure`).
+
+        Per-user state is, by convention, the learned arrays named ``user_*_`` (one
+        row per user, in ``user_ids_`` order: the factor models' ``user_factors_``);
+        models with none (popularity, item-kNN, EASE) keep nothing per user. New
+        arrays are assigned, never written into: a copy of the model may share the
+        old ones while it is serving.
+        """
+        for name in _user_arrays(vars(self)):
+            setattr(self, name, getattr(self, name)[keep])
+
 
 def load_recommender(path: Path) -> Recommender:
     """Load any recommender saved with :meth:`Recommender.save`."""
@@ -290,10 +304,37 @@ def load_recommender(path: Path) -> Recommender:
     model.user_ids_ = arrays.pop("_user_ids", None)
     model.item_ids_ = arrays.pop("_item_ids", None)
     model._restore(arrays)
+    # Files from before and after a rewrite (an erasure) read together disagree on the
+    # users: fail (and load again) rather than give one customer another's rows.
+    rows = {"_user_ids": model.user_ids_} | {n: vars(model)[n] for n in _user_arrays(vars(model))}
+    for name, values in rows.items():
+        if values is not None and len(values) != model.n_users_:
+            raise InputError(
+                name, len(values), f"{path}: expected {model.n_users_} rows (manifest n_users)"
+            )
     return model
 
 
+def recommender_names() -> frozenset[str]:
+    """The ``class`` of every loadable recommender (as its manifest names it)."""
+    for module in BUILTIN:
+        importlib.import_module(module)
+    return frozenset(_REGISTRY)
+
+
 # ---------------------------------------------------------------------- helpers
+def _user_arrays(attributes: Mapping[str, object]) -> list[str]:
+    """The learned per-user arrays among ``attributes``: ``user_*_`` ndarrays."""
+    return [
+        name
+        for name, value in attributes.items()
+        if name.startswith("user_")
+        and name.endswith("_")
+        and name != "user_ids_"
+        and isinstance(value, np.ndarray)
+    ]
+
+
 def _rows(known: np.ndarray | None, ids: np.ndarray | list[str], name: str) -> np.ndarray:
     if known is None:
         raise NotFoundError(f"the model was fitted without {name}; pass them to fit()")
