@@ -50,8 +50,14 @@ Tailor answers, per e-mail recipient at send time, which products to show
 line, offer), and takes the events that close the loop (`/events`).
 
 **Authentication**: `Authorization: Bearer <key>`. Scopes: `decide` for decisions and
-`/customers`, `ingest` for `/events`, `admin` for `/admin/*`. Health, readiness,
-metrics and these docs are open.
+reading `/customers`, `ingest` for `/events` and `PUT /customers/{id}/consent`, `admin`
+for `/admin/*` and `DELETE /customers/{id}`. Health, readiness, metrics and these docs
+are open.
+
+**Sending**: every decision says whether the customer may be e-mailed (`sendable`)
+and, if not, why (`not_sendable_reason`): consent, unsubscribes, hard bounces and
+complaints, the suppression list, the frequency caps. A consent change (posted as an
+event or by `PUT /customers/{id}/consent`) holds from the next request.
 
 **Errors** always have one shape, `{"error": {"code", "message", "field"?, "request_id"}}`;
 the request id is also in the `X-Request-ID` header (send your own to correlate).

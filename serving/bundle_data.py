@@ -11,7 +11,8 @@ and the event store; loading, reloading and swapping stay with the loader.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from features.data.store import EventStore
 from features.errors import InputError
 from features.snapshot import Snapshot
 from models.candidates import interaction_log_from_store, interaction_matrix, recent_history
+from models.erasure import erased_copy
 from models.pipeline import RecommenderPipeline
 from models.recommender import Recommender
 from models.selector import Selector
@@ -111,6 +113,144 @@ class Bundle:
         if self.arm != "champion":
             out["arm"] = self.arm
         return out
+
+
+# ====================================================================== erasure
+def erase_from_bundle(
+    bundle: Bundle, ids: Iterable[str], *, memo: dict[int, tuple[Any, Any]] | None = None
+) -> int:
+    """Drop customers from everything ``bundle`` holds per customer: the recommender and
+    pipeline (:func:`models.erasure.erased_copy`), the cached two-stage rankings, the
+    snapshot history (rows emptied, row map entries removed), and its challenger's.
+
+    Fields are reassigned, never written into: the models, arrays and dicts a request
+    in flight may be reading stay as they were. Pass a copy of a bundle that is being
+    served (``dataclasses.replace(bundle)``) and swap it in, as reloads do.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        The bundle to change (a copy of the one served).
+    ids : iterable of str
+        Customer and anonymous ids, matched whole.
+    memo : dict, optional
+        ``id(original) → (original, replacement)`` of the parts already erased in this
+        pass, so a part two bundles share (champion and challenger) stays shared;
+        :func:`erased_parts` of a bundle already erased marks its parts as clean.
+
+    Returns
+    -------
+    int
+        How many of ``ids`` the bundle (or its challenger) held anywhere.
+    """
+    wanted = sorted({str(i) for i in ids})
+    return len(_erase(bundle, wanted, {} if memo is None else memo)) if wanted else 0
+
+
+def bundle_user_ids(bundle: Bundle) -> set[str]:
+    """Every customer id ``bundle`` (and its challenger) holds per customer: the
+    models' users, the cached rankings' rows and the history's rows."""
+    ids: set[str] = set()
+    for held in (bundle, bundle.challenger):
+        if held is None:
+            continue
+        ids |= set(held.ranked.rows) | set(held.history_rows)
+        models: list[Any] = [held.recommender]
+        if held.pipeline is not None:
+            ids |= {str(u) for u in held.pipeline.index.user_ids}
+            models += list(held.pipeline.generators.values())
+        for model in models:
+            users = getattr(model, "user_ids_", None)
+            if users is not None:
+                ids |= {str(u) for u in users}
+    return ids
+
+
+def erased_parts(bundle: Bundle) -> dict[int, tuple[Any, Any]]:
+    """A memo for :func:`erase_from_bundle` that maps each per-customer part of
+    ``bundle`` (and of its challenger) to itself: parts known to hold no erased id,
+    so a reload that keeps them does not check them again."""
+    memo: dict[int, tuple[Any, Any]] = {}
+    for held in (bundle, bundle.challenger):
+        if held is None:
+            continue
+        parts: list[Any] = [held.pipeline, held.recommender, held.ranked]
+        if held.pipeline is not None:
+            parts += list(held.pipeline.generators.values())
+        for part in parts:
+            if part is not None:
+                memo[id(part)] = (part, part)
+        if held.history is not None:
+            pair = (held.history, held.history_rows)
+            memo[id(held.history)] = (pair, pair)
+    return memo
+
+
+def _erase(bundle: Bundle, wanted: list[str], memo: dict[int, tuple[Any, Any]]) -> set[str]:
+    """:func:`erase_from_bundle`, returning the ids found (a part met again through the
+    memo was counted where it was first met)."""
+    found: set[str] = set()
+    if bundle.pipeline is not None:
+        bundle.pipeline, known = erased_copy(bundle.pipeline, wanted, memo=memo)
+        found |= known
+    if bundle.recommender is not None:
+        # The pipeline's own generator is in the memo by now: it stays that object.
+        bundle.recommender, known = erased_copy(bundle.recommender, wanted, memo=memo)
+        found |= known
+    ranked = bundle.ranked
+    if memo.get(id(ranked), (None,))[0] is not ranked:
+        memo[id(ranked)] = (ranked, _erase_ranked(ranked, wanted, found))
+    bundle.ranked = memo[id(ranked)][1]
+    if bundle.history is not None:
+        pair = (bundle.history, bundle.history_rows)
+        seen = memo.get(id(bundle.history))
+        if seen is None or seen[0][0] is not pair[0] or seen[0][1] is not pair[1]:
+            memo[id(bundle.history)] = (pair, _erase_history(*pair, wanted, found))
+        bundle.history, bundle.history_rows = memo[id(bundle.history)][1]
+    challenger = bundle.challenger
+    if challenger is not None:
+        if memo.get(id(challenger), (None,))[0] is not challenger:
+            copied = replace(challenger)
+            found |= _erase(copied, wanted, memo)
+            memo[id(challenger)] = (challenger, copied)
+        bundle.challenger = memo[id(challenger)][1]
+    return found
+
+
+def _erase_ranked(ranked: Ranked, wanted: list[str], found: set[str]) -> Ranked:
+    """``ranked`` without the rows of ``wanted`` (a new object; blanked rows)."""
+    rows = [ranked.rows[c] for c in wanted if c in ranked.rows]
+    if not rows:
+        return ranked
+    found.update(c for c in wanted if c in ranked.rows)
+    ids, scores = ranked.ids.copy(), ranked.scores.copy()
+    ids[rows] = -1
+    scores[rows] = 0.0
+    kept = {c: r for c, r in ranked.rows.items() if c not in set(wanted)}
+    return Ranked(ids=ids, scores=scores, rows=kept)
+
+
+def _erase_history(
+    history: sp.csr_matrix, rows: dict[str, int], wanted: list[str], found: set[str]
+) -> tuple[sp.csr_matrix, dict[str, int]]:
+    """The history with the rows of ``wanted`` emptied (other rows keep their place)
+    and the row map without them."""
+    drop = [rows[c] for c in wanted if c in rows]
+    if not drop:
+        return history, rows
+    found.update(c for c in wanted if c in rows)
+    empty = np.zeros(history.shape[0], dtype=bool)
+    empty[drop] = True
+    counts = np.diff(history.indptr)
+    keep = ~np.repeat(empty, counts)
+    indptr = np.concatenate([[0], np.cumsum(np.where(empty, 0, counts))]).astype(
+        history.indptr.dtype
+    )
+    emptied = sp.csr_matrix(
+        (history.data[keep], history.indices[keep], indptr), shape=history.shape
+    )
+    gone = set(wanted)
+    return emptied, {c: r for c, r in rows.items() if c not in gone}
 
 
 # ====================================================================== building

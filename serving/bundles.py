@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ import pandas as pd
 from features.data.online_log import OnlineEventLog
 from features.data.store import EventStore
 from features.errors import InputError, NotFoundError
+from features.privacy.ledger import PrivacyLedger
 from features.snapshot import Snapshot, latest_snapshot, load_snapshot
 from models.content_features import content_features
 from models.pipeline import RecommenderPipeline
@@ -44,11 +46,14 @@ from serving.bundle_data import (
     _rank_snapshot_users,
     _scorer,
     active_content,
+    bundle_user_ids,
     content_by_slot,
+    erase_from_bundle,
+    erased_parts,
 )
 from serving.choices import SelectorLayout
 from serving.errors import NotReady
-from serving.online import OnlineStore
+from serving.online import OnlineStore, SendRules
 from serving.rules import DEFAULT_RULES_FILE, check_content, load_rules
 from serving.settings import ServiceSettings
 
@@ -86,8 +91,13 @@ class BundleLoader:
         tracking: str,
         events_log: OnlineEventLog,
         live: OnlineStore,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
         self.settings = settings
+        # The privacy ledger: whom to drop from what is served (see sync_erasures).
+        self.ledger = ledger
+        self._erasures_seen = -1
+        self._erasures_bundle: Bundle | None = None
         self.config = settings.serving
         self.tracking = tracking
         self.events_log = events_log
@@ -100,6 +110,9 @@ class BundleLoader:
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
         self._registered: dict[tuple[str, str], float] = {}
+        # Ids erased while this process runs: every reload drops them again, so a
+        # model or snapshot read before its files were rewritten cannot bring them back.
+        self._erased: set[str] = set()
 
     @property
     def online(self) -> OnlineStore:
@@ -108,8 +121,20 @@ class BundleLoader:
         assert store is not None
         return store
 
-    def decide_with(self) -> Bundle:
-        """The bundle to decide with; refused while no valid rules are loaded."""
+    def decide_with(self, ids: Sequence[str] = ()) -> Bundle:
+        """The bundle to decide with for customers ``ids``; refused while no valid
+        rules are loaded.
+
+        Between an erasure made elsewhere (another worker, ``tailor erase``) and this
+        worker's next catch-up (:meth:`sync_erasures`, on the poll thread), any of
+        ``ids`` the privacy ledger lists as erased is dropped from the served models
+        first: nobody is decided for from models that still hold them.
+        """
+        ledger = self.ledger
+        if ledger is not None and ids and ledger.version() != self._erasures_seen:
+            found = ledger.erased(ids)
+            if found:
+                self.erase(found)
         bundle = self.bundle
         if bundle.rules_error is not None:
             raise NotReady(f"the rules did not load: {bundle.rules_error}")
@@ -157,6 +182,8 @@ class BundleLoader:
                 for name, version in loaded.items()
                 if version is not None and (name, version) in self._registered
             }
+            if self._erased:
+                erase_from_bundle(new, self._erased, memo=erased_parts(old))
             self._swap(new, old)
             self.last_check = time.monotonic()
             return new
@@ -298,6 +325,54 @@ class BundleLoader:
         else:
             self.bundle = new
 
+    # ================================================================== erasure
+    def erase(self, ids: Iterable[str]) -> int:
+        """Forget customers in what is served, at once: the models' users, the cached
+        rankings and the snapshot history, the challenger's too.
+
+        The served bundle is copied, the copy erased (:func:`erase_from_bundle`) and
+        swapped in under the reload lock, so a reload in progress cannot put back
+        what it read before: a request that already holds the old bundle finishes
+        with it; the next one does not find them. Later reloads drop them again.
+
+        Returns
+        -------
+        int
+            How many of ``ids`` the served bundle held (0: nothing was swapped).
+        """
+        wanted = {str(i) for i in ids}
+        with self._reload_lock:
+            self._erased |= wanted
+            current = self.bundle
+            erased = replace(current)
+            count = erase_from_bundle(erased, wanted)
+            if count:
+                self.bundle = erased
+        logger.info("erased %d of %d ids from the served models", count, len(wanted))
+        return count
+
+    def sync_erasures(self) -> int:
+        """Drop from the served models everyone the privacy ledger lists as erased
+        (erased by another worker or by ``tailor erase``, or brought back by a reload
+        that read what was there before): run on the poll thread, and whenever the
+        ledger or the served bundle changed since the last run. Returns how many ids
+        were dropped."""
+        ledger = self.ledger
+        if ledger is None:
+            return 0
+        version = ledger.version()
+        bundle = self.bundle
+        if version == self._erasures_seen and bundle is self._erasures_bundle:
+            return 0
+        dropped = 0
+        if ledger.erased_keys():
+            found = ledger.erased(bundle_user_ids(bundle))
+            if found:
+                dropped = self.erase(found)
+        self._erasures_seen = version
+        self._erasures_bundle = self.bundle
+        return dropped
+
     # ================================================================== polling
     def start_polling(self) -> None:
         """Check the registry and snapshots every ``registry_poll_seconds`` on a
@@ -310,6 +385,7 @@ class BundleLoader:
             while not self._stop.wait(self.config.registry_poll_seconds):
                 try:
                     self.reload()
+                    self.sync_erasures()
                 except Exception:  # the poller must outlive any one failure
                     logger.exception("background reload failed")
                 self._probe_writable()
@@ -432,14 +508,19 @@ class BundleLoader:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".lock", "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            # Every store of this loader judges sendability by the live store's ledger.
+            ledger = self.online.send_rules.ledger
             built = sorted(folder.glob(f"{snapshot_id}.*.db"))
             if built and not force:
-                return online_store(self.settings, built[-1])
+                reused = online_store(self.settings, built[-1], ledger=ledger)
+                if reused.meta("snapshot_id") == snapshot_id:
+                    return reused
+                reused.close()  # emptied on opening (another layout): built again
             final = folder / f"{snapshot_id}.{time.time_ns():020d}.db"
             building = final.with_suffix(".building")
             for leftover in folder.glob("*.building*"):
                 leftover.unlink()
-            store = online_store(self.settings, building)
+            store = online_store(self.settings, building, ledger=ledger)
             try:
                 pending, through = self.events_log.pending()
                 store.load(
@@ -455,7 +536,7 @@ class BundleLoader:
                 store.close()
             os.replace(building, final)
             _remove_old_stores(folder, keep=KEEP_ONLINE_STORES)
-        return online_store(self.settings, final)
+        return online_store(self.settings, final, ledger=ledger)
 
     def _current_snapshot(self, old: Bundle) -> Snapshot | None:
         if old.snapshot_id is None:
@@ -474,13 +555,22 @@ def _unset(bundle: Bundle, wanted: dict[str, str | None]) -> dict[str, str | Non
     }
 
 
-def online_store(settings: ServiceSettings, path: Path) -> OnlineStore:
-    """The online store at ``path``, opened under the settings' consent and
-    attribution rules."""
+def online_store(
+    settings: ServiceSettings, path: Path, *, ledger: PrivacyLedger | None = None
+) -> OnlineStore:
+    """The online store at ``path``, opened under the settings' consent, attribution
+    and sending rules (``ledger``: the privacy ledger whose suppression list applies;
+    none: no suppression list)."""
     return OnlineStore(
         path,
         assume_consent_when_unknown=settings.features.assume_consent_when_unknown,
         attribution_window=timedelta(hours=settings.selectors.attribution_window_hours),
+        send_rules=SendRules(
+            ledger=ledger,
+            frequency_caps=settings.privacy.frequency_caps,
+            phone_region=settings.phone_region,
+            gmail=settings.features.identity.gmail_normalisation,
+        ),
     )
 
 

@@ -133,14 +133,14 @@ class Choices(DecisionRoom):
 
     def choose(self, request: ChooseRequest) -> Choice:
         started = time.monotonic()
-        served = self.loader.decide_with()
+        served = self.loader.decide_with([request.customer_id])
         person = self.loader.online.resolve([request.customer_id])[request.customer_id]
         bundle = for_person(served, person, self.config.challenger_share)
         slot = request.slot
         candidates = _candidates(bundle, slot, request.candidates)
         decision_id = request.decision_id or new_id()
-        profile = self.loader.online.profiles([person])[person]
         now = self.clock()
+        profile = self.loader.online.profiles([person], now=now)[person]
         default, default_note = _slot_default(bundle.rules.defaults.get(slot), slot, candidates)
         k = len(candidates)
         probabilities = np.zeros(k)
@@ -150,8 +150,9 @@ class Choices(DecisionRoom):
         if in_holdout(person, self.config.holdout_share):
             strategy = "holdout"
         elif not profile.personalised:
-            strategy = "consent" if profile.known else "fallback:cold_start"
-            reason = None if profile.known else "customer not in the snapshot"
+            refused = profile.known or profile.consent_personalization is False
+            strategy = "consent" if refused else "fallback:cold_start"
+            reason = None if refused else "customer not in the snapshot"
         else:
             needed = bundle.rules.names(slot)
             triggers = profile_triggers(profile, now, self.settings.features.triggers)
@@ -205,6 +206,7 @@ class Choices(DecisionRoom):
                 reason if strategy.startswith("fallback") or default_note is not None else None
             ),
             sendable=profile.sendable,
+            not_sendable_reason=profile.not_sendable_reason,
         )
         self.counters[strategy.split(":")[0]] += 1
         self.decisions.append(

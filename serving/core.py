@@ -21,13 +21,17 @@ it opens the stores and hands each job to its room —
   ``similar_items`` (each recipient's item list: :mod:`serving.item_lists`);
 * :mod:`serving.choices`: ``choose``;
 
-and answers status, readiness, posted events and customer views itself.
+and answers status, readiness, posted events, customer views and consent changes
+itself. Whether a customer may be e-mailed (``sendable``, and why not) comes with
+every answer: consent and deliverability, the privacy ledger's suppression list and
+the frequency caps (:meth:`serving.online.OnlineStore.profiles`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,6 +42,7 @@ import numpy as np
 from features.data.decision_log import DecisionLog
 from features.data.online_log import OnlineEventLog
 from features.errors import NotFoundError
+from features.privacy.ledger import PrivacyLedger
 from models.registry import tracking_uri
 from serving.bundle_data import Bundle
 from serving.bundles import (
@@ -50,14 +55,18 @@ from serving.bundles import (
 from serving.choices import Choices
 from serving.deadline import DeadlinePool
 from serving.deciding import in_holdout, iso, live_features
-from serving.errors import BatchTooLarge, ReloadFailed
+from serving.erasure import erase_person
+from serving.errors import ApiError, BatchTooLarge, ReloadFailed
 from serving.events import EventWriter, StoreUnavailable
 from serving.online import OnlineStore
 from serving.recommendations import Recommendations
 from serving.schemas import (
     Choice,
     ChooseRequest,
+    ConsentRequest,
+    ConsentView,
     CustomerView,
+    ErasureReceipt,
     EventsResponse,
     Recommendation,
     RecommendBatchRequest,
@@ -101,8 +110,11 @@ class DecisionCore:
         online = settings.online_dir
         try:
             self.events_log = OnlineEventLog(online / "events.db")
-            self.decisions = DecisionLog(online / "decisions.db")
-            live = online_store(settings, online / "profiles" / "live.db")
+            # One ledger: its suppression list applies to every online store, consent
+            # changes by API are audited in it, and erased ids stay out of the logs.
+            self.ledger = PrivacyLedger.for_settings(settings)
+            self.decisions = DecisionLog(online / "decisions.db", ledger=self.ledger)
+            live = online_store(settings, online / "profiles" / "live.db", ledger=self.ledger)
         except (OSError, sqlite3.Error) as error:
             # Serve nothing rather than die without a word: readiness says why.
             raise StoreUnavailable(
@@ -110,7 +122,11 @@ class DecisionCore:
                 "make it writable (TAILOR_HOME) and restart"
             ) from error
         self.loader = BundleLoader(
-            settings, tracking=tracking, events_log=self.events_log, live=live
+            settings,
+            tracking=tracking,
+            events_log=self.events_log,
+            live=live,
+            ledger=self.ledger,
         )
         self._pool = DeadlinePool(max_workers=4)
         self.writer = EventWriter(
@@ -119,6 +135,7 @@ class DecisionCore:
             max_future_skew=settings.max_future_skew,
             swap_lock=self.loader.swap_lock,
             limits=settings.row_limits,
+            ledger=self.ledger,
         )
         self.counters: Counter[str] = Counter()
         room = (self.loader, settings, self._pool, self.decisions, self.counters, clock)
@@ -162,9 +179,17 @@ class DecisionCore:
         """
         return self._status(self.loader.reload(force=force))
 
-    def reload_or_raise(self) -> Status:
-        """:meth:`reload`, raising :class:`ReloadFailed` when something did not load."""
+    def reload_or_raise(self, *, actor: str | None = None) -> Status:
+        """:meth:`reload`, raising :class:`ReloadFailed` when something did not load;
+        audited under ``actor`` (the API key id) when one is given."""
         status = self.reload()
+        if actor is not None:
+            self.ledger.audit(
+                actor,
+                "reload",
+                None,
+                {"models": _models(self.bundle), "errors": list(self.bundle.load_errors)},
+            )
         if self.bundle.load_errors:
             raise ReloadFailed("; ".join(self.bundle.load_errors))
         return status
@@ -243,10 +268,10 @@ class DecisionCore:
     # ================================================================== customers
     def customer(self, customer_id: str) -> CustomerView:
         person = self.online.resolve([customer_id])[customer_id]
-        profile = self.online.profiles([person])[person]
+        now = self.clock()
+        profile = self.online.profiles([person], now=now)[person]
         if not profile.known and not profile.recent:
             raise NotFoundError(f"customer {customer_id!r} is not known")
-        now = self.clock()
         triggers = (
             profile_triggers(profile, now, self.settings.features.triggers)
             if profile.personalised
@@ -258,6 +283,7 @@ class DecisionCore:
             known=profile.known,
             personalised=profile.personalised,
             sendable=profile.sendable,
+            not_sendable_reason=profile.not_sendable_reason,
             features=live_features(profile, now) if profile.personalised else {},
             segments=profile.segments,
             triggers=[
@@ -272,6 +298,77 @@ class DecisionCore:
             holdout=self._in_holdout(person),
         )
 
+    def set_consent(self, customer_id: str, request: ConsentRequest, *, actor: str) -> ConsentView:
+        """Write the change as a ``consent_change`` event to the durable online log, as
+        ``POST /events`` would (in effect from the next request), audit it in the
+        privacy ledger (``actor``: the API key id; the customer only as the keyed hash
+        of their canonical id), and answer their consent state after it.
+
+        Raises
+        ------
+        ApiError
+            409 when the event log refuses its time (later than now plus the allowed
+            clock skew, or before ``min_event_ts``): no change is made.
+        NotFoundError
+            When the log refuses the id (no customer can have it) or drops the event
+            (the id belongs to an erased person).
+        """
+        changes = request.changes()
+        at = request.ts or datetime.fromtimestamp(self.clock(), UTC)
+        event_id = f"consent-{uuid.uuid4().hex}"
+        answer = self.ingest_events(
+            [
+                {
+                    "event_id": event_id,
+                    "ts": at.isoformat(),
+                    "event_type": "consent_change",
+                    "customer_id": customer_id,
+                    "properties": changes,
+                }
+            ]
+        )
+        if answer.rejected:
+            reason = answer.rejected[0].reason
+            if reason.startswith("ts"):
+                # The request is well formed; its time conflicts with the server's clock.
+                raise ApiError(409, "conflict", f"consent change refused: {reason}", field="ts")
+            raise NotFoundError(f"customer_id {customer_id!r} cannot be recorded: {reason}")
+        if answer.accepted == 0:
+            raise NotFoundError(f"customer {customer_id!r}: the consent change was not kept")
+        person = self.online.resolve([customer_id])[customer_id]
+        self.ledger.audit(
+            actor,
+            "consent_change",
+            self.ledger.key("id", person),
+            {**changes, "ts": at.isoformat(), "event_id": event_id},
+        )
+        profile = self.online.profiles([person], now=self.clock(), features=False)[person]
+        state = self.online.consent([person])[person]
+        return ConsentView(
+            customer_id=customer_id,
+            canonical_id=person,
+            known=profile.known,
+            consent_email=state.consent_email,
+            consent_personalization=state.consent_personalization,
+            personalised=profile.personalised,
+            sendable=profile.sendable,
+            not_sendable_reason=profile.not_sendable_reason,
+            event_id=event_id,
+        )
+
+    def erase(self, customer_id: str, *, actor: str) -> ErasureReceipt:
+        """Erase the person ``customer_id`` belongs to from every store, the registry
+        and the models served (:func:`serving.erasure.erase_person`); the receipt."""
+        receipt = erase_person(
+            self.settings,
+            customer_id,
+            actor=actor,
+            loader=self.loader,
+            tracking=self.loader.tracking,
+            ledger=self.ledger,
+        )
+        return ErasureReceipt.model_validate(receipt)
+
     def _in_holdout(self, person: str) -> bool:
         return in_holdout(person, self.config.holdout_share)
 
@@ -280,6 +377,7 @@ class DecisionCore:
         self.writer.close()
         self._pool.shutdown()
         self.events_log.close()
+        self.ledger.close()
 
 
 def _models(bundle: Bundle) -> dict[str, str | None]:

@@ -30,6 +30,7 @@ from features.data.contracts import RowLimits
 from features.data.online_log import Appended, OnlineEventLog
 from features.data.validation import DEFAULT_LIMITS
 from features.errors import TailorError
+from features.pii.hashing import ErasedIds
 from serving.online import OnlineStore
 from serving.schemas import EventsResponse, RejectedEvent
 
@@ -60,8 +61,11 @@ class EventWriter:
         max_future_skew: timedelta,
         swap_lock: threading.Lock | None = None,
         limits: RowLimits = DEFAULT_LIMITS,
+        ledger: ErasedIds | None = None,
     ) -> None:
         self.limits = limits
+        # The privacy ledger: an erased person's events are dropped, never stored.
+        self.ledger = ledger
         self.log = log
         self.online = online
         self.max_future_skew = max_future_skew
@@ -131,6 +135,7 @@ class EventWriter:
                     now=datetime.now(UTC),
                     max_future_skew=self.max_future_skew,
                     limits=self.limits,
+                    ledger=self.ledger,
                 )
             except (OSError, sqlite3.Error) as error:  # read-only, disk full …
                 raise self._unavailable(error) from None

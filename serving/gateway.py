@@ -9,8 +9,9 @@ In order, for each HTTP request:
    ``/`` redirects to ``/docs`` and BentoML's ``/docs.json`` is the service's own
    OpenAPI document;
 3. **authentication** (``Authorization: Bearer <key>``, 401) and the route's
-   **scope** (403): ``/admin/*`` needs ``admin``, ``/events`` needs ``ingest``, every
-   other route ``decide``;
+   **scope** (403, :func:`required_scope`): ``/admin/*`` and ``DELETE /customers/…``
+   need ``admin``, ``/events`` and ``PUT /customers/{id}/consent`` need ``ingest``,
+   every other route ``decide``;
 4. a **rate limit** per key, shared by the service's workers (token bucket; 429 with
    ``Retry-After``);
 5. POST bodies: **JSON only** (415), **bounded** (413, ``serving.max_body_bytes``),
@@ -55,14 +56,21 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def required_scope(path: str) -> str | None:
-    """The scope a path needs (``None``: open)."""
+def required_scope(path: str, method: str = "GET") -> str | None:
+    """The scope a request needs (``None``: open). Writes about customers are not
+    decisions: a preference centre posts consent changes as it posts events
+    (``ingest``), and erasing a customer is an administrative act (``admin``)."""
     if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return None
     if path.startswith("/admin"):
         return "admin"
     if path == "/events":
         return "ingest"
+    if path.startswith("/customers/"):
+        if method.upper() == "DELETE":
+            return "admin"
+        if method.upper() == "PUT" and path.endswith("/consent"):
+            return "ingest"
     return "decide"
 
 
@@ -240,7 +248,7 @@ class Gateway:
             return
         if path == "/docs.json":  # BentoML's route: the service's own document instead
             scope["path"] = "/openapi.json"
-        needed = required_scope(path)
+        needed = required_scope(path, method)
         if needed is not None:
             key = self._key(headers.get(b"authorization", b""))
             if key is None:

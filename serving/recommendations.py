@@ -171,10 +171,10 @@ class Recommendations(DecisionRoom):
     def _resolve(self, request: RecommendBatchRequest) -> _Batch:
         """The bundle to decide with, the recipients' canonical ids and profiles, their
         purchases (when excluded) and the items the filters allow."""
-        bundle = self.loader.decide_with()
+        asked = request.customer_ids
+        bundle = self.loader.decide_with(asked)
         n = request.n or self.config.default_n
         now = self.clock()
-        asked = request.customer_ids
         canonical = self.loader.online.resolve(asked)
         people = [canonical[c] for c in asked]
         as_of = bundle.as_of.timestamp() if bundle.as_of is not None else 0.0
@@ -186,10 +186,13 @@ class Recommendations(DecisionRoom):
             ),
             responses=False,
             features=bool(needed - BUILTIN_NAMES),
+            now=now,
         )
+        # What a customer bought is their data: read only with consent to profiling.
+        personal = sorted(p for p, profile in profiles.items() if profile.personalised)
         purchased = (
-            self.loader.online.purchased(sorted(set(people)))
-            if request.filters.exclude_purchased
+            self.loader.online.purchased(personal)
+            if request.filters.exclude_purchased and personal
             else {}
         )
         allowed = self._allowed(bundle, request.filters)
@@ -225,11 +228,11 @@ class Recommendations(DecisionRoom):
             if holdout and in_holdout(person, self.config.holdout_share):
                 plans.append(("holdout", None, None))
                 continue
-            if not profile.known and not profile.personalised:
-                plans.append(("fallback:cold_start", None, "customer not in the snapshot"))
-                continue
             if not profile.personalised:
-                plans.append(("consent", None, "no personalisation consent"))
+                if profile.known or profile.consent_personalization is False:
+                    plans.append(("consent", None, "no personalisation consent"))
+                else:
+                    plans.append(("fallback:cold_start", None, "customer not in the snapshot"))
                 continue
             triggers = (
                 profile_triggers(profile, batch.now, self.settings.features.triggers)
@@ -373,6 +376,7 @@ class Recommendations(DecisionRoom):
                     "snapshot": bundle.snapshot_id,
                     "fallback_reason": reason if strategy.startswith("fallback") else None,
                     "sendable": batch.profiles[person].sendable,
+                    "not_sendable_reason": batch.profiles[person].not_sendable_reason,
                     "reason": None
                     if len(chosen) >= n
                     else (reason or _short_reason(bundle, request.filters, batch.allowed)),

@@ -9,7 +9,17 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 STRICT = ConfigDict(extra="forbid")
 MAX_CONTEXT_BYTES = 16_384
@@ -25,6 +35,14 @@ def _bounded_context(value: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"is {len(text)} bytes encoded, over the limit of {MAX_CONTEXT_BYTES}")
     return value
 
+
+SENDABLE = "False: do not e-mail this person; `not_sendable_reason` says why."
+NOT_SENDABLE = (
+    "Why `sendable` is false (null when it is true), the first that applies: "
+    "`no_email_consent`, `unsubscribed`, `hard_bounce`, `complaint`, "
+    "`suppressed:<reason>` (the suppression list), `frequency_cap:<channel>:<max>/<days>d` "
+    "(`privacy.frequency_caps`), `unknown_customer` (not in the feature snapshot)."
+)
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Context = Annotated[
@@ -82,8 +100,9 @@ class Recommendation(BaseModel):
     model_version: str | None = None
     snapshot: str | None = None
     fallback_reason: str | None = None
-    sendable: bool = Field(
-        True, description="False: no email consent or unsubscribed — do not email this person."
+    sendable: bool = Field(True, description=SENDABLE)
+    not_sendable_reason: str | None = Field(
+        None, description=NOT_SENDABLE, examples=["frequency_cap:email:3/7d"]
     )
     reason: str | None = Field(
         None, description="Why fewer items than asked came back (e.g. no item passes the filters)."
@@ -161,8 +180,9 @@ class Choice(BaseModel):
     model_version: str | None = None
     snapshot: str | None = None
     fallback_reason: str | None = None
-    sendable: bool = Field(
-        True, description="False: no email consent or unsubscribed — do not email this person."
+    sendable: bool = Field(True, description=SENDABLE)
+    not_sendable_reason: str | None = Field(
+        None, description=NOT_SENDABLE, examples=["frequency_cap:email:3/7d"]
     )
 
 
@@ -208,12 +228,100 @@ class TriggerView(BaseModel):
     expires_at: str
 
 
+class ConsentRequest(BaseModel):
+    """A consent change from a preference centre: each field given takes effect (at
+    least one of the two consents; a field left out stays as it is, null is refused)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["consent_email"]},
+                {"required": ["consent_personalization"]},
+            ]
+        },
+    )
+
+    consent_email: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = Field(
+        None, description="May be sent marketing e-mail."
+    )
+    consent_personalization: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = (
+        Field(None, description="May be profiled and get personalised content.")
+    )
+    ts: Annotated[
+        AwareDatetime | None, WithJsonSchema({"type": "string", "format": "date-time"})
+    ] = Field(
+        None,
+        description="When the customer changed it, with a time zone (default: now). An "
+        "earlier statement than the one in effect changes nothing; a time the event log "
+        "refuses (later than now plus the allowed clock skew, before 1970) answers 409.",
+        examples=["2026-11-28T10:00:00Z"],
+    )
+
+    @field_validator("consent_email", "consent_personalization", "ts", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("give a value or leave the field out")
+        return value
+
+    @model_validator(mode="after")
+    def _something_given(self) -> ConsentRequest:
+        if self.consent_email is None and self.consent_personalization is None:
+            raise ValueError("give consent_email, consent_personalization or both")
+        return self
+
+    def changes(self) -> dict[str, bool]:
+        """The consents given, by name."""
+        return {
+            name: value
+            for name, value in (
+                ("consent_email", self.consent_email),
+                ("consent_personalization", self.consent_personalization),
+            )
+            if value is not None
+        }
+
+
+class ConsentView(BaseModel):
+    customer_id: str
+    canonical_id: str
+    known: bool = Field(description="In the feature snapshot.")
+    consent_email: bool | None = Field(description="null: not known (not in the snapshot).")
+    consent_personalization: bool | None
+    personalised: bool = Field(
+        description="Decisions use the customer's data (consent, and a profile in the snapshot)."
+    )
+    sendable: bool = Field(description=SENDABLE)
+    not_sendable_reason: str | None = Field(None, description=NOT_SENDABLE)
+    event_id: str = Field(description="The consent_change event written for this change.")
+
+
+class ErasureReceipt(BaseModel):
+    receipt_id: str = Field(description="Kept in the privacy ledger (`tailor audit`).")
+    subject: str = Field(
+        description="The id erased, as its keyed hash (hk:<key id>:<hex>): no personal data."
+    )
+    actor: str = Field(description="Who erased: the API key's id.")
+    erased_at: str = Field(description="When, UTC (ISO 8601).")
+    ids: int = Field(description="Ids of the person erased (customer and anonymous ids).")
+    removed: dict[str, int] = Field(description="Rows, users or files removed, per store.")
+    not_yet_scrubbed: list[str] | None = Field(
+        None,
+        description=(
+            "SQLite files whose write-ahead log a long reader kept from emptying: the "
+            "deleted rows' pages leave it at its next checkpoint."
+        ),
+    )
+
+
 class CustomerView(BaseModel):
     customer_id: str
     canonical_id: str
     known: bool
     personalised: bool
     sendable: bool
+    not_sendable_reason: str | None = Field(None, description=NOT_SENDABLE)
     features: dict[str, Any]
     segments: list[str]
     triggers: list[TriggerView]

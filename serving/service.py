@@ -16,21 +16,26 @@ import logging
 import os
 import time
 from collections import Counter
+from typing import Annotated
 
 import bentoml
-from fastapi import Response
+from fastapi import Path, Request, Response
 from threadpoolctl import threadpool_limits
 
 from serving import metrics
 from serving.api import ERRORS, build_app, json_response, openapi_document
 from serving.core import DecisionCore
+from serving.errors import ErrorBody
 from serving.events import StoreUnavailable
 from serving.gateway import AnyKeys, Gateway, StaticKeys
 from serving.keys import KeyStore
 from serving.schemas import (
     Choice,
     ChooseRequest,
+    ConsentRequest,
+    ConsentView,
     CustomerView,
+    ErasureReceipt,
     EventsRequest,
     EventsResponse,
     Recommendation,
@@ -75,6 +80,11 @@ class Readiness:
 
 
 READINESS = Readiness()
+CONFLICT = {
+    "model": ErrorBody,
+    "description": "The change's time is one the event log refuses (in the future, or "
+    "before 1970): nothing was changed.",
+}
 Decision = Recommendation | RecommendBatchResponse | SimilarItemsResponse | Choice
 """An answer of a decision route."""
 
@@ -163,11 +173,12 @@ class Tailor:
         return json_response(self.core.ingest_events(body.events))
 
     @app.post("/admin/reload", response_model=Status, responses=ERRORS, tags=["admin"])
-    def reload(self) -> Response:
+    def reload(self, request: Request) -> Response:
         """Load new champions and the newest snapshot now; requests keep being served.
 
-        A load that fails keeps what was serving and answers 503 with the reasons."""
-        return json_response(self.core.reload_or_raise())
+        A load that fails keeps what was serving and answers 503 with the reasons.
+        Audited under the API key's id."""
+        return json_response(self.core.reload_or_raise(actor=_actor(request)))
 
     @app.get("/status", response_model=Status, responses=ERRORS, tags=["operations"])
     def status(self) -> Response:
@@ -183,6 +194,46 @@ class Tailor:
     def customer(self, customer_id: str) -> Response:
         """Features, segments, active triggers and consent of one customer."""
         return json_response(self.core.customer(customer_id))
+
+    @app.put(
+        "/customers/{customer_id}/consent",
+        response_model=ConsentView,
+        responses={**ERRORS, 409: CONFLICT},
+        tags=["customers"],
+    )
+    def consent(
+        self,
+        customer_id: Annotated[str, Path(min_length=1, max_length=256)],
+        body: ConsentRequest,
+        request: Request,
+    ) -> Response:
+        """Change a customer's consent (a preference centre): written durably as a
+        `consent_change` event, in effect from the next request, and audited under
+        the API key's id. Answers the customer's consent state after it."""
+        return json_response(self.core.set_consent(customer_id, body, actor=_actor(request)))
+
+    @app.delete(
+        "/customers/{customer_id}",
+        response_model=ErasureReceipt,
+        responses=ERRORS,
+        tags=["customers"],
+    )
+    def erase(
+        self,
+        customer_id: Annotated[str, Path(min_length=1, max_length=256)],
+        request: Request,
+    ) -> Response:
+        """Erase the person (every id linked to them) from every store, the registered
+        models and the models served, at once; requests keep being served. Answers the
+        receipt (no personal data: the person as a keyed hash), also kept in the
+        privacy ledger and the audit log. Admin scope; 404 when no store knows the id."""
+        return json_response(self.core.erase(customer_id, actor=_actor(request)))
+
+
+def _actor(request: Request) -> str:
+    """Who is calling, for the audit log: the API key's id (never the key)."""
+    state = request.scope.get("state") or {}
+    return str(state.get("api_key") or "unauthenticated")
 
 
 metrics.install(
