@@ -162,7 +162,8 @@ def build_features(as_of: datetime, settings: Settings) -> int:
         progress=progress,
         write_to=settings.features_dir,
         lock_timeout=settings.lock_timeout,
-        hasher=KeyedHasher.from_settings(settings.privacy, settings.home),
+        # Made only when two records share a key (a home's own key is then written).
+        hasher=partial(KeyedHasher.from_settings, settings.privacy, settings.home),
     )
     path = snapshot.manifest["path"]
     rows = snapshot.manifest["rows"]

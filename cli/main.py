@@ -4,7 +4,8 @@ Subcommands: ``simulate``, ``ingest``, ``features build`` (``cli/data.py``), ``t
 recommender``, ``train selector``, ``promote``, ``rollback``, ``challenger`` (``cli/train.py``),
 ``retrain`` (``cli/retrain.py``), ``serve``, ``rules check`` (``cli/serve.py``),
 ``identity`` (``cli/identity.py``), ``keys`` (``cli/keys.py``), ``ab-report``,
-``report`` (``cli/measure.py``), ``demo`` (``cli/demo.py``). Each builds the settings
+``report`` (``cli/measure.py``), ``erase``, ``retention``, ``suppress``, ``audit``
+(``cli/privacy.py``), ``demo`` (``cli/demo.py``). Each builds the settings
 once, configures logging, and passes what it needs down. ``serve`` runs the BentoML
 service (``serving.service``) in its own process.
 """
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cli import data, demo, identity, keys, measure, retrain, serve, train
+from cli import data, demo, identity, keys, measure, privacy, retrain, serve, train
 
 # Only the standard library and the command modules (themselves importing no more than
 # the standard library and light ``features`` modules) are imported above: building
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_parser(sub)
     measure.add_report_parser(sub)
     retrain.add_parser(sub)
+    privacy.add_parsers(sub)  # erase, retention, suppress, audit
     demo.add_parser(sub)
     return parser
 
@@ -142,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return measure.run_ab_report(args, settings)
         if args.command == "demo":
             return demo.run(args, settings)
+        if args.command in privacy.COMMANDS:
+            return privacy.run(args, settings)
     except ValidationError as exc:
         print(f"tailor: invalid configuration:\n{exc}", file=sys.stderr)
         return 2

@@ -188,12 +188,25 @@ MODEL_NAMES = {
 }
 
 
+def audit(settings: Settings, action: str, target: str, details: dict[str, Any]) -> None:
+    """Record an administrative action of this command in the audit log."""
+    from features.privacy.ledger import PrivacyLedger, cli_actor
+
+    PrivacyLedger.for_settings(settings).audit(cli_actor(), action, target, details)
+
+
 def run_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from training.promotion import rollback
     from training.tracking import configure
 
     name = MODEL_NAMES.get(args.model, args.model)
     done = rollback(configure(settings.home), name)
+    audit(
+        settings,
+        "rollback",
+        done.name,
+        {"from_version": done.from_version, "to_version": done.to_version},
+    )
     print(
         f"{done.name}: champion rolled back from version {done.from_version} to "
         f"{done.to_version}; a running service loads it within serving.registry_poll_seconds "
@@ -212,11 +225,13 @@ def run_challenger(args: argparse.Namespace, settings: Settings) -> int:
     share = settings.serving.challenger_share
     if args.clear:
         cleared = clear_challenger(client, name)
+        audit(settings, "challenger_clear", name, {"version": cleared})
         print(f"{name}: " + (f"challenger {cleared} cleared" if cleared else "no challenger"))
         return 0
     if args.version is None:
         raise InputError("version", None, "name the version to serve as challenger, or --clear")
     set_challenger(client, name, args.version)
+    audit(settings, "challenger_set", name, {"version": args.version})
     print(
         f"{name} version {args.version} is the challenger: served to {share:.0%} of the "
         "customers (serving.challenger_share)"
@@ -299,6 +314,13 @@ def train_and_report_recommender(args: argparse.Namespace, settings: Settings) -
     print(
         ("promoted: " if outcome.decision.promoted else "not promoted: ") + outcome.decision.reason
     )
+    if outcome.decision.promoted:
+        audit(
+            settings,
+            "promote",
+            outcome.logged.name,
+            {"version": outcome.logged.version, "by": "train", "reason": outcome.decision.reason},
+        )
     print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri(settings.home)}")
     return outcome
 
@@ -385,6 +407,13 @@ def train_and_report_selector(args: argparse.Namespace, settings: Settings) -> A
         print(f"   current champion, same rows       DR {evaluation.champion_estimate.value:.4f}")
     print(f"   calibration error (held out)      {outcome.calibration_error:.4f}")
     print(f"registered {registered_name(args.slot)} version {outcome.version}: {outcome.reason}")
+    if outcome.promoted:
+        audit(
+            settings,
+            "promote",
+            registered_name(args.slot),
+            {"version": outcome.version, "by": "train", "reason": outcome.reason},
+        )
     return outcome
 
 
@@ -401,4 +430,11 @@ def run_promote(args: argparse.Namespace, settings: Settings) -> int:
         min_relative_gain=args.min_relative_gain,
     )
     print(("promoted: " if decision.promoted else "not promoted: ") + decision.reason)
+    if decision.promoted:
+        audit(
+            settings,
+            "promote",
+            args.name,
+            {"version": args.version, "by": "promote", "reason": decision.reason},
+        )
     return 0 if decision.promoted else 1

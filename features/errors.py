@@ -33,7 +33,7 @@ class InputError(TailorError, ValueError):
         self.value = value
         self.reason = reason
         # Imported here: the hashing module raises this error.
-        from features.pii.hashing import redact
+        from features.pii.redaction import redact
 
         super().__init__(f"{field}={redact(repr(value))}: {reason}")
 

@@ -45,8 +45,9 @@ from features.data.store import (
     stored_schema,
 )
 from features.data.validation import DEFAULT_LIMITS, validate
-from features.pii.hashing import ErasedIds, redact
+from features.pii.hashing import ErasedIds
 from features.pii.masking import HasherSource, home_hasher, mask_raw_rows
+from features.pii.redaction import redact
 from features.progress import Progress
 
 logger = logging.getLogger(__name__)

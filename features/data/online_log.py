@@ -45,8 +45,9 @@ from features.data.store import EventStore
 from features.data.typed_columns import READABLE
 from features.data.validation import DEFAULT_LIMITS
 from features.errors import WriteFailed
-from features.pii.hashing import ErasedIds, KeyedHasher, redact
+from features.pii.hashing import ErasedIds, KeyedHasher
 from features.pii.masking import HasherSource, home_hasher, mask_raw_rows
+from features.pii.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +278,19 @@ class OnlineEventLog:
             (json.dumps(sorted({str(c) for c in customer_ids})),),
         ).fetchall()
         return {str(anonymous) for (anonymous,) in rows}
+
+    def customers_of(self, anonymous_ids: Collection[str]) -> set[tuple[str, str]]:
+        """``(anonymous id, customer id)`` of every ``login`` / ``identify`` event
+        linking one of ``anonymous_ids`` to a customer."""
+        rows = self._con.execute(
+            "SELECT DISTINCT json_extract(row, '$.anonymous_id'), "
+            "json_extract(row, '$.customer_id') FROM events "
+            "WHERE json_extract(row, '$.event_type') IN ('login', 'identify') "
+            "AND json_extract(row, '$.anonymous_id') IN (SELECT value FROM json_each(?)) "
+            "AND json_extract(row, '$.customer_id') IS NOT NULL",
+            (json.dumps(sorted({str(a) for a in anonymous_ids})),),
+        ).fetchall()
+        return {(str(a), str(c)) for a, c in rows}
 
     def count_of(self, ids: Collection[str]) -> int:
         """Events whose ``customer_id`` or ``anonymous_id`` is one of ``ids``."""

@@ -26,8 +26,8 @@ import pyarrow as pa
 
 from features.data.contracts import Column, RowLimits
 from features.data.json_columns import NOT_UNICODE, json_kind
-from features.pii.hashing import redact
 from features.pii.masking import is_personal
+from features.pii.redaction import redact
 
 _TRUE = frozenset({"true", "t", "1", "yes", "y"})
 _FALSE = frozenset({"false", "f", "0", "no", "n"})

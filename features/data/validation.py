@@ -42,7 +42,7 @@ from features.data.typed_columns import (
     _prefix,
     event_window,
 )
-from features.pii.hashing import redact
+from features.pii.redaction import redact
 
 # Event types that are about one product and so need an item_id.
 ITEM_EVENTS: frozenset[str] = frozenset(

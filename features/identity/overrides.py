@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from features.errors import InputError
-from features.pii.hashing import redact
+from features.pii.redaction import redact
 
 Action = Literal["merge", "split"]
 ACTIONS: tuple[Action, ...] = ("merge", "split")

@@ -15,26 +15,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from features.errors import InputError
+from features.errors import InputError, WriteFailed
 from features.settings import PrivacyConfig
 
 KEY_FILE = Path("secrets") / "hash.key"
 LOCAL_KEY_ID = "local"
 PREFIX = "hk"
-# A local part, an @ and a domain with at least one dot (``map@10`` is a metric name).
-_EMAIL = re.compile(r"[^\s@<>(),;:\"']{1,64}@[^\s@<>(),;:\"'.]+(?:\.[^\s@<>(),;:\"'.]+)+")
-# International numbers (+ and 7-15 digits, separators allowed) and the usual
-# national shapes ((555) 123-4567, 555.123.4567); not bare digit runs, which are ids.
-_PHONE = re.compile(
-    r"\+\d(?:[\s().-]?\d){6,14}(?!\d)|(?<!\d)\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)"
-)
 
 
 @dataclass(frozen=True)
@@ -80,8 +72,21 @@ def _digest(key_id: str, key: bytes, value: str) -> str:
 
 
 def _home_key(home: Path) -> bytes:
-    """The key kept in the home, created (0600, never replaced) on first use."""
+    """The key kept in the home, created (0600, never replaced) on first use.
+
+    Raises
+    ------
+    WriteFailed
+        It does not exist yet and cannot be written (a read-only or full home).
+    """
     path = home / KEY_FILE
+    try:
+        return _read_or_make(path)
+    except OSError as error:
+        raise WriteFailed(path, error) from error
+
+
+def _read_or_make(path: Path) -> bytes:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
@@ -90,20 +95,18 @@ def _home_key(home: Path) -> bytes:
         except FileExistsError:
             pass  # another process made it first: use theirs
         else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_hex(32))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError:
+                path.unlink(missing_ok=True)  # no half-written key for the next run
+                raise
     key = path.read_text().strip()
     if len(key) < 32:
         raise InputError("privacy.hash_key", str(path), "is empty or truncated; restore it")
     return key.encode()
-
-
-def redact(text: str) -> str:
-    """``text`` with anything shaped like an e-mail address or a phone number masked
-    (``<email>``, ``<phone>``): for messages that quote input back."""
-    return _PHONE.sub("<phone>", _EMAIL.sub("<email>", text))
 
 
 class ErasedIds(Protocol):

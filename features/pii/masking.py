@@ -28,9 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-from features.errors import WriteFailed
 from features.pii.contacts import key_text, normalised
-from features.pii.hashing import KEY_FILE, KeyedHasher, redact
+from features.pii.hashing import KeyedHasher
+from features.pii.redaction import redact
 from features.settings import PrivacyConfig
 
 _CONTACTS: dict[str, str] = {
@@ -126,10 +126,7 @@ def home_hasher(home: Path) -> KeyedHasher:
     WriteFailed
         The key does not exist yet and cannot be written (a read-only or full home).
     """
-    try:
-        return KeyedHasher.from_settings(PrivacyConfig(), home)
-    except OSError as error:
-        raise WriteFailed(home / KEY_FILE, error) from error
+    return KeyedHasher.from_settings(PrivacyConfig(), home)
 
 
 def resolved(hasher: HasherSource) -> KeyedHasher:

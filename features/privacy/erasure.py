@@ -142,13 +142,21 @@ def linked_ids(settings: TailorSettings, customer_id: str) -> LinkedPerson:
     ids = {given, *mapped}
     con = connect()
     try:
-        ids |= _login_links(con, store.files("events"), ids)
+        linked = _login_links(con, store.files("events"), ids)
         log = _open_events_log(settings)
         if log is not None:
             try:
-                ids |= log.anonymous_ids_of(ids)
+                linked |= log.anonymous_ids_of(ids)
+                pairs = log.customers_of(ids | linked)
             finally:
                 log.close()
+        else:
+            pairs = set()
+        pairs |= _login_pairs(con, store.files("events"), ids | linked)
+        # A device someone else also logged in on is not this person's alone: the
+        # other customer's events on it, and its anonymous browsing, stay.
+        shared = {anonymous for anonymous, customer in pairs if customer not in ids}
+        ids = (ids | linked) - (shared - {given})
         contacts = _contact_values(con, store.files("customers"), ids)
         known = bool(mapped) or len(ids) > 1 or not contacts.empty
         if not known:
@@ -184,6 +192,22 @@ def _snapshot_person(features_dir: Path, given: str) -> set[str]:
     canonical = people["canonical_id"].astype(str)
     found = set(canonical[(source == given) | (canonical == given)])
     return found | set(source[canonical.isin(found)])
+
+
+def _login_pairs(
+    con: duckdb.DuckDBPyConnection, files: list[Path], anonymous: Collection[str]
+) -> set[tuple[str, str]]:
+    """``(anonymous id, customer id)`` of every stored ``login`` / ``identify`` event
+    linking one of ``anonymous`` to a customer."""
+    if not files or not anonymous:
+        return set()
+    rows = con.execute(
+        "SELECT DISTINCT anonymous_id, customer_id FROM read_parquet(?, union_by_name = true) "
+        "WHERE event_type IN ('login', 'identify') AND customer_id IS NOT NULL "
+        "AND list_contains(?, anonymous_id)",
+        [[str(f) for f in files], sorted(anonymous)],
+    ).fetchall()
+    return {(str(a), str(c)) for a, c in rows}
 
 
 def _login_links(

@@ -53,7 +53,7 @@ def build_snapshot(
     write_to: Path | None = None,
     matchers: TrainedMatchers | None = None,
     lock_timeout: float | None = None,
-    hasher: KeyedHasher | None = None,
+    hasher: HasherSource | None = None,
 ) -> Snapshot:
     """Compute a snapshot from the event store (DuckDB over its Parquet files).
 
@@ -64,7 +64,8 @@ def build_snapshot(
     :class:`features.identity.match.TrainedMatchers`). Identity overrides kept
     beside the store apply. ``hasher``: the keyed hash the identity tables show
     e-mails and phones as (``KeyedHasher.from_settings(settings.privacy,
-    settings.home)``); default: the key of the store's home (``store.root.parent``),
+    settings.home)``, or a callable making it, called only when two records share a
+    key); default: the key of the store's home (``store.root.parent``),
     which is that hasher when the settings give no ``privacy.hash_key``.
 
     One build writes under ``write_to`` at a time (the lock ``write_to/.lock``); a

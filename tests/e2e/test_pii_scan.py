@@ -160,6 +160,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str],
         core.close()
     build = run_tailor("features", "build", home=home)
     assert build.returncode == 0, build.stderr[-3000:]
+    # What the commands printed and logged (logging goes to stderr).
+    logs = "".join(r.stdout + r.stderr for r in (demo, ingest, build))
+    (root / "commands.log").write_text(logs)
     return home, needles, answer
 
 
@@ -187,6 +190,10 @@ def test_no_raw_contact_outside_the_customer_table(pipeline):
     assert decisions.execute("SELECT count(*) FROM decisions").fetchone()[0] >= 10
     decisions.close()
     assert _scan(home, needles) == {}
+    # Nor in what the commands printed or logged.
+    logs = (home.parent / "commands.log").read_text().lower()
+    assert "quarantined 3" in logs
+    assert not {n for n in needles if n in logs}
 
 
 def test_quarantined_contacts_are_found_by_their_keyed_hash(pipeline):

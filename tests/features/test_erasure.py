@@ -390,3 +390,35 @@ def test_readers_never_fail_while_an_erasure_rewrites_the_store(tmp_path):
     assert errors == []
     assert len(seen) > 5 and set(seen) <= valid
     assert len(store.read("events")) == min(valid)
+
+
+def test_a_shared_device_keeps_the_other_customers_events(home):
+    """Omar also logged in on Erin's tablet: the tablet is not Erin's alone. Erasing
+    Erin takes every event that names her; Omar's login on it, and the tablet's
+    anonymous browsing, stay."""
+    log = OnlineEventLog(home.online_dir / "events.db")
+    log.append(
+        [
+            {
+                "event_id": "p6",
+                "ts": "2026-11-21T09:00:00Z",
+                "event_type": "login",
+                "customer_id": OMAR,
+                "anonymous_id": ERIN_TABLET,
+            }
+        ],
+        now=NOW,
+        max_future_skew=timedelta(days=1),
+    )
+    log.close()
+    person = linked_ids(home, ERIN)
+    assert ERIN_TABLET not in person.ids and ERIN in person.ids
+    erase_data(home, person, now=NOW)
+    log = OnlineEventLog(home.online_dir / "events.db")
+    try:
+        rows, _ = log.since(0)
+    finally:
+        log.close()
+    left = {str(r["event_id"]): r for r in rows}
+    assert "p6" in left and "p2" in left  # Omar's login, the tablet's anonymous view
+    assert not [r for r in rows if r.get("customer_id") in person.ids]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from features.identity.keys import normalise_email, normalise_phone
+from features.pii.contacts import normalise_email, normalise_phone
 from simulation import SimulatedStore, SimulationConfig, simulate
 from simulation.contact_details import _FIRST_NAMES, _LAST_NAMES, _distinct_birth_dates, _one_edit
 
