@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -80,6 +81,7 @@ class PrivacyLedger:
         self.hasher = hasher
         self._local = threading.local()
         self._cache: tuple[int, frozenset[str], dict[str, str]] | None = None
+        self._version: tuple[tuple[int, ...], int] | None = None
         con = connect_sqlite(self.path)
         con.executescript(SCHEMA)
         con.close()
@@ -113,8 +115,18 @@ class PrivacyLedger:
         return self.hasher.candidates(key_text(kind, value))
 
     def version(self) -> int:
+        """The change count of the suppression list and erased ids. A decision asks
+        several times per request: the file is read again only when the database or
+        its write-ahead log changed on disk (every commit appends to the log, every
+        checkpoint writes the database), a few stat calls otherwise."""
+        stamp = _stamp(self.path)
+        cached = self._version
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
         row = self.con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-        return 0 if row is None else int(row[0])
+        value = 0 if row is None else int(row[0])
+        self._version = (stamp, value)
+        return value
 
     def _bump(self, con: sqlite3.Connection) -> None:
         con.execute(
@@ -265,6 +277,19 @@ class _Transaction:
 
     def __exit__(self, kind: object, *_: object) -> None:
         self.con.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """Modification time and size of a SQLite file and of its write-ahead log."""
+    out: list[int] = []
+    for name in (path, path.with_name(path.name + "-wal")):
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            out += [0, -1]
+        else:
+            out += [st.st_mtime_ns, st.st_size, st.st_ino]
+    return tuple(out)
 
 
 def _when(epoch: float) -> datetime:
