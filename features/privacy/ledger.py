@@ -79,7 +79,8 @@ class PrivacyLedger:
     def __init__(self, path: Path, hasher: KeyedHasher) -> None:
         self.path = Path(path)
         self.hasher = hasher
-        self._local = threading.local()
+        self.lock = threading.RLock()
+        self._con: sqlite3.Connection | None = None
         self._cache: tuple[int, frozenset[str], dict[str, str]] | None = None
         self._version: tuple[tuple[int, ...], int] | None = None
         con = connect_sqlite(self.path)
@@ -93,17 +94,23 @@ class PrivacyLedger:
 
     @property
     def con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
+        """One connection, shared by every thread (each use holds :attr:`lock`). Not
+        one per thread: a web server retires idle threads, and each connection of a
+        thread that ended would close with a checkpoint of the log (a write), and
+        change the files :meth:`version` watches."""
+        con = self._con
         if con is None:
-            con = connect_sqlite(self.path)
-            self._local.con = con
+            with self.lock:
+                if self._con is None:
+                    self._con = connect_sqlite(self.path)
+                con = self._con
         return con
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
+        with self.lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
     # ------------------------------------------------------------------ keys
     def key(self, kind: str, value: str) -> str:
@@ -123,7 +130,8 @@ class PrivacyLedger:
         cached = self._version
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        row = self.con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+        with self.lock:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
         value = 0 if row is None else int(row[0])
         self._version = (stamp, value)
         return value
@@ -157,11 +165,13 @@ class PrivacyLedger:
 
     def suppression(self) -> list[dict[str, Any]]:
         """Every entry: key, kind, reason, added_at (no address: only its hash)."""
+        with self.lock:
+            rows = self.con.execute(
+                "SELECT key, kind, reason, added_at FROM suppression ORDER BY added_at"
+            ).fetchall()
         return [
             {"key": k, "kind": kind, "reason": reason, "added_at": _when(at)}
-            for k, kind, reason, at in self.con.execute(
-                "SELECT key, kind, reason, added_at FROM suppression ORDER BY added_at"
-            )
+            for k, kind, reason, at in rows
         ]
 
     def suppressed_keys(self) -> dict[str, str]:
@@ -174,9 +184,10 @@ class PrivacyLedger:
     def _state(self) -> tuple[frozenset[str], dict[str, str]]:
         version = self.version()
         if self._cache is None or self._cache[0] != version:
-            con = self.con
-            erased = frozenset(k for (k,) in con.execute("SELECT key FROM erased"))
-            suppressed = dict(con.execute("SELECT key, reason FROM suppression").fetchall())
+            with self.lock:
+                con = self.con
+                erased = frozenset(k for (k,) in con.execute("SELECT key FROM erased"))
+                suppressed = dict(con.execute("SELECT key, reason FROM suppression").fetchall())
             self._cache = (version, erased, suppressed)
         return self._cache[1], self._cache[2]
 
@@ -222,12 +233,14 @@ class PrivacyLedger:
         return receipt_id
 
     def receipts(self) -> list[dict[str, Any]]:
+        with self.lock:
+            rows = self.con.execute(
+                "SELECT receipt_id, at, actor, subject, body FROM receipts ORDER BY at"
+            ).fetchall()
         return [
             {"receipt_id": r, "at": _when(at), "actor": actor, "subject": subject}
             | json.loads(body)
-            for r, at, actor, subject, body in self.con.execute(
-                "SELECT receipt_id, at, actor, subject, body FROM receipts ORDER BY at"
-            )
+            for r, at, actor, subject, body in rows
         ]
 
     # ------------------------------------------------------------------ audit
@@ -253,10 +266,11 @@ class PrivacyLedger:
 
     def audit_log(self, *, limit: int | None = None) -> list[AuditEntry]:
         """Entries, oldest first (the last ``limit`` of them)."""
-        rows = self.con.execute(
-            "SELECT seq, at, actor, action, target, details FROM audit ORDER BY seq DESC"
-            + ("" if limit is None else f" LIMIT {int(limit)}")
-        ).fetchall()
+        with self.lock:
+            rows = self.con.execute(
+                "SELECT seq, at, actor, action, target, details FROM audit ORDER BY seq DESC"
+                + ("" if limit is None else f" LIMIT {int(limit)}")
+            ).fetchall()
         return [
             AuditEntry(seq, _when(at), actor, action, target, json.loads(details))
             for seq, at, actor, action, target, details in reversed(rows)
@@ -264,19 +278,30 @@ class PrivacyLedger:
 
     # ------------------------------------------------------------------ plumbing
     def _transaction(self) -> _Transaction:
-        return _Transaction(self.con)
+        return _Transaction(self)
 
 
 class _Transaction:
-    def __init__(self, con: sqlite3.Connection) -> None:
-        self.con = con
+    """A write transaction on the ledger's shared connection, holding its lock."""
+
+    def __init__(self, ledger: PrivacyLedger) -> None:
+        self.ledger = ledger
 
     def __enter__(self) -> sqlite3.Connection:
-        self.con.execute("BEGIN IMMEDIATE")
-        return self.con
+        self.ledger.lock.acquire()
+        try:
+            con = self.ledger.con
+            con.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.ledger.lock.release()
+            raise
+        return con
 
     def __exit__(self, kind: object, *_: object) -> None:
-        self.con.execute("COMMIT" if kind is None else "ROLLBACK")
+        try:
+            self.ledger.con.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self.ledger.lock.release()
 
 
 def _stamp(path: Path) -> tuple[int, ...]:
