@@ -142,17 +142,16 @@ def linked_ids(settings: TailorSettings, customer_id: str) -> LinkedPerson:
     ids = {given, *mapped}
     con = connect()
     try:
-        linked = _login_links(con, store.files("events"), ids)
         log = _open_events_log(settings)
-        if log is not None:
-            try:
-                linked |= log.anonymous_ids_of(ids)
-                pairs = log.customers_of(ids | linked)
-            finally:
+        try:
+            posted = log.anonymous_ids_of(ids) if log is not None else set()
+            pairs = _logins(con, store.files("events"), ids, posted)
+            linked = posted | {anonymous for anonymous, customer in pairs if customer in ids}
+            if log is not None:
+                pairs |= log.customers_of(linked)
+        finally:
+            if log is not None:
                 log.close()
-        else:
-            pairs = set()
-        pairs |= _login_pairs(con, store.files("events"), ids | linked)
         # A device someone else also logged in on is not this person's alone: the
         # other customer's events on it, and its anonymous browsing, stay.
         shared = {anonymous for anonymous, customer in pairs if customer not in ids}
@@ -194,35 +193,26 @@ def _snapshot_person(features_dir: Path, given: str) -> set[str]:
     return found | set(source[canonical.isin(found)])
 
 
-def _login_pairs(
-    con: duckdb.DuckDBPyConnection, files: list[Path], anonymous: Collection[str]
+def _logins(
+    con: duckdb.DuckDBPyConnection,
+    files: list[Path],
+    ids: Collection[str],
+    anonymous: Collection[str],
 ) -> set[tuple[str, str]]:
     """``(anonymous id, customer id)`` of every stored ``login`` / ``identify`` event
-    linking one of ``anonymous`` to a customer."""
-    if not files or not anonymous:
-        return set()
-    rows = con.execute(
-        "SELECT DISTINCT anonymous_id, customer_id FROM read_parquet(?, union_by_name = true) "
-        "WHERE event_type IN ('login', 'identify') AND customer_id IS NOT NULL "
-        "AND list_contains(?, anonymous_id)",
-        [[str(f) for f in files], sorted(anonymous)],
-    ).fetchall()
-    return {(str(a), str(c)) for a, c in rows}
-
-
-def _login_links(
-    con: duckdb.DuckDBPyConnection, files: list[Path], ids: Collection[str]
-) -> set[str]:
-    """Anonymous ids that stored ``login`` / ``identify`` events link to ``ids``."""
+    on a device that one of ``ids`` logged in on, or one of ``anonymous``: one scan of
+    the events, the links of the person and of whoever shares their devices."""
     if not files:
         return set()
     rows = con.execute(
-        "SELECT DISTINCT anonymous_id FROM read_parquet(?, union_by_name = true) "
-        "WHERE event_type IN ('login', 'identify') AND anonymous_id IS NOT NULL "
-        "AND list_contains(?, customer_id)",
-        [[str(f) for f in files], sorted(ids)],
+        "WITH logins AS MATERIALIZED (SELECT DISTINCT anonymous_id, customer_id "
+        "FROM read_parquet(?, union_by_name = true) WHERE event_type IN ('login', 'identify') "
+        "AND anonymous_id IS NOT NULL AND customer_id IS NOT NULL) "
+        "SELECT anonymous_id, customer_id FROM logins WHERE list_contains(?, anonymous_id) "
+        "OR anonymous_id IN (SELECT anonymous_id FROM logins WHERE list_contains(?, customer_id))",
+        [[str(f) for f in files], sorted(anonymous), sorted(ids)],
     ).fetchall()
-    return {str(anonymous) for (anonymous,) in rows}
+    return {(str(a), str(c)) for a, c in rows}
 
 
 def _contact_values(
