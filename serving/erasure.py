@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from features.privacy.erasure import erase_data, linked_ids
+from features.data.decision_log import DecisionLog
+from features.privacy.erasure import DECISIONS_LOG, erase_data, linked_ids
 from features.privacy.ledger import PrivacyLedger
 from features.privacy.scrub import scrub, sqlite_files
 from features.settings import TailorSettings
@@ -81,6 +82,12 @@ def erase_person(
     removed |= erase_data(settings, person, now=now)
     client = registry_client(tracking or tracking_uri(settings.home))
     removed |= {f"mlflow_{k}": v for k, v in erase_from_registry(client, set(ids)).items()}
+    # A decision already in flight when the ids were marked erased may have been
+    # logged under a raw id after the log was swept: sweep it once more, seconds later
+    # (every decision begun after the mark is logged under the keyed hash).
+    removed["decisions"] = removed.get("decisions", 0) + DecisionLog(
+        settings.online_dir / DECISIONS_LOG
+    ).erase(ids)
     unscrubbed = [
         str(p.relative_to(settings.home)) for p in sqlite_files(settings.home) if not scrub(p)
     ]
